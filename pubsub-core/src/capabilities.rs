@@ -1,0 +1,138 @@
+//! What a backend can and cannot do, stated honestly.
+
+use crate::error::{Error, Result};
+use crate::options::{ConsumerOptions, InitialPosition, SubscriptionType};
+use crate::topic::{Qos, Topic};
+
+/// What one backend supports. Each adapter fills this in once; the
+/// conformance suite reads it and reports every case a backend cannot run
+/// as *unsupported*, by name, after checking that the backend refuses the
+/// operation with [`Error::Unsupported`] instead of silently misbehaving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Backend name (same as [`crate::PubSubBackend::name`]).
+    pub backend: &'static str,
+    /// q1/q2 messages survive a restart of the broker (or of the process, for embedded).
+    pub persistence: bool,
+    /// A new subscription can start at [`InitialPosition::Earliest`].
+    pub earliest: bool,
+    /// Competing consumers on one subscription.
+    pub shared: bool,
+    /// A second consumer on an exclusive subscription is refused.
+    pub exclusive: bool,
+    /// One active consumer; another takes over when it leaves.
+    pub failover: bool,
+    /// Same key, same consumer.
+    pub key_shared: bool,
+    /// `nack` redelivers the message.
+    pub nack: bool,
+    /// `nack_after(delay)` and `nack_redelivery_delay` are honoured.
+    pub nack_delay: bool,
+    /// Unacked messages come back after the ack timeout.
+    pub ack_timeout: bool,
+    /// The redelivery count of a message is tracked.
+    pub redelivery_count: bool,
+    /// `deliver_after` is honoured.
+    pub delayed_delivery: bool,
+    /// q2: broker-side de-duplication by message id and confirmed acks.
+    pub exactly_once: bool,
+    /// Messages with the same key arrive in the order they were sent
+    /// (single consumer, no redelivery in between).
+    pub key_ordering: bool,
+    /// All messages of a topic arrive in order (single consumer, no redelivery).
+    pub topic_ordering: bool,
+    /// Largest payload accepted, if there is a limit.
+    pub max_payload: Option<usize>,
+    /// Properties travel with the message.
+    pub properties: bool,
+    /// Message keys travel with the message.
+    pub keys: bool,
+}
+
+impl Capabilities {
+    /// Everything off: a starting point for an adapter to switch on what it has.
+    pub const fn none(backend: &'static str) -> Self {
+        Capabilities {
+            backend,
+            persistence: false,
+            earliest: false,
+            shared: false,
+            exclusive: false,
+            failover: false,
+            key_shared: false,
+            nack: false,
+            nack_delay: false,
+            ack_timeout: false,
+            redelivery_count: false,
+            delayed_delivery: false,
+            exactly_once: false,
+            key_ordering: false,
+            topic_ordering: false,
+            max_payload: None,
+            properties: false,
+            keys: false,
+        }
+    }
+
+    /// Whether consumers of this subscription type can be created.
+    pub fn supports_subscription(&self, kind: SubscriptionType) -> bool {
+        match kind {
+            SubscriptionType::Shared => self.shared,
+            SubscriptionType::Exclusive => self.exclusive,
+            SubscriptionType::Failover => self.failover,
+            SubscriptionType::KeyShared => self.key_shared,
+        }
+    }
+
+    /// The checks every adapter makes before creating a producer: a q2 topic
+    /// without exactly-once support fails unless degrading was allowed.
+    pub fn check_producer(&self, topic: &Topic, allow_degraded_qos: bool) -> Result<()> {
+        self.check_qos(topic, allow_degraded_qos)
+    }
+
+    /// The checks every adapter makes before creating a consumer.
+    pub fn check_consumer(&self, topic: &Topic, opts: &ConsumerOptions) -> Result<()> {
+        opts.validate()?;
+        self.check_qos(topic, opts.allow_degraded_qos)?;
+        if !self.supports_subscription(opts.subscription_type) {
+            return Err(Error::unsupported(
+                self.backend,
+                format!("{:?} subscriptions", opts.subscription_type),
+            ));
+        }
+        if opts.initial_position == InitialPosition::Earliest && !self.earliest && topic.qos() != Qos::AtMostOnce {
+            return Err(Error::unsupported(self.backend, "InitialPosition::Earliest (the broker keeps no history)"));
+        }
+        Ok(())
+    }
+
+    fn check_qos(&self, topic: &Topic, allow_degraded_qos: bool) -> Result<()> {
+        if topic.qos() == Qos::ExactlyOnce && !self.exactly_once && !allow_degraded_qos {
+            return Err(Error::unsupported(
+                self.backend,
+                "q2 (exactly-once); set allow_degraded_qos to run it as q1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_refuse_what_is_not_claimed() {
+        let caps = Capabilities { shared: true, ..Capabilities::none("test") };
+        let q2: Topic = "q2/a/b/c".parse().unwrap();
+        let q1: Topic = "q1/a/b/c".parse().unwrap();
+        assert!(matches!(caps.check_producer(&q2, false), Err(Error::Unsupported { .. })));
+        caps.check_producer(&q2, true).unwrap();
+        caps.check_consumer(&q1, &ConsumerOptions::default()).unwrap();
+        let excl = ConsumerOptions::default().with_type(SubscriptionType::Exclusive);
+        assert!(matches!(caps.check_consumer(&q1, &excl), Err(Error::Unsupported { .. })));
+        let earliest = ConsumerOptions::default().with_initial_position(InitialPosition::Earliest);
+        assert!(matches!(caps.check_consumer(&q1, &earliest), Err(Error::Unsupported { .. })));
+    }
+}

@@ -1,0 +1,393 @@
+//! Outgoing and received messages, their ids, properties and ack handles.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::topic::Topic;
+
+/// String properties (headers) of a message, ordered by name.
+pub type Properties = BTreeMap<String, String>;
+
+/// Longest property name accepted.
+pub const MAX_PROPERTY_NAME_LEN: usize = 256;
+
+/// Property names starting with this are reserved for the SDK itself
+/// (e.g. `pubsub.key` on backends without a native key).
+pub const RESERVED_PROPERTY_PREFIX: &str = "pubsub.";
+
+/// The property the codecs write the payload's content type into.
+pub const CONTENT_TYPE_PROPERTY: &str = "content-type";
+
+/// Checks one property: the name is 1 to [`MAX_PROPERTY_NAME_LEN`] bytes of
+/// `[A-Za-z0-9_.-]` and does not start with [`RESERVED_PROPERTY_PREFIX`]; the
+/// value has no control characters other than tab.
+///
+/// This is the strictest rule among the backends (NATS and HTTP-style
+/// headers cannot carry line breaks), applied everywhere so that a message
+/// that works on one backend works on all of them.
+pub fn validate_property(name: &str, value: &str) -> Result<()> {
+    let err = |reason: String| Error::InvalidProperty { name: name.to_string(), reason };
+    if name.is_empty() {
+        return Err(err("the name is empty".into()));
+    }
+    if name.len() > MAX_PROPERTY_NAME_LEN {
+        return Err(err(format!("the name is longer than {MAX_PROPERTY_NAME_LEN} bytes")));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(err(format!("the name contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed")));
+    }
+    if name.starts_with(RESERVED_PROPERTY_PREFIX) {
+        return Err(err(format!("names starting with {RESERVED_PROPERTY_PREFIX:?} are reserved")));
+    }
+    if let Some(bad) = value.chars().find(|c| c.is_control() && *c != '\t') {
+        return Err(err(format!("the value contains the control character {bad:?}")));
+    }
+    Ok(())
+}
+
+/// A message to send: payload bytes plus optional properties, key,
+/// de-duplication id and delivery delay.
+///
+/// ```
+/// use std::time::Duration;
+/// use pubsub_core::OutgoingMessage;
+///
+/// let msg = OutgoingMessage::new("hello")
+///     .with_property("trace-id", "abc")
+///     .with_key("user-42")
+///     .with_dedup_id("order-1001")
+///     .with_deliver_after(Duration::from_secs(5));
+/// assert_eq!(msg.payload.as_ref(), b"hello");
+/// assert_eq!(msg.properties["trace-id"], "abc");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutgoingMessage {
+    /// The payload, opaque bytes (may be empty).
+    pub payload: Bytes,
+    /// String properties; see [`validate_property`] for the rules.
+    pub properties: Properties,
+    /// Ordering / routing key: messages with the same key keep their order
+    /// and go to the same `KeyShared` consumer.
+    pub key: Option<String>,
+    /// On `q2` topics, a second send with the same id within the backend's
+    /// de-duplication window is dropped (and returns the first send's id).
+    pub dedup_id: Option<String>,
+    /// Deliver no earlier than this long after sending.
+    pub deliver_after: Option<Duration>,
+}
+
+impl OutgoingMessage {
+    /// A message with this payload and nothing else.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        OutgoingMessage { payload: payload.into(), ..Default::default() }
+    }
+
+    /// Adds a property (validated when sent).
+    pub fn with_property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the de-duplication id.
+    pub fn with_dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.dedup_id = Some(id.into());
+        self
+    }
+
+    /// Delays delivery.
+    pub fn with_deliver_after(mut self, delay: Duration) -> Self {
+        self.deliver_after = Some(delay);
+        self
+    }
+
+    /// Checks properties, key, dedup id and payload size against the rules
+    /// and a backend's payload limit. Every adapter calls this before sending.
+    pub fn validate(&self, max_payload: Option<usize>) -> Result<()> {
+        for (name, value) in &self.properties {
+            if name == CONTENT_TYPE_PROPERTY {
+                // Written by the codecs; its value is still checked.
+                validate_property("content-type-value", value)?;
+                continue;
+            }
+            validate_property(name, value)?;
+        }
+        if let Some(key) = &self.key {
+            if key.chars().any(|c| c.is_control()) {
+                return Err(Error::InvalidProperty { name: "key".into(), reason: "the key contains a control character".into() });
+            }
+        }
+        if let Some(id) = &self.dedup_id {
+            if id.is_empty() || id.chars().any(|c| c.is_control()) {
+                return Err(Error::InvalidProperty {
+                    name: "dedup_id".into(),
+                    reason: "the dedup id is empty or contains a control character".into(),
+                });
+            }
+        }
+        if let Some(max) = max_payload {
+            if self.payload.len() > max {
+                return Err(Error::PayloadTooLarge { size: self.payload.len(), max });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An opaque, printable message id, as the backend assigned it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(IdRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum IdRepr {
+    Seq(u64),
+    Text(Arc<str>),
+}
+
+impl MessageId {
+    /// An id that is a sequence number (the embedded log's offset).
+    pub fn from_seq(seq: u64) -> Self {
+        MessageId(IdRepr::Seq(seq))
+    }
+
+    /// An id in the backend's own textual form.
+    pub fn from_text(text: impl Into<Arc<str>>) -> Self {
+        MessageId(IdRepr::Text(text.into()))
+    }
+
+    /// The sequence number, for ids made by [`MessageId::from_seq`].
+    pub fn as_seq(&self) -> Option<u64> {
+        match &self.0 {
+            IdRepr::Seq(n) => Some(*n),
+            IdRepr::Text(t) => t.parse().ok(),
+        }
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            IdRepr::Seq(n) => write!(f, "{n}"),
+            IdRepr::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// What a backend puts behind a received message so it can be acked from
+/// anywhere, including another task. Implemented by adapters.
+#[async_trait]
+pub trait AckTarget: Send + Sync + fmt::Debug + 'static {
+    /// Acknowledges the message. Acking twice is harmless.
+    async fn ack(&self) -> Result<()>;
+    /// Asks for redelivery, after `delay` if given (else the consumer's
+    /// `nack_redelivery_delay`).
+    async fn nack(&self, delay: Option<Duration>) -> Result<()>;
+}
+
+/// An ack target for messages that need none (q0): every call succeeds.
+#[derive(Debug, Default)]
+pub struct NoAck;
+
+#[async_trait]
+impl AckTarget for NoAck {
+    async fn ack(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn nack(&self, _delay: Option<Duration>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A received message.
+///
+/// Cloning is cheap; all clones share one ack handle, so a message can be
+/// handed to a worker task and acked there with [`Message::ack`].
+#[derive(Clone)]
+pub struct Message {
+    id: MessageId,
+    topic: Topic,
+    payload: Bytes,
+    properties: Properties,
+    key: Option<String>,
+    publish_time: SystemTime,
+    redelivery_count: u32,
+    ack: Arc<dyn AckTarget>,
+}
+
+/// The parts of a [`Message`], for adapters building one.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct MessageParts {
+    /// The backend's id.
+    pub id: MessageId,
+    /// The topic it came from.
+    pub topic: Topic,
+    /// Payload bytes.
+    pub payload: Bytes,
+    /// Properties.
+    pub properties: Properties,
+    /// Key, if any.
+    pub key: Option<String>,
+    /// When the broker accepted it.
+    pub publish_time: SystemTime,
+    /// 0 on first delivery, then 1, 2, ...
+    pub redelivery_count: u32,
+}
+
+impl MessageParts {
+    /// Parts with an empty payload, no properties or key, published now.
+    pub fn new(id: MessageId, topic: Topic) -> Self {
+        MessageParts {
+            id,
+            topic,
+            payload: Bytes::new(),
+            properties: Properties::new(),
+            key: None,
+            publish_time: SystemTime::now(),
+            redelivery_count: 0,
+        }
+    }
+}
+
+impl Message {
+    /// Builds a message; `ack` is what [`Message::ack`] and [`Message::nack`] call.
+    pub fn new(parts: MessageParts, ack: Arc<dyn AckTarget>) -> Self {
+        Message {
+            id: parts.id,
+            topic: parts.topic,
+            payload: parts.payload,
+            properties: parts.properties,
+            key: parts.key,
+            publish_time: parts.publish_time,
+            redelivery_count: parts.redelivery_count,
+            ack,
+        }
+    }
+
+    /// The backend's id for this message.
+    pub fn id(&self) -> &MessageId {
+        &self.id
+    }
+    /// The topic it was received from.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+    /// The properties.
+    pub fn properties(&self) -> &Properties {
+        &self.properties
+    }
+    /// One property.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties.get(name).map(String::as_str)
+    }
+    /// The key, if one was sent.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+    /// When the broker accepted the message.
+    pub fn publish_time(&self) -> SystemTime {
+        self.publish_time
+    }
+    /// How often it was delivered before (0 on first delivery).
+    pub fn redelivery_count(&self) -> u32 {
+        self.redelivery_count
+    }
+    /// The payload's content type, as written by the codec that encoded it.
+    pub fn content_type(&self) -> Option<&str> {
+        self.property(CONTENT_TYPE_PROPERTY)
+    }
+
+    /// Acknowledges the message (the seed's `acknowledge`). Acking twice is harmless.
+    pub async fn ack(&self) -> Result<()> {
+        self.ack.ack().await
+    }
+
+    /// Asks for redelivery after the consumer's configured delay (the seed's
+    /// `negative_acknowledge`).
+    pub async fn nack(&self) -> Result<()> {
+        self.ack.nack(None).await
+    }
+
+    /// Asks for redelivery after `delay`.
+    pub async fn nack_after(&self, delay: Duration) -> Result<()> {
+        self.ack.nack(Some(delay)).await
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("topic", &self.topic)
+            .field("payload_len", &self.payload.len())
+            .field("properties", &self.properties)
+            .field("key", &self.key)
+            .field("redelivery_count", &self.redelivery_count)
+            .finish()
+    }
+}
+
+/// Unwraps the result of an operation that must report [`Error::Closed`] for
+/// a closed handle; a helper for adapters.
+pub fn ensure_open(closed: bool, what: &'static str) -> Result<()> {
+    if closed {
+        Err(Error::Closed(what))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn property_rules() {
+        validate_property("trace-id", "a\tb").unwrap();
+        validate_property("x.y_z-1", "").unwrap();
+        let bad = [("", "v"), ("a b", "v"), ("a:b", "v"), ("pubsub.key", "v"), ("ok", "line\nbreak"), ("ok", "nul\0")];
+        for (n, v) in bad {
+            assert!(matches!(validate_property(n, v), Err(Error::InvalidProperty { .. })), "{n:?}={v:?}");
+        }
+    }
+
+    #[test]
+    fn outgoing_validation() {
+        let m = OutgoingMessage::new(vec![0u8; 10]).with_property("a", "b");
+        m.validate(Some(10)).unwrap();
+        assert!(matches!(m.validate(Some(9)), Err(Error::PayloadTooLarge { size: 10, max: 9 })));
+        assert!(OutgoingMessage::new("x").with_key("a\nb").validate(None).is_err());
+        assert!(OutgoingMessage::new("x").with_dedup_id("").validate(None).is_err());
+        OutgoingMessage::new("x").with_property(CONTENT_TYPE_PROPERTY, "application/json").validate(None).unwrap();
+    }
+
+    #[test]
+    fn ids_print_and_parse() {
+        assert_eq!(MessageId::from_seq(42).to_string(), "42");
+        assert_eq!(MessageId::from_seq(42).as_seq(), Some(42));
+        assert_eq!(MessageId::from_text("1-0").to_string(), "1-0");
+        assert_eq!(MessageId::from_text("x").as_seq(), None);
+    }
+}

@@ -1,0 +1,254 @@
+//! Subscription kinds, initial positions and producer/consumer options.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::topic::Topic;
+
+/// How the consumers sharing one subscription split its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SubscriptionType {
+    /// Competing consumers: each message goes to exactly one of them.
+    #[default]
+    Shared,
+    /// One consumer only; a second is refused with [`Error::ConsumerBusy`].
+    Exclusive,
+    /// One active consumer; the next takes over when it goes away.
+    Failover,
+    /// Messages with the same key always go to the same consumer.
+    KeyShared,
+}
+
+impl SubscriptionType {
+    /// Every subscription type, in declaration order.
+    pub const ALL: [SubscriptionType; 4] =
+        [SubscriptionType::Shared, SubscriptionType::Exclusive, SubscriptionType::Failover, SubscriptionType::KeyShared];
+}
+
+/// Where a *new* subscription starts. An existing subscription always
+/// resumes from its acknowledged position and ignores this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum InitialPosition {
+    /// The oldest message the backend still retains.
+    Earliest,
+    /// Only messages published after the subscription was created.
+    #[default]
+    Latest,
+}
+
+/// Longest subscription name accepted.
+pub const MAX_SUBSCRIPTION_LEN: usize = 128;
+
+/// Checks a subscription name: 1 to [`MAX_SUBSCRIPTION_LEN`] characters of
+/// `[A-Za-z0-9_.-]`, not starting with `.` (so it is safe as a file name, a
+/// Kafka group id, a NATS durable name and an MQTT client id prefix).
+///
+/// ```
+/// assert!(pubsub_core::validate_subscription_name("workers.v2").is_ok());
+/// assert!(pubsub_core::validate_subscription_name("a b").is_err());
+/// ```
+pub fn validate_subscription_name(name: &str) -> Result<()> {
+    let err = |reason: String| Error::InvalidSubscription { name: name.to_string(), reason };
+    if name.is_empty() {
+        return Err(err("it is empty".into()));
+    }
+    if name.len() > MAX_SUBSCRIPTION_LEN {
+        return Err(err(format!("it is longer than {MAX_SUBSCRIPTION_LEN} bytes")));
+    }
+    if name.starts_with('.') {
+        return Err(err("it starts with '.'".into()));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(err(format!("it contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed")));
+    }
+    Ok(())
+}
+
+/// Options for [`crate::PubSubBackend::create_producer`].
+///
+/// ```
+/// let opts = pubsub_core::ProducerOptions::default().with_name("ingest-1");
+/// assert_eq!(opts.name.as_deref(), Some("ingest-1"));
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ProducerOptions {
+    /// A producer name, used by backends that de-duplicate per producer
+    /// (Pulsar) and in logs. Generated when absent.
+    pub name: Option<String>,
+    /// Allow a `q2` topic on a backend without exactly-once support, which
+    /// then behaves as `q1`. Without it such a producer fails with
+    /// [`Error::Unsupported`].
+    pub allow_degraded_qos: bool,
+    /// How long `send` may wait for the broker before [`Error::Timeout`].
+    /// `None` uses the backend's default (30 s on every backend).
+    pub send_timeout: Option<Duration>,
+}
+
+impl ProducerOptions {
+    /// Sets the producer name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Lets a `q2` topic degrade to `q1` where the backend has no exactly-once.
+    pub fn allow_degraded_qos(mut self) -> Self {
+        self.allow_degraded_qos = true;
+        self
+    }
+
+    /// Sets the send timeout.
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
+    }
+}
+
+/// Options for [`crate::PubSubBackend::create_consumer`].
+///
+/// The defaults: a `Shared` subscription starting at `Latest`, unacknowledged
+/// messages redelivered after 30 s, nacked ones redelivered at once, no limit
+/// on redeliveries, batches of up to 100.
+///
+/// ```
+/// use std::time::Duration;
+/// use pubsub_core::{ConsumerOptions, InitialPosition, SubscriptionType};
+///
+/// let opts = ConsumerOptions::default()
+///     .with_type(SubscriptionType::Failover)
+///     .with_initial_position(InitialPosition::Earliest)
+///     .with_ack_timeout(Some(Duration::from_secs(5)));
+/// assert_eq!(opts.subscription_type, SubscriptionType::Failover);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConsumerOptions {
+    /// How consumers of the subscription split messages.
+    pub subscription_type: SubscriptionType,
+    /// Where a new subscription starts.
+    pub initial_position: InitialPosition,
+    /// A message delivered but neither acked nor nacked within this time is
+    /// redelivered (to any consumer). `None` disables the timeout: such a
+    /// message is redelivered only when its consumer closes.
+    pub ack_timeout: Option<Duration>,
+    /// Delay before a nacked message is redelivered.
+    pub nack_redelivery_delay: Duration,
+    /// After this many redeliveries a message is moved to
+    /// [`dead_letter_topic`](Self::dead_letter_topic) (or, without one,
+    /// dropped with a warning). `None` redelivers without limit.
+    pub max_redeliveries: Option<u32>,
+    /// Where messages go after `max_redeliveries`.
+    pub dead_letter_topic: Option<Topic>,
+    /// Default `max` of [`crate::Consumer::receive_batch`] and the backend's
+    /// prefetch size where it has one.
+    pub batch_size: usize,
+    /// A consumer name for logs and backends that show one. Generated when absent.
+    pub name: Option<String>,
+    /// Allow a `q2` topic on a backend without exactly-once (behaves as `q1`).
+    pub allow_degraded_qos: bool,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            subscription_type: SubscriptionType::Shared,
+            initial_position: InitialPosition::Latest,
+            ack_timeout: Some(Duration::from_secs(30)),
+            nack_redelivery_delay: Duration::ZERO,
+            max_redeliveries: None,
+            dead_letter_topic: None,
+            batch_size: 100,
+            name: None,
+            allow_degraded_qos: false,
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// Sets the subscription type.
+    pub fn with_type(mut self, kind: SubscriptionType) -> Self {
+        self.subscription_type = kind;
+        self
+    }
+
+    /// Sets where a new subscription starts.
+    pub fn with_initial_position(mut self, position: InitialPosition) -> Self {
+        self.initial_position = position;
+        self
+    }
+
+    /// Sets (or with `None` disables) the ack timeout.
+    pub fn with_ack_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// Sets the delay before a nacked message comes back.
+    pub fn with_nack_redelivery_delay(mut self, delay: Duration) -> Self {
+        self.nack_redelivery_delay = delay;
+        self
+    }
+
+    /// Limits redeliveries; past the limit a message goes to `dead_letter_topic`.
+    pub fn with_max_redeliveries(mut self, max: u32, dead_letter_topic: Option<Topic>) -> Self {
+        self.max_redeliveries = Some(max);
+        self.dead_letter_topic = dead_letter_topic;
+        self
+    }
+
+    /// Sets the batch size.
+    pub fn with_batch_size(mut self, size: usize) -> Self {
+        self.batch_size = size;
+        self
+    }
+
+    /// Sets the consumer name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Lets a `q2` topic degrade to `q1` where the backend has no exactly-once.
+    pub fn allow_degraded_qos(mut self) -> Self {
+        self.allow_degraded_qos = true;
+        self
+    }
+
+    /// Checks values that no backend can use.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::InvalidConfiguration("batch_size must be at least 1".into()));
+        }
+        if self.ack_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfiguration("ack_timeout must be positive (or None)".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_names() {
+        for ok in ["a", "workers", "resp.client-1_x", &"x".repeat(128)] {
+            validate_subscription_name(ok).unwrap();
+        }
+        for bad in ["", ".hidden", "a b", "a/b", "ü", &"x".repeat(129)] {
+            assert!(matches!(validate_subscription_name(bad), Err(Error::InvalidSubscription { .. })), "{bad}");
+        }
+    }
+
+    #[test]
+    fn consumer_defaults_are_sane() {
+        let o = ConsumerOptions::default();
+        assert_eq!(o.subscription_type, SubscriptionType::Shared);
+        assert_eq!(o.initial_position, InitialPosition::Latest);
+        assert_eq!(o.ack_timeout, Some(Duration::from_secs(30)));
+        o.validate().unwrap();
+        assert!(ConsumerOptions::default().with_batch_size(0).validate().is_err());
+        assert!(ConsumerOptions::default().with_ack_timeout(Some(Duration::ZERO)).validate().is_err());
+    }
+}
