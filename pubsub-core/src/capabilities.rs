@@ -8,8 +8,10 @@ use crate::topic::{Qos, Topic};
 /// conformance suite reads it and reports every case a backend cannot run
 /// as *unsupported*, by name, after checking that the backend refuses the
 /// operation with [`Error::Unsupported`] instead of silently misbehaving.
+///
+/// Adapters build it as `Capabilities { shared: true, ..Capabilities::none("name") }`
+/// so that fields added later default to "not supported".
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Capabilities {
     /// Backend name (same as [`crate::PubSubBackend::name`]).
     pub backend: &'static str,

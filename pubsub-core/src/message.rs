@@ -233,8 +233,9 @@ pub struct Message {
 }
 
 /// The parts of a [`Message`], for adapters building one.
+///
+/// Build it as `MessageParts { payload, ..MessageParts::new(id, topic) }`.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct MessageParts {
     /// The backend's id.
     pub id: MessageId,

@@ -1,0 +1,455 @@
+//! The [`PubSubBackend`], [`Producer`] and [`Consumer`] of the embedded log.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pubsub_core::{
+    validate_subscription_name, AckTarget, Capabilities, Consumer, ConsumerOptions, Error, Message, MessageId,
+    MessageParts, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Result, Topic,
+};
+use tokio::time::Instant;
+
+use crate::config::EmbeddedConfig;
+use crate::record::Record;
+use crate::storage::{parse_topic_dir_name, topic_dir_name};
+use crate::topic::TopicHandle;
+
+const NAME: &str = "embedded";
+
+/// Property set on a dead-lettered message: the topic it came from.
+pub const DEAD_LETTER_ORIGIN_PROPERTY: &str = "pubsub.dead-letter.origin";
+/// Property set on a dead-lettered message: how often it was redelivered.
+pub const DEAD_LETTER_REDELIVERIES_PROPERTY: &str = "pubsub.dead-letter.redeliveries";
+
+/// The in-process log backend: the default, for tests and small deployments.
+///
+/// Every topic is an append-only log; subscriptions keep a cursor and
+/// per-message acks, so acks may come in any order and from any task. In
+/// memory by default; with a data directory, q1/q2 topics and subscription
+/// positions survive a crash (see [`EmbeddedConfig`] and the crate docs).
+///
+/// ```
+/// use pubsub_core::{ConsumerOptions, OutgoingMessage, PubSubBackend, Topic};
+/// use pubsub_embedded::EmbeddedBackend;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pubsub_core::Result<()> {
+/// let backend = EmbeddedBackend::memory();
+/// let topic: Topic = "q1/tg/flow/greetings".parse()?;
+/// let consumer = backend.create_consumer(&topic, "workers", ConsumerOptions::default()).await?;
+/// let producer = backend.create_producer(&topic, Default::default()).await?;
+/// producer.send(OutgoingMessage::new("hello")).await?;
+/// let msg = consumer.receive().await?;
+/// assert_eq!(msg.payload().as_ref(), b"hello");
+/// msg.ack().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EmbeddedBackend {
+    broker: Arc<Broker>,
+}
+
+struct Broker {
+    config: Arc<EmbeddedConfig>,
+    caps: Capabilities,
+    topics: Mutex<HashMap<Topic, Arc<TopicHandle>>>,
+    closed: AtomicBool,
+    next_consumer: AtomicU64,
+}
+
+impl fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedBackend")
+            .field("data_dir", &self.broker.config.data_dir)
+            .field("topics", &self.broker.topics.lock().len())
+            .finish()
+    }
+}
+
+impl EmbeddedBackend {
+    /// A backend that keeps everything in memory.
+    pub fn memory() -> Self {
+        Self::open(EmbeddedConfig::memory()).expect("a memory backend touches no files")
+    }
+
+    /// A backend with this configuration. With a data directory, every
+    /// topic in it is recovered now, so a corrupt file is reported here.
+    pub fn open(config: EmbeddedConfig) -> Result<Self> {
+        if config.retained_messages == 0 || config.segment_bytes == 0 || config.q0_buffer == 0 {
+            return Err(Error::InvalidConfiguration(
+                "retained_messages, segment_bytes and q0_buffer must be positive".into(),
+            ));
+        }
+        let caps = Capabilities {
+            persistence: config.data_dir.is_some(),
+            earliest: true,
+            shared: true,
+            exclusive: true,
+            failover: true,
+            key_shared: true,
+            nack: true,
+            nack_delay: true,
+            ack_timeout: true,
+            redelivery_count: true,
+            delayed_delivery: true,
+            exactly_once: true,
+            key_ordering: true,
+            topic_ordering: true,
+            max_payload: Some(config.max_payload),
+            properties: true,
+            keys: true,
+            ..Capabilities::none(NAME)
+        };
+        let config = Arc::new(config);
+        let mut topics = HashMap::new();
+        if let Some(dir) = &config.data_dir {
+            let root = dir.join("topics");
+            std::fs::create_dir_all(&root)
+                .map_err(|e| Error::broker(NAME, format!("cannot create {}: {e}", root.display()), e))?;
+            let entries = std::fs::read_dir(&root)
+                .map_err(|e| Error::broker(NAME, format!("cannot read {}: {e}", root.display()), e))?;
+            for entry in entries.flatten() {
+                let Some(topic) = entry.file_name().to_str().and_then(parse_topic_dir_name) else {
+                    tracing::warn!(path = %entry.path().display(), "ignoring an entry that is not a topic directory");
+                    continue;
+                };
+                let handle = TopicHandle::open(topic.clone(), config.clone(), Some(entry.path()))?;
+                topics.insert(topic, Arc::new(handle));
+            }
+        }
+        Ok(EmbeddedBackend {
+            broker: Arc::new(Broker {
+                config,
+                caps,
+                topics: Mutex::new(topics),
+                closed: AtomicBool::new(false),
+                next_consumer: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EmbeddedConfig {
+        &self.broker.config
+    }
+}
+
+impl Broker {
+    fn ensure_open(&self) -> Result<()> {
+        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "embedded backend")
+    }
+
+    fn topic(&self, topic: &Topic) -> Result<Arc<TopicHandle>> {
+        self.ensure_open()?;
+        let mut topics = self.topics.lock();
+        if let Some(t) = topics.get(topic) {
+            return Ok(t.clone());
+        }
+        let dir = self.config.data_dir.as_ref().map(|d| d.join("topics").join(topic_dir_name(topic)));
+        let handle = Arc::new(TopicHandle::open(topic.clone(), self.config.clone(), dir)?);
+        topics.insert(topic.clone(), handle.clone());
+        Ok(handle)
+    }
+}
+
+#[async_trait]
+impl PubSubBackend for EmbeddedBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.broker.caps
+    }
+
+    async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
+        self.broker.caps.check_producer(topic, options.allow_degraded_qos)?;
+        let handle = self.broker.topic(topic)?;
+        Ok(Box::new(EmbeddedProducer { topic: handle, broker: self.broker.clone(), closed: AtomicBool::new(false) }))
+    }
+
+    async fn create_consumer(
+        &self,
+        topic: &Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>> {
+        validate_subscription_name(subscription)?;
+        self.broker.caps.check_consumer(topic, &options)?;
+        if let Some(dlq) = &options.dead_letter_topic {
+            if dlq == topic {
+                return Err(Error::InvalidConfiguration("the dead-letter topic must differ from the topic".into()));
+            }
+        }
+        let handle = self.broker.topic(topic)?;
+        let id = self.broker.next_consumer.fetch_add(1, Ordering::Relaxed);
+        handle.attach(subscription, id, &options)?;
+        Ok(Box::new(EmbeddedConsumer {
+            topic: handle,
+            broker: self.broker.clone(),
+            subscription: subscription.into(),
+            id,
+            closed: Arc::new(AtomicBool::new(false)),
+            options,
+        }))
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.broker.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let topics: Vec<_> = self.broker.topics.lock().values().cloned().collect();
+        for t in &topics {
+            t.persist_all()?;
+            t.notify.notify_waiters();
+        }
+        Ok(())
+    }
+}
+
+struct EmbeddedProducer {
+    topic: Arc<TopicHandle>,
+    broker: Arc<Broker>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for EmbeddedProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedProducer").field("topic", &self.topic.topic).finish()
+    }
+}
+
+impl EmbeddedProducer {
+    fn ensure_open(&self) -> Result<()> {
+        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
+        self.broker.ensure_open()
+    }
+}
+
+#[async_trait]
+impl Producer for EmbeddedProducer {
+    fn topic(&self) -> &Topic {
+        &self.topic.topic
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<MessageId> {
+        self.ensure_open()?;
+        message.validate(Some(self.broker.config.max_payload))?;
+        let mut ids = self.topic.append(vec![message]).await?;
+        Ok(ids.pop().expect("one id per message"))
+    }
+
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        self.ensure_open()?;
+        for m in &messages {
+            m.validate(Some(self.broker.config.max_payload))?;
+        }
+        self.topic.append(messages).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // `send` returns only once a record is as durable as configured.
+        self.ensure_open()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+struct EmbeddedConsumer {
+    topic: Arc<TopicHandle>,
+    broker: Arc<Broker>,
+    subscription: Arc<str>,
+    id: u64,
+    closed: Arc<AtomicBool>,
+    options: ConsumerOptions,
+}
+
+impl fmt::Debug for EmbeddedConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedConsumer")
+            .field("topic", &self.topic.topic)
+            .field("subscription", &self.subscription)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl EmbeddedConsumer {
+    fn ensure_open(&self) -> Result<()> {
+        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
+        self.broker.ensure_open()
+    }
+
+    /// Waits until at least one message is available (or `deadline`), then
+    /// takes up to `max`. Cancel safe: messages are taken and returned in
+    /// one step, after the last await.
+    async fn take_waiting(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<Message>> {
+        loop {
+            let notified = self.topic.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            self.ensure_open()?;
+            let taken = self.topic.take(&self.subscription, self.id, max)?;
+            if !taken.dead.is_empty() {
+                self.dead_letter(taken.dead).await?;
+            }
+            if !taken.deliveries.is_empty() {
+                return Ok(taken.deliveries.into_iter().map(|d| self.to_message(d.record, d.redelivery_count)).collect());
+            }
+            let wake = match (taken.next_wake, deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Vec::new());
+            }
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    fn to_message(&self, record: Arc<Record>, redelivery_count: u32) -> Message {
+        let parts = MessageParts {
+            payload: record.payload.clone(),
+            properties: record.properties.clone(),
+            key: record.key.clone(),
+            publish_time: UNIX_EPOCH + Duration::from_millis(record.publish_ms),
+            redelivery_count,
+            ..MessageParts::new(MessageId::from_seq(record.offset), self.topic.topic.clone())
+        };
+        let ack = EmbeddedAck {
+            topic: self.topic.clone(),
+            subscription: self.subscription.clone(),
+            consumer: self.id,
+            closed: self.closed.clone(),
+            offset: record.offset,
+            nack_delay: self.options.nack_redelivery_delay,
+        };
+        Message::new(parts, Arc::new(ack))
+    }
+
+    /// Moves messages past `max_redeliveries` to the dead-letter topic (or
+    /// drops them with a warning when there is none), then acks them.
+    async fn dead_letter(&self, dead: Vec<Arc<Record>>) -> Result<()> {
+        for record in dead {
+            match &self.options.dead_letter_topic {
+                Some(dlq) => {
+                    let mut m = OutgoingMessage::new(record.payload.clone());
+                    m.properties = record.properties.clone();
+                    m.properties.insert(DEAD_LETTER_ORIGIN_PROPERTY.into(), self.topic.topic.to_string());
+                    m.properties.insert(
+                        DEAD_LETTER_REDELIVERIES_PROPERTY.into(),
+                        self.options.max_redeliveries.unwrap_or(0).to_string(),
+                    );
+                    m.key = record.key.clone();
+                    self.broker.topic(dlq)?.append(vec![m]).await?;
+                }
+                None => tracing::warn!(
+                    topic = %self.topic.topic,
+                    subscription = %self.subscription,
+                    offset = record.offset,
+                    "dropping a message past max_redeliveries (no dead_letter_topic set)"
+                ),
+            }
+            self.topic.ack(&self.subscription, record.offset).await?;
+        }
+        Ok(())
+    }
+
+    fn detach(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.topic.detach(&self.subscription, self.id);
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    fn topic(&self) -> &Topic {
+        &self.topic.topic
+    }
+
+    fn subscription(&self) -> &str {
+        &self.subscription
+    }
+
+    async fn receive(&self) -> Result<Message> {
+        let mut batch = self.take_waiting(1, None).await?;
+        Ok(batch.pop().expect("take_waiting without deadline returns a message"))
+    }
+
+    async fn receive_timeout(&self, timeout: Duration) -> Result<Message> {
+        let mut batch = self.take_waiting(1, Some(Instant::now() + timeout)).await?;
+        batch.pop().ok_or(Error::Timeout(timeout))
+    }
+
+    async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.take_waiting(max, Some(Instant::now() + timeout)).await
+    }
+
+    async fn unsubscribe(&self) -> Result<()> {
+        self.ensure_open()?;
+        self.topic.unsubscribe(&self.subscription, self.id)?;
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.detach();
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedConsumer {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Acks one message of one consumer.
+struct EmbeddedAck {
+    topic: Arc<TopicHandle>,
+    subscription: Arc<str>,
+    consumer: u64,
+    closed: Arc<AtomicBool>,
+    offset: u64,
+    nack_delay: Duration,
+}
+
+impl fmt::Debug for EmbeddedAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EmbeddedAck({}@{})", self.subscription, self.offset)
+    }
+}
+
+#[async_trait]
+impl AckTarget for EmbeddedAck {
+    async fn ack(&self) -> Result<()> {
+        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
+        self.topic.ack(&self.subscription, self.offset).await
+    }
+
+    async fn nack(&self, delay: Option<Duration>) -> Result<()> {
+        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
+        self.topic.nack(&self.subscription, self.offset, self.consumer, delay.unwrap_or(self.nack_delay));
+        Ok(())
+    }
+}
