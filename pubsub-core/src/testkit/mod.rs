@@ -1,1 +1,224 @@
-//! placeholder
+//! The conformance suite every backend runs (feature `testkit`).
+//!
+//! One function per case in [`cases`]; [`conformance_tests!`] turns them
+//! into one `#[tokio::test]` each for a backend factory:
+//!
+//! ```ignore
+//! // tests/conformance.rs of an adapter crate
+//! pubsub_core::conformance_tests!(|| async {
+//!     Ok(std::sync::Arc::new(MyBackend::connect("...").await?) as std::sync::Arc<dyn pubsub_core::PubSubBackend>)
+//! });
+//! ```
+//!
+//! Cases read [`Capabilities`]: a case a backend cannot support is reported
+//! as `UNSUPPORTED <backend> <case>: <why>` on stderr, and wherever an
+//! operation exists to refuse (a subscription type, `Earliest`, q2,
+//! `deliver_after`) the case first checks that the backend refuses it with
+//! [`Error::Unsupported`]: not claiming a feature never means silently
+//! misbehaving.
+//!
+//! A factory that cannot reach its broker makes each case print
+//! `SKIPPED <case>: ...` and pass, unless `CI=true` or
+//! `PUBSUB_REQUIRE_BROKERS=1`, where it fails.
+
+pub mod cases;
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    Capabilities, Consumer, ConsumerOptions, Error, Message, Producer, ProducerOptions, PubSubBackend, Qos, Topic,
+};
+
+/// How long a case waits for a message that must arrive.
+pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a case listens to conclude that a message does *not* arrive.
+pub const QUIET_PERIOD: Duration = Duration::from_millis(1500);
+
+/// What a case concluded (failures panic, with the reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check held.
+    Passed,
+    /// The backend does not claim the capability; the reason says which.
+    Unsupported(String),
+}
+
+/// Whether a missing broker fails the run (`CI=true` or `PUBSUB_REQUIRE_BROKERS=1`).
+pub fn brokers_required() -> bool {
+    let set = |k: &str, v: &[&str]| std::env::var(k).map(|x| v.contains(&x.to_ascii_lowercase().as_str())).unwrap_or(false);
+    set("CI", &["true", "1"]) || set("PUBSUB_REQUIRE_BROKERS", &["1", "true"])
+}
+
+/// Writes a line to the real stderr, past the test harness's capture, so
+/// skipped and unsupported cases show in a plain `cargo test`.
+pub fn report(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Handles a broker that is not there: a failure under CI, a printed skip otherwise.
+pub fn broker_unavailable(test: &str, why: &dyn std::fmt::Display) {
+    if brokers_required() {
+        panic!("{test}: broker required (CI=true or PUBSUB_REQUIRE_BROKERS=1) but unavailable: {why}");
+    }
+    report(&format!("SKIPPED {test}: broker unavailable: {why}"));
+}
+
+/// Everything a case needs: the backend and names unique to this run.
+pub struct Ctx {
+    /// The backend under test.
+    pub backend: Arc<dyn PubSubBackend>,
+    /// Its capabilities.
+    pub caps: Capabilities,
+    run: String,
+}
+
+impl Ctx {
+    /// A context for `backend`, with a fresh unique namespace.
+    pub fn new(backend: Arc<dyn PubSubBackend>) -> Self {
+        let caps = backend.capabilities().clone();
+        let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        Ctx { backend, caps, run }
+    }
+
+    /// A topic no other run uses: `{qos}/conformance/{run}/{queue}`.
+    pub fn topic(&self, qos: Qos, queue: &str) -> Topic {
+        Topic::new(qos, "conformance", &format!("r{}", self.run), queue).expect("valid test topic")
+    }
+
+    /// A subscription name no other run uses.
+    pub fn sub(&self, name: &str) -> String {
+        format!("{name}-{}", self.run)
+    }
+
+    /// A producer, or a panic naming the topic.
+    pub async fn producer(&self, topic: &Topic) -> Box<dyn Producer> {
+        self.backend
+            .create_producer(topic, ProducerOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("create_producer({topic}): {e}"))
+    }
+
+    /// A consumer, or a panic naming topic and subscription.
+    pub async fn consumer(&self, topic: &Topic, sub: &str, opts: ConsumerOptions) -> Box<dyn Consumer> {
+        self.backend
+            .create_consumer(topic, sub, opts)
+            .await
+            .unwrap_or_else(|e| panic!("create_consumer({topic}, {sub}): {e}"))
+    }
+}
+
+/// Receives exactly `n` messages (each within [`ARRIVAL_TIMEOUT`]), acking
+/// each if `ack`; panics naming how many arrived.
+pub async fn receive_n(consumer: &dyn Consumer, n: usize, ack: bool) -> Vec<Message> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let batch = consumer
+            .receive_batch(n - got.len(), ARRIVAL_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("receive after {} of {n} messages: {e}", got.len()));
+        assert!(!batch.is_empty(), "only {} of {n} messages arrived within {ARRIVAL_TIMEOUT:?}", got.len());
+        for m in batch {
+            if ack {
+                m.ack().await.unwrap_or_else(|e| panic!("ack {}: {e}", m.id()));
+            }
+            got.push(m);
+        }
+    }
+    got
+}
+
+/// Checks that nothing arrives within [`QUIET_PERIOD`].
+pub async fn expect_quiet(consumer: &dyn Consumer, why: &str) {
+    match consumer.receive_timeout(QUIET_PERIOD).await {
+        Err(Error::Timeout(_)) => {}
+        Ok(m) => panic!("{why}: unexpected message {:?} (payload {:?})", m.id(), m.payload()),
+        Err(e) => panic!("{why}: receive failed: {e}"),
+    }
+}
+
+/// Runs one case against a fresh backend from `factory` and reports it.
+pub async fn run_case<F, Fut, E>(case: &str, factory: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Arc<dyn PubSubBackend>, E>>,
+    E: std::fmt::Display,
+{
+    let backend = match factory().await {
+        Ok(b) => b,
+        Err(e) => return broker_unavailable(case, &e),
+    };
+    let name = backend.name();
+    let ctx = Ctx::new(backend.clone());
+    match cases::run(case, &ctx).await {
+        Outcome::Passed => {}
+        Outcome::Unsupported(why) => report(&format!("UNSUPPORTED {name} {case}: {why}")),
+    }
+    backend.close().await.unwrap_or_else(|e| panic!("closing {name} after {case}: {e}"));
+}
+
+/// One `#[tokio::test]` per conformance case, for a backend factory: an
+/// expression of a type `FnOnce() -> impl Future<Output = Result<Arc<dyn
+/// PubSubBackend>, impl Display>>` (evaluated once per case). The calling
+/// crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::__with_conformance_cases!(__conformance_tests ($factory));
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    (($factory:expr); $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::testkit::run_case(stringify!($case), $factory).await;
+            }
+        )*
+    };
+}
+
+/// The single list of case names; both the test generator and the
+/// dispatcher in [`cases::run`] are built from it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __with_conformance_cases {
+    ($callback:ident $args:tt) => {
+        $crate::$callback! {
+            $args;
+            publish_subscribe_1000,
+            binary_and_empty_payloads,
+            order_is_preserved,
+            ack_prevents_redelivery,
+            nack_redelivers_with_higher_count,
+            nack_with_delay,
+            unacked_redelivered_after_close,
+            ack_timeout_redelivers,
+            acks_from_other_tasks_out_of_order,
+            shared_spreads_work,
+            exclusive_refuses_second_consumer,
+            failover_takes_over,
+            key_shared_routes_by_key,
+            earliest_and_latest,
+            existing_subscription_resumes,
+            two_subscriptions_each_get_all,
+            receive_timeout_gives_timeout,
+            receive_batch_returns_what_is_ready,
+            concurrent_producers_and_consumers,
+            closed_handles_give_closed,
+            double_ack_is_harmless,
+            invalid_input_gives_typed_errors,
+            q0_does_not_retain,
+            q2_drops_duplicate_sends,
+            delayed_delivery,
+            unsubscribe_deletes_position,
+            typed_values_and_codec_mismatch,
+            stream_yields_messages,
+        }
+    };
+}

@@ -1,0 +1,749 @@
+//! The conformance cases, one function each. Every case uses topics and
+//! subscriptions unique to its run, so cases can run in parallel against
+//! one broker.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::{expect_quiet, receive_n, Ctx, Outcome, ARRIVAL_TIMEOUT};
+use crate::codec::{Avro, Codec, Json};
+use crate::{
+    ConsumerExt, ConsumerOptions, Error, InitialPosition, Message, OutgoingMessage, ProducerExt, ProducerOptions, Qos,
+    SubscriptionType,
+};
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_dispatch {
+    (($name:expr, $ctx:expr); $($case:ident),* $(,)?) => {
+        match $name {
+            $( stringify!($case) => $crate::testkit::cases::$case($ctx).await, )*
+            other => panic!("unknown conformance case {other:?}"),
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_list {
+    ((); $($case:ident),* $(,)?) => {
+        &[$(stringify!($case)),*]
+    };
+}
+
+/// Every case name, in suite order.
+pub const ALL: &[&str] = crate::__with_conformance_cases!(__conformance_list());
+
+/// Runs the case called `name`.
+pub async fn run(name: &str, ctx: &Ctx) -> Outcome {
+    crate::__with_conformance_cases!(__conformance_dispatch(name, ctx))
+}
+
+fn latest() -> ConsumerOptions {
+    ConsumerOptions::default()
+}
+
+fn earliest() -> ConsumerOptions {
+    ConsumerOptions::default().with_initial_position(InitialPosition::Earliest)
+}
+
+fn numbered(i: usize) -> OutgoingMessage {
+    OutgoingMessage::new(format!("message-{i}")).with_property("n", i.to_string())
+}
+
+fn number_of(m: &Message) -> usize {
+    m.property("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("message {} lacks its number property: {m:?}", m.id()))
+}
+
+async fn send_numbered(ctx: &Ctx, topic: &crate::Topic, range: std::ops::Range<usize>) {
+    let p = ctx.producer(topic).await;
+    for i in range {
+        p.send(numbered(i)).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
+    }
+    p.close().await.expect("close producer");
+}
+
+/// Checks the backend refuses a consumer of an unsupported kind with `Unsupported`.
+async fn refuses(ctx: &Ctx, opts: ConsumerOptions, what: &str) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "refused");
+    match ctx.backend.create_consumer(&topic, &ctx.sub("refused"), opts).await {
+        Err(Error::Unsupported { .. }) => Outcome::Unsupported(format!("{what} (refused with Error::Unsupported)")),
+        Ok(_) => panic!("{what} is not claimed in Capabilities but create_consumer accepted it"),
+        Err(e) => panic!("{what} is not claimed; expected Error::Unsupported, got {e}"),
+    }
+}
+
+/// 1,000 messages, sent one by one and in batches, arrive with payload,
+/// properties and key intact.
+pub async fn publish_subscribe_1000(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "pubsub-1000");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    let make = |i: usize| {
+        numbered(i).with_property("kind", "conformance").with_key(format!("key-{}", i % 7))
+    };
+    for i in 0..500 {
+        p.send(make(i)).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
+    }
+    for chunk in (500..1000).collect::<Vec<_>>().chunks(100) {
+        let ids = p.send_batch(chunk.iter().map(|&i| make(i)).collect()).await.expect("send_batch");
+        assert_eq!(ids.len(), chunk.len(), "one id per message of a batch");
+    }
+    p.flush().await.expect("flush");
+    let got = receive_n(c.as_ref(), 1000, true).await;
+    let mut seen = BTreeSet::new();
+    for m in &got {
+        let i = number_of(m);
+        assert!(seen.insert(i), "message {i} delivered twice");
+        assert_eq!(m.payload().as_ref(), format!("message-{i}").as_bytes());
+        assert_eq!(m.property("kind"), Some("conformance"));
+        if ctx.caps.keys {
+            assert_eq!(m.key(), Some(format!("key-{}", i % 7).as_str()));
+        }
+        assert_eq!(m.topic(), &topic);
+        assert_eq!(m.redelivery_count(), 0);
+    }
+    assert_eq!(seen.len(), 1000);
+    expect_quiet(c.as_ref(), "all 1000 were acked").await;
+    Outcome::Passed
+}
+
+/// Arbitrary binary payloads (every byte value) and an empty payload arrive unchanged.
+pub async fn binary_and_empty_payloads(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "binary");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    let all_bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
+    let payloads: Vec<Vec<u8>> = vec![all_bytes, Vec::new(), vec![0u8; 64 * 1024], b"\xff\xfe\x00\r\n".to_vec()];
+    for (i, pl) in payloads.iter().enumerate() {
+        p.send(OutgoingMessage::new(pl.clone()).with_property("n", i.to_string())).await.expect("send");
+    }
+    for m in receive_n(c.as_ref(), payloads.len(), true).await {
+        let i = number_of(&m);
+        assert_eq!(m.payload().as_ref(), &payloads[i][..], "payload {i} changed");
+    }
+    Outcome::Passed
+}
+
+/// With one consumer and no redelivery, messages arrive in send order
+/// (per topic where claimed, else per key).
+pub async fn order_is_preserved(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.topic_ordering && !ctx.caps.key_ordering {
+        return Outcome::Unsupported("neither topic nor key ordering is claimed".into());
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "order");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    for i in 0..300 {
+        p.send(numbered(i).with_key(format!("k{}", i % 3))).await.expect("send");
+    }
+    let got: Vec<usize> = receive_n(c.as_ref(), 300, true).await.iter().map(number_of).collect();
+    if ctx.caps.topic_ordering {
+        assert_eq!(got, (0..300).collect::<Vec<_>>(), "topic order");
+    }
+    for k in 0..3 {
+        let per_key: Vec<usize> = got.iter().copied().filter(|i| i % 3 == k).collect();
+        assert!(per_key.windows(2).all(|w| w[0] < w[1]), "order of key k{k}: {per_key:?}");
+    }
+    Outcome::Passed
+}
+
+/// An acked message is not delivered again, not even to a new consumer.
+pub async fn ack_prevents_redelivery(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "ack");
+    let sub = ctx.sub("s");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    send_numbered(ctx, &topic, 0..5).await;
+    receive_n(c.as_ref(), 5, true).await;
+    c.close().await.expect("close");
+    let c2 = ctx.consumer(&topic, &sub, latest()).await;
+    expect_quiet(c2.as_ref(), "acked messages must not come back").await;
+    Outcome::Passed
+}
+
+/// A nacked message comes back with a higher redelivery count.
+pub async fn nack_redelivers_with_higher_count(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.nack {
+        return Outcome::Unsupported("nack redelivery is not claimed".into());
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "nack");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    send_numbered(ctx, &topic, 0..1).await;
+    let first = receive_n(c.as_ref(), 1, false).await.remove(0);
+    assert_eq!(first.redelivery_count(), 0);
+    c.nack(&first).await.expect("nack");
+    let again = receive_n(c.as_ref(), 1, false).await.remove(0);
+    assert_eq!(number_of(&again), 0);
+    if ctx.caps.redelivery_count {
+        assert!(again.redelivery_count() >= 1, "redelivery count after nack: {}", again.redelivery_count());
+    }
+    again.ack().await.expect("ack");
+    expect_quiet(c.as_ref(), "acked after nack").await;
+    Outcome::Passed
+}
+
+/// `nack_after(delay)` keeps the message away for at least the delay.
+pub async fn nack_with_delay(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.nack_delay {
+        return Outcome::Unsupported("nack redelivery delay is not claimed".into());
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "nack-delay");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    send_numbered(ctx, &topic, 0..1).await;
+    let m = receive_n(c.as_ref(), 1, false).await.remove(0);
+    let delay = Duration::from_secs(2);
+    let nacked_at = Instant::now();
+    m.nack_after(delay).await.expect("nack_after");
+    let again = receive_n(c.as_ref(), 1, true).await.remove(0);
+    assert!(nacked_at.elapsed() >= delay, "redelivered after {:?}, before the {delay:?} delay", nacked_at.elapsed());
+    assert_eq!(number_of(&again), 0);
+    Outcome::Passed
+}
+
+/// Messages a consumer received but did not ack go to the next consumer
+/// of the subscription once it closes.
+pub async fn unacked_redelivered_after_close(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "unacked");
+    let sub = ctx.sub("s");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    send_numbered(ctx, &topic, 0..10).await;
+    let got = receive_n(c.as_ref(), 10, false).await;
+    for m in got.iter().filter(|m| number_of(m) % 2 == 0) {
+        m.ack().await.expect("ack");
+    }
+    c.close().await.expect("close");
+    let c2 = ctx.consumer(&topic, &sub, latest()).await;
+    let again: BTreeSet<usize> = receive_n(c2.as_ref(), 5, true).await.iter().map(number_of).collect();
+    assert_eq!(again, [1, 3, 5, 7, 9].into_iter().collect(), "exactly the unacked ones come back");
+    expect_quiet(c2.as_ref(), "acked ones stay acked").await;
+    Outcome::Passed
+}
+
+/// A message neither acked nor nacked within the ack timeout comes back.
+pub async fn ack_timeout_redelivers(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.ack_timeout {
+        return Outcome::Unsupported("ack timeout redelivery is not claimed".into());
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "ack-timeout");
+    let opts = latest().with_ack_timeout(Some(Duration::from_secs(2)));
+    let c = ctx.consumer(&topic, &ctx.sub("s"), opts).await;
+    send_numbered(ctx, &topic, 0..1).await;
+    let m = receive_n(c.as_ref(), 1, false).await.remove(0);
+    let again = receive_n(c.as_ref(), 1, true).await.remove(0);
+    assert_eq!(number_of(&again), number_of(&m));
+    if ctx.caps.redelivery_count {
+        assert!(again.redelivery_count() >= 1);
+    }
+    Outcome::Passed
+}
+
+/// Acks done from many tasks, in reverse order, all count: nothing acked
+/// comes back to a new consumer, nothing unacked is lost.
+pub async fn acks_from_other_tasks_out_of_order(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "task-acks");
+    let sub = ctx.sub("s");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    send_numbered(ctx, &topic, 0..40).await;
+    let mut got = receive_n(c.as_ref(), 40, false).await;
+    got.sort_by_key(|m| std::cmp::Reverse(number_of(m)));
+    let mut tasks = Vec::new();
+    for m in got.into_iter().filter(|m| number_of(m) != 3 && number_of(m) != 20) {
+        tasks.push(tokio::spawn(async move { m.ack().await }));
+    }
+    for t in tasks {
+        t.await.expect("ack task").expect("ack");
+    }
+    c.close().await.expect("close");
+    let c2 = ctx.consumer(&topic, &sub, latest()).await;
+    let again: BTreeSet<usize> = receive_n(c2.as_ref(), 2, true).await.iter().map(number_of).collect();
+    assert_eq!(again, [3, 20].into_iter().collect());
+    expect_quiet(c2.as_ref(), "everything else was acked").await;
+    Outcome::Passed
+}
+
+/// Two consumers of a Shared subscription split the work: each message
+/// exactly once, and both get some.
+pub async fn shared_spreads_work(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.shared {
+        return refuses(ctx, latest().with_type(SubscriptionType::Shared), "Shared subscriptions").await;
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "shared");
+    let sub = ctx.sub("s");
+    let opts = latest().with_type(SubscriptionType::Shared).with_batch_size(10);
+    let c1: Arc<dyn crate::Consumer> = Arc::from(ctx.consumer(&topic, &sub, opts.clone()).await);
+    let c2: Arc<dyn crate::Consumer> = Arc::from(ctx.consumer(&topic, &sub, opts).await);
+    let total = 400;
+    let worker = |c: Arc<dyn crate::Consumer>| {
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                match c.receive_timeout(Duration::from_secs(3)).await {
+                    Ok(m) => {
+                        mine.push(number_of(&m));
+                        // A little work per message, so one consumer cannot take everything.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        m.ack().await.expect("ack");
+                    }
+                    Err(Error::Timeout(_)) => return mine,
+                    Err(e) => panic!("receive: {e}"),
+                }
+            }
+        })
+    };
+    let (w1, w2) = (worker(c1.clone()), worker(c2.clone()));
+    send_numbered(ctx, &topic, 0..total).await;
+    let (a, b) = (w1.await.expect("worker 1"), w2.await.expect("worker 2"));
+    let mut all: Vec<usize> = a.iter().chain(b.iter()).copied().collect();
+    all.sort_unstable();
+    let expected: Vec<usize> = (0..total).collect();
+    assert_eq!(all, expected, "every message exactly once across both consumers");
+    assert!(!a.is_empty() && !b.is_empty(), "both consumers got work: {} and {}", a.len(), b.len());
+    Outcome::Passed
+}
+
+/// A second consumer on an Exclusive subscription is refused.
+pub async fn exclusive_refuses_second_consumer(ctx: &Ctx) -> Outcome {
+    let opts = latest().with_type(SubscriptionType::Exclusive);
+    if !ctx.caps.exclusive {
+        return refuses(ctx, opts, "Exclusive subscriptions").await;
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "exclusive");
+    let sub = ctx.sub("s");
+    let c1 = ctx.consumer(&topic, &sub, opts.clone()).await;
+    match ctx.backend.create_consumer(&topic, &sub, opts.clone()).await {
+        Err(Error::ConsumerBusy { .. }) => {}
+        Ok(_) => panic!("a second consumer joined an exclusive subscription"),
+        Err(e) => panic!("expected Error::ConsumerBusy, got {e}"),
+    }
+    send_numbered(ctx, &topic, 0..3).await;
+    receive_n(c1.as_ref(), 3, true).await;
+    c1.close().await.expect("close");
+    // Once the first is gone, another may take its place.
+    let c3 = ctx.consumer(&topic, &sub, opts).await;
+    expect_quiet(c3.as_ref(), "all acked").await;
+    Outcome::Passed
+}
+
+/// Failover: only the first consumer receives; when it closes, the second
+/// takes over, including what the first left unacked.
+pub async fn failover_takes_over(ctx: &Ctx) -> Outcome {
+    let opts = latest().with_type(SubscriptionType::Failover);
+    if !ctx.caps.failover {
+        return refuses(ctx, opts, "Failover subscriptions").await;
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "failover");
+    let sub = ctx.sub("s");
+    let c1 = ctx.consumer(&topic, &sub, opts.clone()).await;
+    let c2 = ctx.consumer(&topic, &sub, opts).await;
+    send_numbered(ctx, &topic, 0..6).await;
+    let first = receive_n(c1.as_ref(), 6, false).await;
+    expect_quiet(c2.as_ref(), "the standby consumer receives nothing while the active one lives").await;
+    for m in first.iter().filter(|m| number_of(m) < 3) {
+        m.ack().await.expect("ack");
+    }
+    c1.close().await.expect("close active");
+    let taken: BTreeSet<usize> = receive_n(c2.as_ref(), 3, true).await.iter().map(number_of).collect();
+    assert_eq!(taken, [3, 4, 5].into_iter().collect());
+    send_numbered(ctx, &topic, 6..8).await;
+    let later: BTreeSet<usize> = receive_n(c2.as_ref(), 2, true).await.iter().map(number_of).collect();
+    assert_eq!(later, [6, 7].into_iter().collect());
+    Outcome::Passed
+}
+
+/// KeyShared: all messages of one key go to the same consumer.
+pub async fn key_shared_routes_by_key(ctx: &Ctx) -> Outcome {
+    let opts = latest().with_type(SubscriptionType::KeyShared);
+    if !ctx.caps.key_shared {
+        return refuses(ctx, opts, "KeyShared subscriptions").await;
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "key-shared");
+    let sub = ctx.sub("s");
+    let c1 = ctx.consumer(&topic, &sub, opts.clone()).await;
+    let c2 = ctx.consumer(&topic, &sub, opts).await;
+    let p = ctx.producer(&topic).await;
+    let keys = 16;
+    for i in 0..(keys * 10) {
+        p.send(numbered(i).with_key(format!("key-{}", i % keys))).await.expect("send");
+    }
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    let mut total = 0;
+    for (who, c) in [(1usize, &c1), (2, &c2)] {
+        loop {
+            match c.receive_timeout(Duration::from_secs(2)).await {
+                Ok(m) => {
+                    let key = m.key().expect("key").to_string();
+                    let prev = *owner.entry(key.clone()).or_insert(who);
+                    assert_eq!(prev, who, "key {key} went to two consumers");
+                    m.ack().await.expect("ack");
+                    total += 1;
+                }
+                Err(Error::Timeout(_)) => break,
+                Err(e) => panic!("receive: {e}"),
+            }
+        }
+    }
+    assert_eq!(total, keys * 10, "every message delivered once");
+    Outcome::Passed
+}
+
+/// On a new subscription, Earliest gets what was sent before it existed
+/// and Latest does not.
+pub async fn earliest_and_latest(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.earliest {
+        return refuses(ctx, earliest(), "InitialPosition::Earliest").await;
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "positions");
+    // A first subscription makes sure the topic exists and keeps the backlog.
+    let _keeper = ctx.consumer(&topic, &ctx.sub("keeper"), earliest()).await;
+    send_numbered(ctx, &topic, 0..5).await;
+    let early = ctx.consumer(&topic, &ctx.sub("early"), earliest()).await;
+    let late = ctx.consumer(&topic, &ctx.sub("late"), latest()).await;
+    send_numbered(ctx, &topic, 5..7).await;
+    let e: Vec<usize> = receive_n(early.as_ref(), 7, true).await.iter().map(number_of).collect();
+    assert_eq!(e.iter().copied().collect::<BTreeSet<_>>(), (0..7).collect::<BTreeSet<_>>());
+    let l: BTreeSet<usize> = receive_n(late.as_ref(), 2, true).await.iter().map(number_of).collect();
+    assert_eq!(l, [5, 6].into_iter().collect(), "Latest sees only messages after it subscribed");
+    expect_quiet(late.as_ref(), "nothing older for Latest").await;
+    Outcome::Passed
+}
+
+/// An existing subscription resumes after its last ack, whatever initial
+/// position the new consumer asks for.
+pub async fn existing_subscription_resumes(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "resume");
+    let sub = ctx.sub("s");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    send_numbered(ctx, &topic, 0..4).await;
+    receive_n(c.as_ref(), 4, true).await;
+    c.close().await.expect("close");
+    send_numbered(ctx, &topic, 4..8).await;
+    let opts = if ctx.caps.earliest { earliest() } else { latest() };
+    let c2 = ctx.consumer(&topic, &sub, opts).await;
+    let got: BTreeSet<usize> = receive_n(c2.as_ref(), 4, true).await.iter().map(number_of).collect();
+    assert_eq!(got, (4..8).collect(), "resumes after the acked position, keeps what came while away");
+    expect_quiet(c2.as_ref(), "nothing acked comes back").await;
+    Outcome::Passed
+}
+
+/// Two subscriptions of one topic each get every message.
+pub async fn two_subscriptions_each_get_all(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "fanout");
+    let a = ctx.consumer(&topic, &ctx.sub("a"), latest()).await;
+    let b = ctx.consumer(&topic, &ctx.sub("b"), latest()).await;
+    send_numbered(ctx, &topic, 0..50).await;
+    for c in [&a, &b] {
+        let got: BTreeSet<usize> = receive_n(c.as_ref(), 50, true).await.iter().map(number_of).collect();
+        assert_eq!(got, (0..50).collect());
+    }
+    Outcome::Passed
+}
+
+/// `receive_timeout` on an empty subscription gives `Error::Timeout`.
+pub async fn receive_timeout_gives_timeout(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "timeout");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    match c.receive_timeout(Duration::from_millis(300)).await {
+        Err(Error::Timeout(d)) => assert_eq!(d, Duration::from_millis(300)),
+        other => panic!("expected Error::Timeout, got {other:?}"),
+    }
+    Outcome::Passed
+}
+
+/// `receive_batch` returns up to `max` ready messages, and an empty batch
+/// when nothing comes in time.
+pub async fn receive_batch_returns_what_is_ready(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "batch");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let empty = c.receive_batch(10, Duration::from_millis(200)).await.expect("receive_batch");
+    assert!(empty.is_empty());
+    send_numbered(ctx, &topic, 0..25).await;
+    let mut got = Vec::new();
+    while got.len() < 25 {
+        let batch = c.receive_batch(10, ARRIVAL_TIMEOUT).await.expect("receive_batch");
+        assert!(!batch.is_empty(), "batch timed out after {} of 25", got.len());
+        assert!(batch.len() <= 10, "batch of {} exceeds max 10", batch.len());
+        for m in batch {
+            m.ack().await.expect("ack");
+            got.push(number_of(&m));
+        }
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..25).collect::<Vec<_>>());
+    Outcome::Passed
+}
+
+/// Four topics, two producers each, one consumer each, all at once.
+pub async fn concurrent_producers_and_consumers(ctx: &Ctx) -> Outcome {
+    let per_producer = 100;
+    let mut consumers = Vec::new();
+    let mut producers = Vec::new();
+    for t in 0..4 {
+        let topic = ctx.topic(Qos::AtLeastOnce, &format!("many-{t}"));
+        let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+        consumers.push(tokio::spawn(async move {
+            let got = receive_n(c.as_ref(), 2 * per_producer, true).await;
+            got.iter().map(number_of).collect::<BTreeSet<_>>()
+        }));
+        for k in 0..2 {
+            let p = ctx.producer(&topic).await;
+            producers.push(tokio::spawn(async move {
+                for i in 0..per_producer {
+                    p.send(numbered(k * per_producer + i)).await.expect("send");
+                }
+                p.close().await.expect("close");
+            }));
+        }
+    }
+    for p in producers {
+        p.await.expect("producer task");
+    }
+    for c in consumers {
+        assert_eq!(c.await.expect("consumer task"), (0..2 * per_producer).collect());
+    }
+    Outcome::Passed
+}
+
+/// Every operation on a closed handle gives `Error::Closed`.
+pub async fn closed_handles_give_closed(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "closed");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    p.send(numbered(0)).await.expect("send");
+    let m = receive_n(c.as_ref(), 1, false).await.remove(0);
+    p.close().await.expect("close producer");
+    assert!(matches!(p.send(numbered(1)).await, Err(Error::Closed(_))), "send after close");
+    assert!(matches!(p.flush().await, Err(Error::Closed(_))), "flush after close");
+    c.close().await.expect("close consumer");
+    assert!(matches!(c.receive_timeout(Duration::from_millis(100)).await, Err(Error::Closed(_))), "receive after close");
+    assert!(matches!(m.ack().await, Err(Error::Closed(_))), "ack after the consumer closed");
+    assert!(matches!(c.nack(&m).await, Err(Error::Closed(_))), "nack after the consumer closed");
+    c.close().await.expect("closing twice is harmless");
+    ctx.backend.close().await.expect("close backend");
+    assert!(
+        matches!(ctx.backend.create_producer(&topic, ProducerOptions::default()).await, Err(Error::Closed(_))),
+        "create_producer after the backend closed"
+    );
+    Outcome::Passed
+}
+
+/// Acking a message twice is harmless and does not ack another message.
+pub async fn double_ack_is_harmless(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "double-ack");
+    let sub = ctx.sub("s");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    send_numbered(ctx, &topic, 0..2).await;
+    let got = receive_n(c.as_ref(), 2, false).await;
+    let (first, second) = if number_of(&got[0]) == 0 { (&got[0], &got[1]) } else { (&got[1], &got[0]) };
+    first.ack().await.expect("first ack");
+    first.ack().await.expect("second ack of the same message");
+    c.ack(first).await.expect("third ack, through the consumer");
+    c.close().await.expect("close");
+    let c2 = ctx.consumer(&topic, &sub, latest()).await;
+    let again = receive_n(c2.as_ref(), 1, true).await.remove(0);
+    assert_eq!(number_of(&again), number_of(second), "the other message is still unacked");
+    Outcome::Passed
+}
+
+/// Bad input gets its typed error and loses nothing already accepted.
+pub async fn invalid_input_gives_typed_errors(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "bad-input");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    p.send(numbered(0)).await.expect("a good message first");
+    for (name, value) in [("bad name", "v"), ("", "v"), ("pubsub.reserved", "v"), ("ok", "line\nbreak")] {
+        let m = numbered(1).with_property(name, value);
+        assert!(matches!(p.send(m).await, Err(Error::InvalidProperty { .. })), "property {name:?}={value:?}");
+    }
+    if let Some(max) = ctx.caps.max_payload {
+        let huge = OutgoingMessage::new(vec![0u8; max + 1]);
+        match p.send(huge).await {
+            Err(Error::PayloadTooLarge { size, max: m }) => assert_eq!((size, m), (max + 1, max)),
+            other => panic!("payload over the {max}-byte limit: expected PayloadTooLarge, got {other:?}"),
+        }
+        let batch = vec![numbered(2), OutgoingMessage::new(vec![0u8; max + 1])];
+        assert!(matches!(p.send_batch(batch).await, Err(Error::PayloadTooLarge { .. })), "a batch with one oversized message");
+    }
+    for bad in ["", "a b", "x/y"] {
+        assert!(
+            matches!(ctx.backend.create_consumer(&topic, bad, latest()).await, Err(Error::InvalidSubscription { .. })),
+            "subscription name {bad:?}"
+        );
+    }
+    assert!(matches!("q1/a/b".parse::<crate::Topic>(), Err(Error::InvalidTopic { .. })));
+    p.send(numbered(3)).await.expect("a good message after the bad ones");
+    let got: BTreeSet<usize> = receive_n(c.as_ref(), 2, true).await.iter().map(number_of).collect();
+    assert_eq!(got, [0, 3].into_iter().collect(), "only the accepted messages arrive, and all of them");
+    expect_quiet(c.as_ref(), "rejected messages must not be delivered").await;
+    Outcome::Passed
+}
+
+/// q0 keeps nothing for a subscription nobody listens on, and still
+/// delivers to a listening one.
+pub async fn q0_does_not_retain(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtMostOnce, "volatile");
+    let p = ctx.producer(&topic).await;
+    let sub = ctx.sub("s");
+    // Subscribe once and leave, so the subscription exists but nobody listens.
+    ctx.consumer(&topic, &sub, latest()).await.close().await.expect("close");
+    p.send(numbered(0)).await.expect("send with nobody listening");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    expect_quiet(c.as_ref(), "q0 must not retain messages sent while nobody listened").await;
+    // While listening, q0 delivers (poll until one arrives: best effort may drop).
+    let deadline = Instant::now() + ARRIVAL_TIMEOUT;
+    loop {
+        p.send(numbered(1)).await.expect("send");
+        match c.receive_timeout(Duration::from_millis(500)).await {
+            Ok(m) => {
+                assert_eq!(number_of(&m), 1);
+                m.ack().await.expect("ack on q0 is a no-op but must succeed");
+                break;
+            }
+            Err(Error::Timeout(_)) if Instant::now() < deadline => continue,
+            Err(e) => panic!("q0 delivered nothing to a listening consumer: {e}"),
+        }
+    }
+    Outcome::Passed
+}
+
+/// On q2, a second send with the same dedup id is dropped.
+pub async fn q2_drops_duplicate_sends(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::ExactlyOnce, "dedup");
+    if !ctx.caps.exactly_once {
+        return match ctx.backend.create_producer(&topic, ProducerOptions::default()).await {
+            Err(Error::Unsupported { .. }) => Outcome::Unsupported("q2 (refused with Error::Unsupported)".into()),
+            other => panic!("q2 is not claimed; expected Error::Unsupported, got {other:?}"),
+        };
+    }
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    for (i, id) in ["a", "b", "a", "c", "b"].iter().enumerate() {
+        p.send(numbered(i).with_dedup_id(*id)).await.expect("send");
+    }
+    let got: BTreeSet<usize> = receive_n(c.as_ref(), 3, true).await.iter().map(number_of).collect();
+    assert_eq!(got, [0, 1, 3].into_iter().collect(), "the first send of each id, once");
+    expect_quiet(c.as_ref(), "duplicates must be dropped").await;
+    Outcome::Passed
+}
+
+/// `deliver_after` keeps a message away for at least the delay.
+pub async fn delayed_delivery(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "delayed");
+    let p = ctx.producer(&topic).await;
+    let delay = Duration::from_secs(2);
+    if !ctx.caps.delayed_delivery {
+        return match p.send(numbered(0).with_deliver_after(delay)).await {
+            Err(Error::Unsupported { .. }) => Outcome::Unsupported("deliver_after (refused with Error::Unsupported)".into()),
+            other => panic!("deliver_after is not claimed; expected Error::Unsupported, got {other:?}"),
+        };
+    }
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let sent_at = Instant::now();
+    p.send(numbered(0).with_deliver_after(delay)).await.expect("send delayed");
+    p.send(numbered(1)).await.expect("send now");
+    let first = receive_n(c.as_ref(), 1, true).await.remove(0);
+    assert_eq!(number_of(&first), 1, "the undelayed message comes first");
+    let later = receive_n(c.as_ref(), 1, true).await.remove(0);
+    assert_eq!(number_of(&later), 0);
+    assert!(sent_at.elapsed() >= delay, "delivered after {:?}, before its {delay:?} delay", sent_at.elapsed());
+    Outcome::Passed
+}
+
+/// Unsubscribing deletes the position: a new subscription of the same name starts afresh.
+pub async fn unsubscribe_deletes_position(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "unsubscribe");
+    let sub = ctx.sub("s");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    send_numbered(ctx, &topic, 0..3).await;
+    receive_n(c.as_ref(), 1, true).await;
+    c.unsubscribe().await.expect("unsubscribe");
+    assert!(matches!(c.receive_timeout(Duration::from_millis(100)).await, Err(Error::Closed(_))), "unsubscribe closes");
+    let c2 = ctx.consumer(&topic, &sub, latest()).await;
+    expect_quiet(c2.as_ref(), "the old backlog went with the subscription").await;
+    send_numbered(ctx, &topic, 3..4).await;
+    assert_eq!(number_of(&receive_n(c2.as_ref(), 1, true).await[0]), 3);
+    Outcome::Passed
+}
+
+/// Typed values through JSON and Avro; a reader with the wrong codec gets
+/// `Error::Codec` and can still nack and ack the message.
+pub async fn typed_values_and_codec_mismatch(ctx: &Ctx) -> Outcome {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, apache_avro::AvroSchema)]
+    struct Request {
+        system: String,
+        prompt: String,
+        streaming: bool,
+        metadata: Option<HashMap<String, String>>,
+    }
+    let topic = ctx.topic(Qos::AtLeastOnce, "typed");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    let v = Request { system: "s".into(), prompt: "p".into(), streaming: false, metadata: None };
+    p.send_value(&v).await.expect("send_value");
+    let avro = Avro::<Request>::new().expect("avro codec");
+    p.send_encoded(&avro, &v).await.expect("send avro");
+    let got = receive_n(c.as_ref(), 2, false).await;
+    let (json_msg, avro_msg) = if got[0].content_type() == Some(crate::codec::JSON_CONTENT_TYPE) {
+        (&got[0], &got[1])
+    } else {
+        (&got[1], &got[0])
+    };
+    assert_eq!(json_msg.payload().as_ref(), br#"{"system":"s","prompt":"p","streaming":false}"#);
+    assert_eq!(json_msg.value::<Request>().expect("decode json"), v);
+    assert_eq!(avro_msg.decode(&avro).expect("decode avro"), v);
+    assert!(matches!(avro_msg.value::<Request>(), Err(Error::Codec { .. })), "avro read as json");
+    assert!(matches!(json_msg.decode(&avro), Err(Error::Codec { .. })), "json read as avro");
+    let _ = <Json as Codec<Request>>::content_type(&Json);
+    json_msg.ack().await.expect("ack");
+    if ctx.caps.nack {
+        avro_msg.nack().await.expect("a message that failed to decode can be nacked");
+        let again = receive_n(c.as_ref(), 1, true).await.remove(0);
+        assert_eq!(again.decode(&avro).expect("decode again"), v);
+    } else {
+        avro_msg.ack().await.expect("a message that failed to decode can be acked");
+    }
+    Outcome::Passed
+}
+
+/// A consumer is a `Stream` of messages that ends when it is closed.
+pub async fn stream_yields_messages(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "stream");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    send_numbered(ctx, &topic, 0..5).await;
+    let stream = c.into_stream();
+    let consumer = stream.consumer().clone();
+    let got: Vec<usize> = tokio::time::timeout(ARRIVAL_TIMEOUT, async {
+        let mut s = stream.take(5);
+        let mut out = Vec::new();
+        while let Some(m) = s.next().await {
+            let m = m.expect("stream item");
+            m.ack().await.expect("ack");
+            out.push(number_of(&m));
+        }
+        out
+    })
+    .await
+    .expect("five messages from the stream");
+    assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), (0..5).collect());
+    consumer.close().await.expect("close");
+    let mut after = consumer.into_stream();
+    let end = tokio::time::timeout(ARRIVAL_TIMEOUT, after.next()).await.expect("stream ends");
+    assert!(end.is_none(), "the stream of a closed consumer ends");
+    Outcome::Passed
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn case_list_is_complete_and_unique() {
+        let mut names: Vec<&str> = super::ALL.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), super::ALL.len());
+        assert!(super::ALL.len() >= 25);
+    }
+}
