@@ -31,6 +31,7 @@ mod error;
 mod ext;
 mod message;
 mod options;
+mod secret;
 mod topic;
 
 #[cfg(feature = "testkit")]
@@ -48,6 +49,7 @@ pub use options::{
     validate_subscription_name, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType,
     MAX_SUBSCRIPTION_LEN,
 };
+pub use secret::{redact_url, Secret};
 pub use topic::{Qos, Topic, TopicBuilder, MAX_SEGMENT_LEN};
 
 // Re-exported so adapters and users implement the traits with the same versions.
