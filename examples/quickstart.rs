@@ -25,11 +25,15 @@ async fn main() -> pubsub::Result<()> {
 
     let topic: Topic = "q1/tg/flow/quickstart".parse()?;
     // Subscribe first: a new subscription starts at the latest message.
-    let consumer = backend.create_consumer(&topic, "quickstart", ConsumerOptions::default()).await?;
+    let consumer = backend
+        .create_consumer(&topic, "quickstart", ConsumerOptions::default())
+        .await?;
     let producer = backend.create_producer(&topic, Default::default()).await?;
 
     for i in 0..2 {
-        let id = producer.send(OutgoingMessage::new(format!("hello {i}")).with_property("n", i.to_string())).await?;
+        let id = producer
+            .send(OutgoingMessage::new(format!("hello {i}")).with_property("n", i.to_string()))
+            .await?;
         println!("sent     {id}: hello {i}");
     }
     let request = TextCompletionRequest {
@@ -46,7 +50,11 @@ async fn main() -> pubsub::Result<()> {
         match msg.content_type() {
             Some("application/json") => {
                 let value: TextCompletionRequest = msg.value()?;
-                println!("received {}: {value:?} as {}", msg.id(), String::from_utf8_lossy(msg.payload()));
+                println!(
+                    "received {}: {value:?} as {}",
+                    msg.id(),
+                    String::from_utf8_lossy(msg.payload())
+                );
             }
             _ => println!("received {}: {}", msg.id(), String::from_utf8_lossy(msg.payload())),
         }

@@ -108,16 +108,22 @@ impl fmt::Debug for BackendConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackendConfig::Embedded { data_dir } => f.debug_struct("Embedded").field("data_dir", data_dir).finish(),
-            BackendConfig::Kafka { bootstrap_servers } => {
-                f.debug_struct("Kafka").field("bootstrap_servers", bootstrap_servers).finish()
-            }
+            BackendConfig::Kafka { bootstrap_servers } => f
+                .debug_struct("Kafka")
+                .field("bootstrap_servers", bootstrap_servers)
+                .finish(),
             BackendConfig::Pulsar { url, api_key, listener } => f
                 .debug_struct("Pulsar")
                 .field("url", &redact_url(url))
                 .field("api_key", api_key)
                 .field("listener", listener)
                 .finish(),
-            BackendConfig::Mqtt { host, port, username, password } => f
+            BackendConfig::Mqtt {
+                host,
+                port,
+                username,
+                password,
+            } => f
                 .debug_struct("Mqtt")
                 .field("host", host)
                 .field("port", port)
@@ -153,7 +159,9 @@ impl BackendConfig {
         match scheme {
             "embedded" => match rest {
                 "" | "memory" => Ok(BackendConfig::Embedded { data_dir: None }),
-                path if path.starts_with('/') => Ok(BackendConfig::Embedded { data_dir: Some(PathBuf::from(path)) }),
+                path if path.starts_with('/') => Ok(BackendConfig::Embedded {
+                    data_dir: Some(PathBuf::from(path)),
+                }),
                 _ => Err(bad("use embedded://memory or embedded:///absolute/path")),
             },
             "kafka" => {
@@ -161,9 +169,15 @@ impl BackendConfig {
                 if servers.is_empty() {
                     return Err(bad("no bootstrap servers"));
                 }
-                Ok(BackendConfig::Kafka { bootstrap_servers: servers.to_string() })
+                Ok(BackendConfig::Kafka {
+                    bootstrap_servers: servers.to_string(),
+                })
             }
-            "pulsar" | "pulsar+ssl" => Ok(BackendConfig::Pulsar { url: url.to_string(), api_key: None, listener: None }),
+            "pulsar" | "pulsar+ssl" => Ok(BackendConfig::Pulsar {
+                url: url.to_string(),
+                api_key: None,
+                listener: None,
+            }),
             "mqtt" => {
                 let authority = rest.trim_end_matches('/');
                 let (userinfo, hostport) = match authority.rsplit_once('@') {
@@ -181,7 +195,12 @@ impl BackendConfig {
                     Some((u, p)) => (Some(u.to_string()), (!p.is_empty()).then(|| Secret::new(p))),
                     None => (None, None),
                 };
-                Ok(BackendConfig::Mqtt { host: host.to_string(), port, username, password })
+                Ok(BackendConfig::Mqtt {
+                    host: host.to_string(),
+                    port,
+                    username,
+                    password,
+                })
             }
             "nats" | "tls" => Ok(BackendConfig::Nats { url: url.to_string() }),
             "redis" | "rediss" => Ok(BackendConfig::Redis { url: url.to_string() }),
@@ -291,13 +310,21 @@ pub struct PubSubArgs {
     #[arg(long, env = "NATS_URL", default_value = "nats://localhost:4222")]
     pub nats_url: String,
     /// Redis URL (a password in it is never printed).
-    #[arg(long, env = "REDIS_URL", default_value = "redis://localhost:6379", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://localhost:6379",
+        hide_env_values = true
+    )]
     pub redis_url: String,
 }
 
 impl fmt::Debug for PubSubArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PubSubArgs").field("backend", &self.pubsub_backend).field("config", &self.config()).finish()
+        f.debug_struct("PubSubArgs")
+            .field("backend", &self.pubsub_backend)
+            .field("config", &self.config())
+            .finish()
     }
 }
 
@@ -318,8 +345,12 @@ impl PubSubArgs {
     /// The configuration of the chosen backend.
     pub fn config(&self) -> BackendConfig {
         match self.pubsub_backend {
-            BackendKind::Embedded => BackendConfig::Embedded { data_dir: self.embedded_dir.clone() },
-            BackendKind::Kafka => BackendConfig::Kafka { bootstrap_servers: self.kafka_bootstrap_servers.clone() },
+            BackendKind::Embedded => BackendConfig::Embedded {
+                data_dir: self.embedded_dir.clone(),
+            },
+            BackendKind::Kafka => BackendConfig::Kafka {
+                bootstrap_servers: self.kafka_bootstrap_servers.clone(),
+            },
             BackendKind::Pulsar => BackendConfig::Pulsar {
                 url: self.pulsar_host.clone(),
                 api_key: self.pulsar_api_key.clone(),
@@ -331,8 +362,12 @@ impl PubSubArgs {
                 username: self.mqtt_username.clone(),
                 password: self.mqtt_password.clone(),
             },
-            BackendKind::Nats => BackendConfig::Nats { url: self.nats_url.clone() },
-            BackendKind::Redis => BackendConfig::Redis { url: self.redis_url.clone() },
+            BackendKind::Nats => BackendConfig::Nats {
+                url: self.nats_url.clone(),
+            },
+            BackendKind::Redis => BackendConfig::Redis {
+                url: self.redis_url.clone(),
+            },
         }
     }
 
@@ -348,14 +383,21 @@ mod tests {
 
     #[test]
     fn urls_parse_into_configs() {
-        assert_eq!(BackendConfig::from_url("embedded://memory").unwrap(), BackendConfig::Embedded { data_dir: None });
+        assert_eq!(
+            BackendConfig::from_url("embedded://memory").unwrap(),
+            BackendConfig::Embedded { data_dir: None }
+        );
         assert_eq!(
             BackendConfig::from_url("embedded:///var/lib/x").unwrap(),
-            BackendConfig::Embedded { data_dir: Some("/var/lib/x".into()) }
+            BackendConfig::Embedded {
+                data_dir: Some("/var/lib/x".into())
+            }
         );
         assert_eq!(
             BackendConfig::from_url("kafka://a:9092,b:9092").unwrap(),
-            BackendConfig::Kafka { bootstrap_servers: "a:9092,b:9092".into() }
+            BackendConfig::Kafka {
+                bootstrap_servers: "a:9092,b:9092".into()
+            }
         );
         assert_eq!(
             BackendConfig::from_url("mqtt://bob:pw@broker:1884").unwrap(),
@@ -366,9 +408,15 @@ mod tests {
                 password: Some(Secret::new("pw"))
             }
         );
-        assert_eq!(BackendConfig::from_url("mqtt://broker").unwrap().kind(), BackendKind::Mqtt);
+        assert_eq!(
+            BackendConfig::from_url("mqtt://broker").unwrap().kind(),
+            BackendKind::Mqtt
+        );
         for bad in ["nope", "ftp://x", "embedded://relative", "mqtt://h:port", "kafka://"] {
-            assert!(matches!(BackendConfig::from_url(bad), Err(Error::InvalidConfiguration(_))), "{bad}");
+            assert!(
+                matches!(BackendConfig::from_url(bad), Err(Error::InvalidConfiguration(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -385,13 +433,22 @@ mod tests {
             "tok",
         ]);
         let shown = format!("{args:?}");
-        assert!(!shown.contains("hunter2") && shown.contains("redis://:***@h:6379"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("redis://:***@h:6379"),
+            "{shown}"
+        );
         for backend in [BackendKind::Mqtt, BackendKind::Pulsar] {
-            let cfg = PubSubArgs { pubsub_backend: backend, ..args.clone() }.config();
+            let cfg = PubSubArgs {
+                pubsub_backend: backend,
+                ..args.clone()
+            }
+            .config();
             let shown = format!("{cfg:?}");
             assert!(!shown.contains("mqttpw") && !shown.contains("tok\""), "{shown}");
         }
-        let err = BackendConfig::from_url("mqtt://u:secretpw@h:x").unwrap_err().to_string();
+        let err = BackendConfig::from_url("mqtt://u:secretpw@h:x")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("secretpw"), "{err}");
     }
 

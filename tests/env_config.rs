@@ -37,21 +37,39 @@ async fn environment_chooses_and_configures_the_backend() {
     {
         let backend = pubsub::from_env().await.expect("embedded with a dir");
         assert!(backend.capabilities().persistence);
-        backend.create_consumer(&topic, "s", ConsumerOptions::default()).await.unwrap();
+        backend
+            .create_consumer(&topic, "s", ConsumerOptions::default())
+            .await
+            .unwrap();
         let p = backend.create_producer(&topic, Default::default()).await.unwrap();
         p.send(OutgoingMessage::new("kept")).await.unwrap();
         backend.close().await.unwrap();
     }
-    let backend = pubsub::connect(&format!("embedded://{}", dir.path().display())).await.unwrap();
-    let c = backend.create_consumer(&topic, "s", ConsumerOptions::default()).await.unwrap();
-    assert_eq!(c.receive_timeout(Duration::from_secs(5)).await.unwrap().payload().as_ref(), b"kept");
+    let backend = pubsub::connect(&format!("embedded://{}", dir.path().display()))
+        .await
+        .unwrap();
+    let c = backend
+        .create_consumer(&topic, "s", ConsumerOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.receive_timeout(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .payload()
+            .as_ref(),
+        b"kept"
+    );
     std::env::remove_var("PUBSUB_EMBEDDED_DIR");
 
     // An unknown backend name lists the valid ones.
     std::env::set_var("PUBSUB_BACKEND", "rabbit");
     let err = pubsub::from_env().await.unwrap_err();
     assert!(matches!(err, Error::InvalidConfiguration(_)), "{err:?}");
-    assert!(err.to_string().contains("embedded") && err.to_string().contains("kafka"), "{err}");
+    assert!(
+        err.to_string().contains("embedded") && err.to_string().contains("kafka"),
+        "{err}"
+    );
 
     // A backend whose feature is off names the feature.
     std::env::set_var("PUBSUB_BACKEND", "kafka");
@@ -67,7 +85,10 @@ async fn environment_chooses_and_configures_the_backend() {
     std::env::set_var("PUBSUB_BACKEND", "mqtt");
     std::env::set_var("MQTT_PORT", "not-a-port");
     let err = pubsub::from_env().await.unwrap_err();
-    assert!(matches!(err, Error::InvalidConfiguration(_)) && err.to_string().contains("not-a-port"), "{err}");
+    assert!(
+        matches!(err, Error::InvalidConfiguration(_)) && err.to_string().contains("not-a-port"),
+        "{err}"
+    );
 
     // Secrets from the environment never reach Debug output.
     std::env::set_var("MQTT_PORT", "1883");
@@ -75,6 +96,9 @@ async fn environment_chooses_and_configures_the_backend() {
     std::env::set_var("REDIS_URL", "redis://:env-redis-pw@localhost:6379");
     let args = pubsub::PubSubArgs::from_env().unwrap();
     let shown = format!("{args:?} {:?}", args.config());
-    assert!(!shown.contains("env-secret-pw") && !shown.contains("env-redis-pw"), "{shown}");
+    assert!(
+        !shown.contains("env-secret-pw") && !shown.contains("env-redis-pw"),
+        "{shown}"
+    );
     clear_env();
 }

@@ -104,7 +104,10 @@ impl Capabilities {
             ));
         }
         if opts.initial_position == InitialPosition::Earliest && !self.earliest && topic.qos() != Qos::AtMostOnce {
-            return Err(Error::unsupported(self.backend, "InitialPosition::Earliest (the broker keeps no history)"));
+            return Err(Error::unsupported(
+                self.backend,
+                "InitialPosition::Earliest (the broker keeps no history)",
+            ));
         }
         Ok(())
     }
@@ -126,15 +129,27 @@ mod tests {
 
     #[test]
     fn checks_refuse_what_is_not_claimed() {
-        let caps = Capabilities { shared: true, ..Capabilities::none("test") };
+        let caps = Capabilities {
+            shared: true,
+            ..Capabilities::none("test")
+        };
         let q2: Topic = "q2/a/b/c".parse().unwrap();
         let q1: Topic = "q1/a/b/c".parse().unwrap();
-        assert!(matches!(caps.check_producer(&q2, false), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            caps.check_producer(&q2, false),
+            Err(Error::Unsupported { .. })
+        ));
         caps.check_producer(&q2, true).unwrap();
         caps.check_consumer(&q1, &ConsumerOptions::default()).unwrap();
         let excl = ConsumerOptions::default().with_type(SubscriptionType::Exclusive);
-        assert!(matches!(caps.check_consumer(&q1, &excl), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            caps.check_consumer(&q1, &excl),
+            Err(Error::Unsupported { .. })
+        ));
         let earliest = ConsumerOptions::default().with_initial_position(InitialPosition::Earliest);
-        assert!(matches!(caps.check_consumer(&q1, &earliest), Err(Error::Unsupported { .. })));
+        assert!(matches!(
+            caps.check_consumer(&q1, &earliest),
+            Err(Error::Unsupported { .. })
+        ));
     }
 }

@@ -139,32 +139,46 @@ impl Error {
     }
 
     /// A [`Error::Connection`] with a source.
-    pub fn connection(
-        backend: &'static str,
-        message: impl fmt::Display,
-        source: impl Into<BoxError>,
-    ) -> Self {
-        Error::Connection { backend, message: message.to_string(), source: Some(source.into()) }
+    pub fn connection(backend: &'static str, message: impl fmt::Display, source: impl Into<BoxError>) -> Self {
+        Error::Connection {
+            backend,
+            message: message.to_string(),
+            source: Some(source.into()),
+        }
     }
 
     /// A [`Error::Broker`] with a source.
     pub fn broker(backend: &'static str, message: impl fmt::Display, source: impl Into<BoxError>) -> Self {
-        Error::Broker { backend, message: message.to_string(), source: Some(source.into()) }
+        Error::Broker {
+            backend,
+            message: message.to_string(),
+            source: Some(source.into()),
+        }
     }
 
     /// A [`Error::Broker`] without a source.
     pub fn broker_msg(backend: &'static str, message: impl fmt::Display) -> Self {
-        Error::Broker { backend, message: message.to_string(), source: None }
+        Error::Broker {
+            backend,
+            message: message.to_string(),
+            source: None,
+        }
     }
 
     /// A [`Error::Unsupported`].
     pub fn unsupported(backend: &'static str, feature: impl fmt::Display) -> Self {
-        Error::Unsupported { backend, feature: feature.to_string() }
+        Error::Unsupported {
+            backend,
+            feature: feature.to_string(),
+        }
     }
 
     /// A [`Error::Codec`] with a source.
     pub fn codec(message: impl fmt::Display, source: impl Into<BoxError>) -> Self {
-        Error::Codec { message: message.to_string(), source: Some(source.into()) }
+        Error::Codec {
+            message: message.to_string(),
+            source: Some(source.into()),
+        }
     }
 }
 

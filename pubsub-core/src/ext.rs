@@ -31,7 +31,8 @@ pub trait ProducerExt: Producer {
     /// Sends `value` encoded as JSON (see [`crate::codec::Json`]).
     async fn send_value<T: Serialize + Sync>(&self, value: &T) -> Result<MessageId> {
         let payload = to_json_bytes(value)?;
-        self.send(OutgoingMessage::new(payload).with_property(CONTENT_TYPE_PROPERTY, JSON_CONTENT_TYPE)).await
+        self.send(OutgoingMessage::new(payload).with_property(CONTENT_TYPE_PROPERTY, JSON_CONTENT_TYPE))
+            .await
     }
 
     /// Sends `value` encoded with `codec`.
@@ -108,6 +109,8 @@ impl Stream for MessageStream {
 
 impl std::fmt::Debug for MessageStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessageStream").field("consumer", &self.consumer).finish()
+        f.debug_struct("MessageStream")
+            .field("consumer", &self.consumer)
+            .finish()
     }
 }

@@ -32,18 +32,28 @@ pub const CONTENT_TYPE_PROPERTY: &str = "content-type";
 /// headers cannot carry line breaks), applied everywhere so that a message
 /// that works on one backend works on all of them.
 pub fn validate_property(name: &str, value: &str) -> Result<()> {
-    let err = |reason: String| Error::InvalidProperty { name: name.to_string(), reason };
+    let err = |reason: String| Error::InvalidProperty {
+        name: name.to_string(),
+        reason,
+    };
     if name.is_empty() {
         return Err(err("the name is empty".into()));
     }
     if name.len() > MAX_PROPERTY_NAME_LEN {
         return Err(err(format!("the name is longer than {MAX_PROPERTY_NAME_LEN} bytes")));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Err(err(format!("the name contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed")));
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(err(format!(
+            "the name contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed"
+        )));
     }
     if name.starts_with(RESERVED_PROPERTY_PREFIX) {
-        return Err(err(format!("names starting with {RESERVED_PROPERTY_PREFIX:?} are reserved")));
+        return Err(err(format!(
+            "names starting with {RESERVED_PROPERTY_PREFIX:?} are reserved"
+        )));
     }
     if let Some(bad) = value.chars().find(|c| c.is_control() && *c != '\t') {
         return Err(err(format!("the value contains the control character {bad:?}")));
@@ -86,7 +96,10 @@ pub struct OutgoingMessage {
 impl OutgoingMessage {
     /// A message with this payload and nothing else.
     pub fn new(payload: impl Into<Bytes>) -> Self {
-        OutgoingMessage { payload: payload.into(), ..Default::default() }
+        OutgoingMessage {
+            payload: payload.into(),
+            ..Default::default()
+        }
     }
 
     /// Adds a property (validated when sent).
@@ -126,7 +139,10 @@ impl OutgoingMessage {
         }
         if let Some(key) = &self.key {
             if key.chars().any(|c| c.is_control()) {
-                return Err(Error::InvalidProperty { name: "key".into(), reason: "the key contains a control character".into() });
+                return Err(Error::InvalidProperty {
+                    name: "key".into(),
+                    reason: "the key contains a control character".into(),
+                });
             }
         }
         if let Some(id) = &self.dedup_id {
@@ -139,7 +155,10 @@ impl OutgoingMessage {
         }
         if let Some(max) = max_payload {
             if self.payload.len() > max {
-                return Err(Error::PayloadTooLarge { size: self.payload.len(), max });
+                return Err(Error::PayloadTooLarge {
+                    size: self.payload.len(),
+                    max,
+                });
             }
         }
         Ok(())
@@ -368,9 +387,19 @@ mod tests {
     fn property_rules() {
         validate_property("trace-id", "a\tb").unwrap();
         validate_property("x.y_z-1", "").unwrap();
-        let bad = [("", "v"), ("a b", "v"), ("a:b", "v"), ("pubsub.key", "v"), ("ok", "line\nbreak"), ("ok", "nul\0")];
+        let bad = [
+            ("", "v"),
+            ("a b", "v"),
+            ("a:b", "v"),
+            ("pubsub.key", "v"),
+            ("ok", "line\nbreak"),
+            ("ok", "nul\0"),
+        ];
         for (n, v) in bad {
-            assert!(matches!(validate_property(n, v), Err(Error::InvalidProperty { .. })), "{n:?}={v:?}");
+            assert!(
+                matches!(validate_property(n, v), Err(Error::InvalidProperty { .. })),
+                "{n:?}={v:?}"
+            );
         }
     }
 
@@ -378,10 +407,16 @@ mod tests {
     fn outgoing_validation() {
         let m = OutgoingMessage::new(vec![0u8; 10]).with_property("a", "b");
         m.validate(Some(10)).unwrap();
-        assert!(matches!(m.validate(Some(9)), Err(Error::PayloadTooLarge { size: 10, max: 9 })));
+        assert!(matches!(
+            m.validate(Some(9)),
+            Err(Error::PayloadTooLarge { size: 10, max: 9 })
+        ));
         assert!(OutgoingMessage::new("x").with_key("a\nb").validate(None).is_err());
         assert!(OutgoingMessage::new("x").with_dedup_id("").validate(None).is_err());
-        OutgoingMessage::new("x").with_property(CONTENT_TYPE_PROPERTY, "application/json").validate(None).unwrap();
+        OutgoingMessage::new("x")
+            .with_property(CONTENT_TYPE_PROPERTY, "application/json")
+            .validate(None)
+            .unwrap();
     }
 
     #[test]

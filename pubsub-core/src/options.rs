@@ -21,8 +21,12 @@ pub enum SubscriptionType {
 
 impl SubscriptionType {
     /// Every subscription type, in declaration order.
-    pub const ALL: [SubscriptionType; 4] =
-        [SubscriptionType::Shared, SubscriptionType::Exclusive, SubscriptionType::Failover, SubscriptionType::KeyShared];
+    pub const ALL: [SubscriptionType; 4] = [
+        SubscriptionType::Shared,
+        SubscriptionType::Exclusive,
+        SubscriptionType::Failover,
+        SubscriptionType::KeyShared,
+    ];
 }
 
 /// Where a *new* subscription starts. An existing subscription always
@@ -48,7 +52,10 @@ pub const MAX_SUBSCRIPTION_LEN: usize = 128;
 /// assert!(pubsub_core::validate_subscription_name("a b").is_err());
 /// ```
 pub fn validate_subscription_name(name: &str) -> Result<()> {
-    let err = |reason: String| Error::InvalidSubscription { name: name.to_string(), reason };
+    let err = |reason: String| Error::InvalidSubscription {
+        name: name.to_string(),
+        reason,
+    };
     if name.is_empty() {
         return Err(err("it is empty".into()));
     }
@@ -58,8 +65,13 @@ pub fn validate_subscription_name(name: &str) -> Result<()> {
     if name.starts_with('.') {
         return Err(err("it starts with '.'".into()));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        return Err(err(format!("it contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed")));
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(err(format!(
+            "it contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed"
+        )));
     }
     Ok(())
 }
@@ -221,7 +233,9 @@ impl ConsumerOptions {
             return Err(Error::InvalidConfiguration("batch_size must be at least 1".into()));
         }
         if self.ack_timeout == Some(Duration::ZERO) {
-            return Err(Error::InvalidConfiguration("ack_timeout must be positive (or None)".into()));
+            return Err(Error::InvalidConfiguration(
+                "ack_timeout must be positive (or None)".into(),
+            ));
         }
         Ok(())
     }
@@ -237,7 +251,10 @@ mod tests {
             validate_subscription_name(ok).unwrap();
         }
         for bad in ["", ".hidden", "a b", "a/b", "ü", &"x".repeat(129)] {
-            assert!(matches!(validate_subscription_name(bad), Err(Error::InvalidSubscription { .. })), "{bad}");
+            assert!(
+                matches!(validate_subscription_name(bad), Err(Error::InvalidSubscription { .. })),
+                "{bad}"
+            );
         }
     }
 
@@ -249,6 +266,9 @@ mod tests {
         assert_eq!(o.ack_timeout, Some(Duration::from_secs(30)));
         o.validate().unwrap();
         assert!(ConsumerOptions::default().with_batch_size(0).validate().is_err());
-        assert!(ConsumerOptions::default().with_ack_timeout(Some(Duration::ZERO)).validate().is_err());
+        assert!(ConsumerOptions::default()
+            .with_ack_timeout(Some(Duration::ZERO))
+            .validate()
+            .is_err());
     }
 }

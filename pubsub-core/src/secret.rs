@@ -55,11 +55,15 @@ impl FromStr for Secret {
 /// assert_eq!(redact_url("nats://localhost:4222"), "nats://localhost:4222");
 /// ```
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
     let userinfo = &authority[..at];
     let user = match userinfo.find(':') {
         Some(colon) => format!("{}:***", &userinfo[..colon]),

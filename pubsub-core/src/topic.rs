@@ -113,7 +113,12 @@ impl Topic {
         }
         let tenant_end = (3 + tenant.len()) as u16;
         let namespace_end = tenant_end + 1 + namespace.len() as u16;
-        Ok(Topic { raw: raw.into(), qos, tenant_end, namespace_end })
+        Ok(Topic {
+            raw: raw.into(),
+            qos,
+            tenant_end,
+            namespace_end,
+        })
     }
 
     /// The quality of service.
@@ -156,13 +161,15 @@ impl Topic {
 
     /// The same tenant, namespace and queue with another quality of service.
     pub fn with_qos(&self, qos: Qos) -> Topic {
-        Topic::new(qos, self.tenant(), self.namespace(), self.queue())
-            .expect("segments of a valid topic stay valid")
+        Topic::new(qos, self.tenant(), self.namespace(), self.queue()).expect("segments of a valid topic stay valid")
     }
 }
 
 fn validate_segment(topic: &str, name: &str, value: &str) -> Result<()> {
-    let err = |reason: String| Error::InvalidTopic { topic: topic.to_string(), reason };
+    let err = |reason: String| Error::InvalidTopic {
+        topic: topic.to_string(),
+        reason,
+    };
     if value.is_empty() {
         return Err(err(format!("{name} segment is empty")));
     }
@@ -172,7 +179,10 @@ fn validate_segment(topic: &str, name: &str, value: &str) -> Result<()> {
             value.chars().count()
         )));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
         return Err(err(format!(
             "{name} segment {value:?} contains {bad:?}; only A-Z, a-z, 0-9, '-' and '_' are allowed"
         )));
@@ -184,7 +194,10 @@ impl FromStr for Topic {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let err = |reason: String| Error::InvalidTopic { topic: s.to_string(), reason };
+        let err = |reason: String| Error::InvalidTopic {
+            topic: s.to_string(),
+            reason,
+        };
         let parts: Vec<&str> = s.split('/').collect();
         if parts.len() != 4 {
             return Err(err(format!(
@@ -265,12 +278,19 @@ mod tests {
 
     #[test]
     fn parses_the_seed_examples() {
-        for s in ["q1/tg/flow/text-completion-requests", "q2/tg/config/config-push", "q0/tg/metrics/stats"] {
+        for s in [
+            "q1/tg/flow/text-completion-requests",
+            "q2/tg/config/config-push",
+            "q0/tg/metrics/stats",
+        ] {
             let t: Topic = s.parse().unwrap();
             assert_eq!(t.to_string(), s);
         }
         let t: Topic = "q2/tg/config/config-push".parse().unwrap();
-        assert_eq!((t.qos(), t.tenant(), t.namespace(), t.queue()), (Qos::ExactlyOnce, "tg", "config", "config-push"));
+        assert_eq!(
+            (t.qos(), t.tenant(), t.namespace(), t.queue()),
+            (Qos::ExactlyOnce, "tg", "config", "config-push")
+        );
         assert_eq!(t.joined("."), "tg.config.config-push");
     }
 
@@ -298,7 +318,11 @@ mod tests {
 
     #[test]
     fn builder_defaults_follow_the_seed() {
-        let t = Topic::builder("config").qos(Qos::ExactlyOnce).namespace("config").build().unwrap();
+        let t = Topic::builder("config")
+            .qos(Qos::ExactlyOnce)
+            .namespace("config")
+            .build()
+            .unwrap();
         assert_eq!(t.as_str(), "q2/tg/config/config");
         assert_eq!(t.with_qos(Qos::AtMostOnce).as_str(), "q0/tg/config/config");
         assert!(Topic::builder("bad/queue").build().is_err());

@@ -150,7 +150,11 @@ impl Broker {
         if let Some(t) = topics.get(topic) {
             return Ok(t.clone());
         }
-        let dir = self.config.data_dir.as_ref().map(|d| d.join("topics").join(topic_dir_name(topic)));
+        let dir = self
+            .config
+            .data_dir
+            .as_ref()
+            .map(|d| d.join("topics").join(topic_dir_name(topic)));
         let handle = Arc::new(TopicHandle::open(topic.clone(), self.config.clone(), dir)?);
         topics.insert(topic.clone(), handle.clone());
         Ok(handle)
@@ -170,7 +174,11 @@ impl PubSubBackend for EmbeddedBackend {
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.broker.caps.check_producer(topic, options.allow_degraded_qos)?;
         let handle = self.broker.topic(topic)?;
-        Ok(Box::new(EmbeddedProducer { topic: handle, broker: self.broker.clone(), closed: AtomicBool::new(false) }))
+        Ok(Box::new(EmbeddedProducer {
+            topic: handle,
+            broker: self.broker.clone(),
+            closed: AtomicBool::new(false),
+        }))
     }
 
     async fn create_consumer(
@@ -183,7 +191,9 @@ impl PubSubBackend for EmbeddedBackend {
         self.broker.caps.check_consumer(topic, &options)?;
         if let Some(dlq) = &options.dead_letter_topic {
             if dlq == topic {
-                return Err(Error::InvalidConfiguration("the dead-letter topic must differ from the topic".into()));
+                return Err(Error::InvalidConfiguration(
+                    "the dead-letter topic must differ from the topic".into(),
+                ));
             }
         }
         let handle = self.broker.topic(topic)?;
@@ -220,7 +230,9 @@ struct EmbeddedProducer {
 
 impl fmt::Debug for EmbeddedProducer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmbeddedProducer").field("topic", &self.topic.topic).finish()
+        f.debug_struct("EmbeddedProducer")
+            .field("topic", &self.topic.topic)
+            .finish()
     }
 }
 
@@ -302,7 +314,11 @@ impl EmbeddedConsumer {
                 self.dead_letter(taken.dead).await?;
             }
             if !taken.deliveries.is_empty() {
-                return Ok(taken.deliveries.into_iter().map(|d| self.to_message(d.record, d.redelivery_count)).collect());
+                return Ok(taken
+                    .deliveries
+                    .into_iter()
+                    .map(|d| self.to_message(d.record, d.redelivery_count))
+                    .collect());
             }
             let wake = match (taken.next_wake, deadline) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -351,7 +367,8 @@ impl EmbeddedConsumer {
                 Some(dlq) => {
                     let mut m = OutgoingMessage::new(record.payload.clone());
                     m.properties = record.properties.clone();
-                    m.properties.insert(DEAD_LETTER_ORIGIN_PROPERTY.into(), self.topic.topic.to_string());
+                    m.properties
+                        .insert(DEAD_LETTER_ORIGIN_PROPERTY.into(), self.topic.topic.to_string());
                     m.properties.insert(
                         DEAD_LETTER_REDELIVERIES_PROPERTY.into(),
                         self.options.max_redeliveries.unwrap_or(0).to_string(),
@@ -449,7 +466,12 @@ impl AckTarget for EmbeddedAck {
 
     async fn nack(&self, delay: Option<Duration>) -> Result<()> {
         pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
-        self.topic.nack(&self.subscription, self.offset, self.consumer, delay.unwrap_or(self.nack_delay));
+        self.topic.nack(
+            &self.subscription,
+            self.offset,
+            self.consumer,
+            delay.unwrap_or(self.nack_delay),
+        );
         Ok(())
     }
 }

@@ -72,7 +72,10 @@ impl EmbeddedConfig {
 
     /// Persistent in `dir` (created if missing).
     pub fn data_dir(dir: impl Into<PathBuf>) -> Self {
-        EmbeddedConfig { data_dir: Some(dir.into()), ..Self::default() }
+        EmbeddedConfig {
+            data_dir: Some(dir.into()),
+            ..Self::default()
+        }
     }
 
     /// Sets the fsync policy.

@@ -14,7 +14,10 @@ pub(crate) struct Log {
 
 impl Log {
     pub(crate) fn starting_at(base: u64) -> Self {
-        Log { base, records: VecDeque::new() }
+        Log {
+            base,
+            records: VecDeque::new(),
+        }
     }
 
     /// Offset of the oldest retained record.
@@ -58,7 +61,10 @@ pub(crate) struct AckSet {
 
 impl AckSet {
     pub(crate) fn new(floor: u64, above: impl IntoIterator<Item = u64>) -> Self {
-        let mut set = AckSet { floor, above: BTreeSet::new() };
+        let mut set = AckSet {
+            floor,
+            above: BTreeSet::new(),
+        };
         for o in above {
             set.insert(o);
         }
@@ -122,6 +128,10 @@ mod tests {
         a.raise_floor(4);
         assert_eq!((a.floor(), a.above().count()), (4, 1), "4 itself is not acked");
         a.raise_floor(5);
-        assert_eq!((a.floor(), a.above().count()), (6, 0), "5 was acked, so the floor passes it");
+        assert_eq!(
+            (a.floor(), a.above().count()),
+            (6, 0),
+            "5 was acked, so the floor passes it"
+        );
     }
 }

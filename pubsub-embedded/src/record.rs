@@ -45,7 +45,11 @@ impl Record {
     pub fn size_hint(&self) -> usize {
         self.payload.len()
             + self.key.as_ref().map_or(0, String::len)
-            + self.properties.iter().map(|(k, v)| k.len() + v.len() + 32).sum::<usize>()
+            + self
+                .properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 32)
+                .sum::<usize>()
             + 96
     }
 }
@@ -111,7 +115,9 @@ pub fn decode_frame(input: &[u8]) -> Result<(Record, usize), DecodeError> {
     let len = u32::from_le_bytes(input[0..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(input[4..8].try_into().expect("4 bytes"));
     if len > MAX_BODY {
-        return Err(DecodeError::Corrupt(format!("announced body length {len} is implausible")));
+        return Err(DecodeError::Corrupt(format!(
+            "announced body length {len} is implausible"
+        )));
     }
     let Some(body) = input.get(FRAME_HEADER..FRAME_HEADER + len) else {
         return Err(DecodeError::Truncated);
@@ -157,7 +163,9 @@ impl<'a> Cursor<'a> {
             return Ok(None);
         }
         let b = self.take(n as usize)?;
-        String::from_utf8(b.to_vec()).map(Some).map_err(|_| "a string field is not UTF-8".to_string())
+        String::from_utf8(b.to_vec())
+            .map(Some)
+            .map_err(|_| "a string field is not UTF-8".to_string())
     }
 }
 
@@ -183,7 +191,15 @@ fn decode_body(body: &[u8]) -> Result<Record, String> {
     if !c.0.is_empty() {
         return Err(format!("{} unexpected bytes after the payload", c.0.len()));
     }
-    Ok(Record { offset, publish_ms, deliver_at_ms, key, dedup_id, properties, payload })
+    Ok(Record {
+        offset,
+        publish_ms,
+        deliver_at_ms,
+        key,
+        dedup_id,
+        properties,
+        payload,
+    })
 }
 
 #[cfg(test)]
@@ -219,7 +235,11 @@ mod tests {
         let mut buf = Vec::new();
         encode_frame(&sample(), &mut buf);
         for cut in 0..buf.len() {
-            assert_eq!(decode_frame(&buf[..cut]).unwrap_err(), DecodeError::Truncated, "cut at {cut}");
+            assert_eq!(
+                decode_frame(&buf[..cut]).unwrap_err(),
+                DecodeError::Truncated,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -231,9 +251,8 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[i] ^= 1 << bit;
-                match decode_frame(&bad) {
-                    Ok((r, _)) => panic!("flip at byte {i} bit {bit} decoded as {r:?}"),
-                    Err(_) => {}
+                if let Ok((r, _)) = decode_frame(&bad) {
+                    panic!("flip at byte {i} bit {bit} decoded as {r:?}");
                 }
             }
         }

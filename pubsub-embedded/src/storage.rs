@@ -83,7 +83,10 @@ pub(crate) struct TopicStore {
 
 impl std::fmt::Debug for TopicStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TopicStore").field("dir", &self.dir).field("active_base", &self.active_base).finish()
+        f.debug_struct("TopicStore")
+            .field("dir", &self.dir)
+            .field("active_base", &self.active_base)
+            .finish()
     }
 }
 
@@ -92,12 +95,19 @@ fn segment_path(dir: &Path, base: u64, ext: &str) -> PathBuf {
 }
 
 fn open_append(path: &Path) -> Result<File> {
-    OpenOptions::new().create(true).append(true).read(true).open(path).map_err(|e| io_err(path.display(), e))
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(|e| io_err(path.display(), e))
 }
 
 /// fsyncs a directory so that a created, renamed or removed entry survives a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(format!("fsync {}", dir.display()), e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(format!("fsync {}", dir.display()), e))
 }
 
 impl TopicStore {
@@ -131,7 +141,10 @@ impl TopicStore {
             if base != next_offset {
                 return Err(Error::broker_msg(
                     BACKEND,
-                    format!("segment {} starts at offset {base} but {next_offset} was expected", path.display()),
+                    format!(
+                        "segment {} starts at offset {base} but {next_offset} was expected",
+                        path.display()
+                    ),
                 ));
             }
             let positions = recover_segment(&path, base, i == last, &mut records)?;
@@ -161,7 +174,12 @@ impl TopicStore {
             scratch: Vec::new(),
             index_scratch: Vec::new(),
         };
-        Ok(Recovered { records, next_offset, subscriptions, store })
+        Ok(Recovered {
+            records,
+            next_offset,
+            subscriptions,
+            store,
+        })
     }
 
     /// Writes records (to the OS, not yet fsynced). Seals the active segment
@@ -179,9 +197,13 @@ impl TopicStore {
             self.index_scratch.extend_from_slice(&r.offset.to_le_bytes());
             self.index_scratch.extend_from_slice(&position.to_le_bytes());
         }
-        (&*self.active).write_all(&self.scratch).map_err(|e| io_err("append to segment", e))?;
+        (&*self.active)
+            .write_all(&self.scratch)
+            .map_err(|e| io_err("append to segment", e))?;
         self.active_len += self.scratch.len() as u64;
-        self.index.write_all(&self.index_scratch).map_err(|e| io_err("append to index", e))?;
+        self.index
+            .write_all(&self.index_scratch)
+            .map_err(|e| io_err("append to index", e))?;
         Ok(())
     }
 
@@ -193,7 +215,10 @@ impl TopicStore {
     fn roll(&mut self, next_offset: u64) -> Result<()> {
         self.active.sync_data().map_err(|e| io_err("fsync sealed segment", e))?;
         self.index.sync_data().map_err(|e| io_err("fsync sealed index", e))?;
-        self.sealed.push(Segment { base: self.active_base, end: next_offset });
+        self.sealed.push(Segment {
+            base: self.active_base,
+            end: next_offset,
+        });
         self.active_base = next_offset;
         self.active = Arc::new(open_append(&segment_path(&self.dir, next_offset, "log"))?);
         self.index = open_append(&segment_path(&self.dir, next_offset, "idx"))?;
@@ -277,7 +302,10 @@ fn recover_segment(path: &Path, base: u64, is_last: bool, records: &mut Vec<Reco
             dropped_bytes = data.len() - pos,
             "cutting a torn write at the end of the log ({failure}); no send of it had returned"
         );
-        let f = OpenOptions::new().write(true).open(path).map_err(|e| io_err(path.display(), e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| io_err(path.display(), e))?;
         f.set_len(pos as u64).map_err(|e| io_err(path.display(), e))?;
         f.sync_all().map_err(|e| io_err(path.display(), e))?;
         break;
@@ -297,7 +325,9 @@ fn index_bytes(base: u64, positions: &[u64]) -> Vec<u8> {
 fn rewrite_index(path: &Path, base: u64, positions: &[u64]) -> Result<()> {
     let bytes = index_bytes(base, positions);
     let mut f = File::create(path).map_err(|e| io_err(path.display(), e))?;
-    f.write_all(&bytes).and_then(|_| f.sync_data()).map_err(|e| io_err(path.display(), e))
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_data())
+        .map_err(|e| io_err(path.display(), e))
 }
 
 fn check_index(path: &Path, base: u64, positions: &[u64]) -> Result<()> {
@@ -362,7 +392,11 @@ pub(crate) fn decode_subscription(data: &[u8]) -> std::result::Result<Subscripti
         return Err("length does not match the ack count".into());
     }
     let above = (0..n).map(|i| u64_at(26 + i * 8));
-    Ok(SubscriptionState { kind, cursor, acks: AckSet::new(floor, above) })
+    Ok(SubscriptionState {
+        kind,
+        cursor,
+        acks: AckSet::new(floor, above),
+    })
 }
 
 pub(crate) fn write_subscription_file(subs: &Path, name: &str, state: &SubscriptionState, durable: bool) -> Result<()> {
@@ -385,11 +419,18 @@ fn read_subscriptions(subs: &Path) -> Result<Vec<(String, SubscriptionState)>> {
     let mut out = Vec::new();
     for entry in fs::read_dir(subs).map_err(|e| io_err(subs.display(), e))? {
         let entry = entry.map_err(|e| io_err(subs.display(), e))?;
-        let Ok(file_name) = entry.file_name().into_string() else { continue };
-        let Some(name) = file_name.strip_suffix(".sub") else { continue };
+        let Ok(file_name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(name) = file_name.strip_suffix(".sub") else {
+            continue;
+        };
         let data = fs::read(entry.path()).map_err(|e| io_err(entry.path().display(), e))?;
         let state = decode_subscription(&data).map_err(|why| {
-            Error::broker_msg(BACKEND, format!("corrupt subscription file {}: {why}", entry.path().display()))
+            Error::broker_msg(
+                BACKEND,
+                format!("corrupt subscription file {}: {why}", entry.path().display()),
+            )
         })?;
         out.push((name.to_string(), state));
     }
@@ -425,7 +466,10 @@ mod tests {
         drop(r);
         let mut r = TopicStore::open(tdir.clone(), 64).unwrap();
         assert_eq!(r.next_offset, 10);
-        assert_eq!(r.records.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            r.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..10).collect::<Vec<_>>()
+        );
         assert!(r.store.sealed.len() > 1, "small segments roll");
         r.store.delete_below(5).unwrap();
         drop(r);
@@ -443,7 +487,12 @@ mod tests {
         drop(r);
         let log = segment_path(&tdir, 0, "log");
         let len = fs::metadata(&log).unwrap().len();
-        OpenOptions::new().write(true).open(&log).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let mut r = TopicStore::open(tdir.clone(), 64).unwrap();
         assert_eq!(r.next_offset, 1, "the torn record is gone, the whole one stays");
         for o in 1..6 {
@@ -460,7 +509,11 @@ mod tests {
 
     #[test]
     fn subscription_state_round_trip_and_corruption() {
-        let s = SubscriptionState { kind: SubscriptionType::Failover, cursor: 9, acks: AckSet::new(3, [5, 7]) };
+        let s = SubscriptionState {
+            kind: SubscriptionType::Failover,
+            cursor: 9,
+            acks: AckSet::new(3, [5, 7]),
+        };
         let bytes = encode_subscription(&s);
         assert_eq!(decode_subscription(&bytes).unwrap(), s);
         for i in 0..bytes.len() {

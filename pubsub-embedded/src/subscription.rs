@@ -20,6 +20,14 @@ use crate::record::Record;
 /// messages parked for other consumers.
 const KEY_SHARED_LOOKAHEAD: usize = 10_000;
 
+/// The time of one receive: monotonic for timeouts and delays, wall clock
+/// for `deliver_after` (which is persisted with the record).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Now {
+    pub instant: Instant,
+    pub wall_ms: u64,
+}
+
 /// A delivery handed to a consumer.
 #[derive(Debug)]
 pub(crate) struct Delivery {
@@ -112,7 +120,9 @@ impl Subscription {
     pub(crate) fn attach(&mut self, name: &str, kind: SubscriptionType, slot: ConsumerSlot) -> Result<()> {
         if !self.consumers.is_empty() {
             if self.kind == SubscriptionType::Exclusive {
-                return Err(Error::ConsumerBusy { subscription: name.to_string() });
+                return Err(Error::ConsumerBusy {
+                    subscription: name.to_string(),
+                });
             }
             if kind != self.kind {
                 return Err(Error::InvalidConfiguration(format!(
@@ -132,7 +142,12 @@ impl Subscription {
         if self.consumers.is_empty() {
             self.volatile.clear(); // q0: nobody is listening any more
         }
-        let held: Vec<u64> = self.in_flight.iter().filter(|(_, f)| f.consumer == consumer).map(|(o, _)| *o).collect();
+        let held: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.consumer == consumer)
+            .map(|(o, _)| *o)
+            .collect();
         for o in held {
             self.in_flight.remove(&o);
             *self.redeliveries.entry(o).or_insert(0) += 1;
@@ -184,7 +199,8 @@ impl Subscription {
                 break;
             }
             self.timeouts.pop();
-            let expired = matches!(self.in_flight.get(&o), Some(f) if f.consumer == consumer && f.deadline == Some(due));
+            let expired =
+                matches!(self.in_flight.get(&o), Some(f) if f.consumer == consumer && f.deadline == Some(due));
             if expired {
                 self.in_flight.remove(&o);
                 *self.redeliveries.entry(o).or_insert(0) += 1;
@@ -209,11 +225,14 @@ impl Subscription {
         consumer: u64,
         log: &Log,
         visible_end: u64,
-        now: Instant,
-        now_ms: u64,
+        now: Now,
         max: usize,
         out: &mut Vec<Delivery>,
     ) {
+        let Now {
+            instant: now,
+            wall_ms: now_ms,
+        } = now;
         if !self.is_active(consumer) {
             return;
         }
@@ -222,7 +241,10 @@ impl Subscription {
         if !self.volatile.is_empty() {
             while want(out) {
                 let Some(record) = self.volatile.pop_front() else { break };
-                out.push(Delivery { record, redelivery_count: 0 });
+                out.push(Delivery {
+                    record,
+                    redelivery_count: 0,
+                });
             }
             return;
         }
@@ -300,7 +322,10 @@ impl Subscription {
         if let Some(d) = deadline {
             self.timeouts.push(Reverse((d, o, consumer)));
         }
-        out.push(Delivery { record, redelivery_count: count });
+        out.push(Delivery {
+            record,
+            redelivery_count: count,
+        });
     }
 
     /// Acknowledges `offset`; false if it already was.
@@ -386,13 +411,21 @@ mod tests {
         log
     }
 
+    fn at(instant: Instant) -> Now {
+        Now { instant, wall_ms: 0 }
+    }
+
     fn slot(id: u64) -> ConsumerSlot {
-        ConsumerSlot { id, ack_timeout: None, max_redeliveries: None }
+        ConsumerSlot {
+            id,
+            ack_timeout: None,
+            max_redeliveries: None,
+        }
     }
 
     fn take(s: &mut Subscription, c: u64, log: &Log, max: usize) -> Vec<(u64, u32)> {
         let mut out = Vec::new();
-        s.take(c, log, log.end(), Instant::now(), 0, max, &mut out);
+        s.take(c, log, log.end(), at(Instant::now()), max, &mut out);
         out.into_iter().map(|d| (d.record.offset, d.redelivery_count)).collect()
     }
 
@@ -415,7 +448,10 @@ mod tests {
         let log = log_of(3, &[]);
         let mut e = Subscription::new(SubscriptionType::Exclusive, 0);
         e.attach("e", SubscriptionType::Exclusive, slot(1)).unwrap();
-        assert!(matches!(e.attach("e", SubscriptionType::Exclusive, slot(2)), Err(Error::ConsumerBusy { .. })));
+        assert!(matches!(
+            e.attach("e", SubscriptionType::Exclusive, slot(2)),
+            Err(Error::ConsumerBusy { .. })
+        ));
 
         let mut f = Subscription::new(SubscriptionType::Failover, 0);
         f.attach("f", SubscriptionType::Failover, slot(1)).unwrap();
@@ -440,7 +476,9 @@ mod tests {
         let b = take(&mut s, 2, &log, 100);
         assert_eq!(a.len() + b.len(), 40);
         let keys = |v: &[(u64, u32)]| {
-            v.iter().map(|(o, _)| log.get(*o).unwrap().key.clone().unwrap()).collect::<BTreeSet<_>>()
+            v.iter()
+                .map(|(o, _)| log.get(*o).unwrap().key.clone().unwrap())
+                .collect::<BTreeSet<_>>()
         };
         assert!(keys(&a).is_disjoint(&keys(&b)));
     }
@@ -449,19 +487,23 @@ mod tests {
     fn ack_timeout_redelivers_and_max_redeliveries_dead_letters() {
         let log = log_of(1, &[]);
         let mut s = Subscription::new(SubscriptionType::Shared, 0);
-        let sl = ConsumerSlot { id: 1, ack_timeout: Some(Duration::from_secs(1)), max_redeliveries: Some(1) };
+        let sl = ConsumerSlot {
+            id: 1,
+            ack_timeout: Some(Duration::from_secs(1)),
+            max_redeliveries: Some(1),
+        };
         s.attach("s", SubscriptionType::Shared, sl).unwrap();
         let t0 = Instant::now();
         let mut out = Vec::new();
-        s.take(1, &log, 1, t0, 0, 1, &mut out);
+        s.take(1, &log, 1, at(t0), 1, &mut out);
         assert_eq!(out.len(), 1);
         out.clear();
-        s.take(1, &log, 1, t0 + Duration::from_millis(500), 0, 1, &mut out);
+        s.take(1, &log, 1, at(t0 + Duration::from_millis(500)), 1, &mut out);
         assert!(out.is_empty());
-        s.take(1, &log, 1, t0 + Duration::from_secs(2), 0, 1, &mut out);
+        s.take(1, &log, 1, at(t0 + Duration::from_secs(2)), 1, &mut out);
         assert_eq!(out[0].redelivery_count, 1);
         out.clear();
-        s.take(1, &log, 1, t0 + Duration::from_secs(4), 0, 1, &mut out);
+        s.take(1, &log, 1, at(t0 + Duration::from_secs(4)), 1, &mut out);
         assert!(out.is_empty());
         assert_eq!(s.dead.len(), 1);
     }

@@ -21,14 +21,17 @@ use crate::config::{EmbeddedConfig, FsyncPolicy};
 use crate::log::Log;
 use crate::record::Record;
 use crate::storage::{write_subscription_file, SubscriptionState, TopicStore};
-use crate::subscription::{ConsumerSlot, Delivery, Subscription};
+use crate::subscription::{ConsumerSlot, Delivery, Now, Subscription};
 
 /// How often (at most) a q1 subscription's position is written to disk
 /// while acks flow; q2 writes (and fsyncs) on every ack.
 const LAZY_PERSIST_EVERY: Duration = Duration::from_millis(500);
 
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 pub(crate) struct TopicHandle {
@@ -126,12 +129,18 @@ impl TopicHandle {
             let dedup = self.topic.qos() == Qos::ExactlyOnce;
             let mut ids = Vec::with_capacity(messages.len());
             let mut fresh: Vec<Arc<Record>> = Vec::with_capacity(messages.len());
-            let mut next = if self.is_volatile() { st.next_volatile } else { st.log.end() };
+            let mut next = if self.is_volatile() {
+                st.next_volatile
+            } else {
+                st.log.end()
+            };
             for m in messages {
                 if let Some(id) = m.dedup_id.as_ref().filter(|_| dedup) {
-                    let earlier = st.dedup.get(id).copied().or_else(|| {
-                        fresh.iter().find(|r| r.dedup_id.as_ref() == Some(id)).map(|r| r.offset)
-                    });
+                    let earlier = st
+                        .dedup
+                        .get(id)
+                        .copied()
+                        .or_else(|| fresh.iter().find(|r| r.dedup_id.as_ref() == Some(id)).map(|r| r.offset));
                     if let Some(o) = earlier {
                         ids.push(MessageId::from_seq(o));
                         continue;
@@ -230,21 +239,37 @@ impl TopicHandle {
             }
             st.subscriptions.insert(name.to_string(), sub);
         }
-        let slot = ConsumerSlot { id: consumer, ack_timeout: opts.ack_timeout, max_redeliveries: opts.max_redeliveries };
-        st.subscriptions.get_mut(name).expect("just ensured").attach(name, opts.subscription_type, slot)
+        let slot = ConsumerSlot {
+            id: consumer,
+            ack_timeout: opts.ack_timeout,
+            max_redeliveries: opts.max_redeliveries,
+        };
+        st.subscriptions
+            .get_mut(name)
+            .expect("just ensured")
+            .attach(name, opts.subscription_type, slot)
     }
 
     /// Takes up to `max` messages for a consumer.
     pub(crate) fn take(&self, name: &str, consumer: u64, max: usize) -> Result<Taken> {
-        let now = Instant::now();
-        let now_ms = now_ms();
+        let now = Now {
+            instant: Instant::now(),
+            wall_ms: now_ms(),
+        };
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        let sub = st.subscriptions.get_mut(name).ok_or(Error::Closed("consumer (its subscription was deleted)"))?;
+        let sub = st
+            .subscriptions
+            .get_mut(name)
+            .ok_or(Error::Closed("consumer (its subscription was deleted)"))?;
         let mut deliveries = Vec::new();
-        sub.take(consumer, &st.log, st.visible_end, now, now_ms, max, &mut deliveries);
+        sub.take(consumer, &st.log, st.visible_end, now, max, &mut deliveries);
         let dead = std::mem::take(&mut sub.dead);
-        Ok(Taken { deliveries, dead, next_wake: sub.next_wake() })
+        Ok(Taken {
+            deliveries,
+            dead,
+            next_wake: sub.next_wake(),
+        })
     }
 
     /// Acknowledges `offset` on subscription `name`.
@@ -254,7 +279,9 @@ impl TopicHandle {
         }
         let durable_write = {
             let mut st = self.state.lock();
-            let Some(sub) = st.subscriptions.get_mut(name) else { return Ok(()) };
+            let Some(sub) = st.subscriptions.get_mut(name) else {
+                return Ok(());
+            };
             if !sub.ack(offset) {
                 return Ok(());
             }
@@ -264,7 +291,11 @@ impl TopicHandle {
             if self.topic.qos() == Qos::ExactlyOnce {
                 st.persist_version += 1;
                 let sub = &st.subscriptions[name];
-                Some((st.persist_version, snapshot(sub), st.store.as_ref().expect("checked").subs_dir()))
+                Some((
+                    st.persist_version,
+                    snapshot(sub),
+                    st.store.as_ref().expect("checked").subs_dir(),
+                ))
             } else {
                 if st.last_persist.elapsed() >= LAZY_PERSIST_EVERY {
                     st.persist_lazily();
@@ -324,12 +355,17 @@ impl TopicHandle {
     pub(crate) fn unsubscribe(&self, name: &str, consumer: u64) -> Result<()> {
         {
             let mut st = self.state.lock();
-            let Some(sub) = st.subscriptions.get_mut(name) else { return Ok(()) };
+            let Some(sub) = st.subscriptions.get_mut(name) else {
+                return Ok(());
+            };
             sub.detach(consumer);
             if sub.consumer_count() > 0 {
                 return Err(Error::broker_msg(
                     "embedded",
-                    format!("subscription {name:?} still has {} other consumer(s); close them first", sub.consumer_count()),
+                    format!(
+                        "subscription {name:?} still has {} other consumer(s); close them first",
+                        sub.consumer_count()
+                    ),
                 ));
             }
             st.subscriptions.remove(name);
@@ -354,7 +390,11 @@ impl TopicHandle {
 }
 
 fn snapshot(sub: &Subscription) -> SubscriptionState {
-    SubscriptionState { kind: sub.kind, cursor: sub.cursor(), acks: sub.acks().clone() }
+    SubscriptionState {
+        kind: sub.kind,
+        cursor: sub.cursor(),
+        acks: sub.acks().clone(),
+    }
 }
 
 impl TopicState {
@@ -386,7 +426,12 @@ impl TopicState {
         if self.log.len() <= config.retained_messages {
             return Ok(());
         }
-        let low = self.subscriptions.values().map(Subscription::low_watermark).min().unwrap_or(u64::MAX);
+        let low = self
+            .subscriptions
+            .values()
+            .map(Subscription::low_watermark)
+            .min()
+            .unwrap_or(u64::MAX);
         let by_count = self.log.end() - config.retained_messages as u64;
         let new_base = low.min(by_count).min(self.visible_end);
         if new_base <= self.log.base() {

@@ -8,7 +8,9 @@ use pubsub_embedded::{EmbeddedBackend, EmbeddedConfig};
 mod memory {
     use super::*;
 
-    pubsub_core::conformance_tests!(|| async { Ok::<_, Error>(Arc::new(EmbeddedBackend::memory()) as Arc<dyn PubSubBackend>) });
+    pubsub_core::conformance_tests!(|| async {
+        Ok::<_, Error>(Arc::new(EmbeddedBackend::memory()) as Arc<dyn PubSubBackend>)
+    });
 }
 
 mod data_dir {

@@ -29,8 +29,14 @@ fn opts() -> ConsumerOptions {
 /// `sent N` / `acked N` only after the call returned. Stops after `limit`.
 async fn write(dir: &std::path::Path, limit: usize) -> (BTreeSet<usize>, BTreeSet<usize>) {
     let backend = EmbeddedBackend::open(EmbeddedConfig::data_dir(dir)).expect("open");
-    let consumer = backend.create_consumer(&topic(), SUBSCRIPTION, opts()).await.expect("consumer");
-    let producer = backend.create_producer(&topic(), Default::default()).await.expect("producer");
+    let consumer = backend
+        .create_consumer(&topic(), SUBSCRIPTION, opts())
+        .await
+        .expect("consumer");
+    let producer = backend
+        .create_producer(&topic(), Default::default())
+        .await
+        .expect("producer");
     let acker = tokio::spawn(async move {
         let mut acked = BTreeSet::new();
         loop {
@@ -50,7 +56,10 @@ async fn write(dir: &std::path::Path, limit: usize) -> (BTreeSet<usize>, BTreeSe
     });
     let mut sent = BTreeSet::new();
     for n in 0..limit {
-        producer.send(OutgoingMessage::new(n.to_string()).with_dedup_id(format!("m{n}"))).await.expect("send");
+        producer
+            .send(OutgoingMessage::new(n.to_string()).with_dedup_id(format!("m{n}")))
+            .await
+            .expect("send");
         println!("sent {n}");
         sent.insert(n);
     }
@@ -62,12 +71,18 @@ async fn write(dir: &std::path::Path, limit: usize) -> (BTreeSet<usize>, BTreeSe
 /// Everything a reopened backend delivers to the subscription, acked.
 async fn drain(dir: &std::path::Path) -> Vec<(usize, u32)> {
     let backend = EmbeddedBackend::open(EmbeddedConfig::data_dir(dir)).expect("reopen after crash");
-    let consumer = backend.create_consumer(&topic(), SUBSCRIPTION, opts()).await.expect("consumer");
+    let consumer = backend
+        .create_consumer(&topic(), SUBSCRIPTION, opts())
+        .await
+        .expect("consumer");
     let mut got = Vec::new();
     loop {
         match consumer.receive_timeout(Duration::from_millis(1500)).await {
             Ok(m) => {
-                got.push((std::str::from_utf8(m.payload()).unwrap().parse().unwrap(), m.redelivery_count()));
+                got.push((
+                    std::str::from_utf8(m.payload()).unwrap().parse().unwrap(),
+                    m.redelivery_count(),
+                ));
                 m.ack().await.expect("ack");
             }
             Err(Error::Timeout(_)) => break,
@@ -114,7 +129,7 @@ fn sigkill_mid_write_loses_nothing_confirmed() {
         }
     });
     let (mut sent, mut acked) = (BTreeSet::new(), BTreeSet::new());
-    let mut record = |line: &str, sent: &mut BTreeSet<usize>, acked: &mut BTreeSet<usize>| {
+    let record = |line: &str, sent: &mut BTreeSet<usize>, acked: &mut BTreeSet<usize>| {
         if let Some(n) = line.strip_prefix("sent ") {
             sent.insert(n.parse::<usize>().unwrap());
         } else if let Some(n) = line.strip_prefix("acked ") {
@@ -123,7 +138,12 @@ fn sigkill_mid_write_loses_nothing_confirmed() {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while sent.len() < 500 || acked.len() < 100 {
-        assert!(Instant::now() < deadline, "writer too slow: {} sent, {} acked", sent.len(), acked.len());
+        assert!(
+            Instant::now() < deadline,
+            "writer too slow: {} sent, {} acked",
+            sent.len(),
+            acked.len()
+        );
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(line) => record(&line, &mut sent, &mut acked),
             Err(e) => panic!("writer stopped talking: {e}"),
@@ -143,7 +163,11 @@ fn sigkill_mid_write_loses_nothing_confirmed() {
     // The child acks only even numbers, so every odd one must survive. An
     // even one may be missing without its `acked` line: the kill can land
     // between the ack returning and the line being printed.
-    let lost: Vec<usize> = sent.iter().filter(|n| *n % 2 == 1 && !received.contains(n)).copied().collect();
+    let lost: Vec<usize> = sent
+        .iter()
+        .filter(|n| *n % 2 == 1 && !received.contains(n))
+        .copied()
+        .collect();
     let redelivered_acked: Vec<usize> = acked.intersection(&received).copied().collect();
     eprintln!(
         "crash recovery: confirmed sends {}, confirmed acks {}, delivered after restart {} ({} duplicates), lost {}, acked-but-redelivered {}",
@@ -154,13 +178,28 @@ fn sigkill_mid_write_loses_nothing_confirmed() {
         lost.len(),
         redelivered_acked.len()
     );
-    assert!(lost.is_empty(), "confirmed, never-acked messages lost in the crash: {lost:?}");
-    let unaccounted: Vec<usize> =
-        sent.iter().filter(|n| !received.contains(n) && !acked.contains(n)).copied().collect();
-    assert!(unaccounted.len() <= 2, "more even messages missing than acks can be in flight: {unaccounted:?}");
-    assert!(redelivered_acked.is_empty(), "q2 messages whose ack returned came back: {redelivered_acked:?}");
+    assert!(
+        lost.is_empty(),
+        "confirmed, never-acked messages lost in the crash: {lost:?}"
+    );
+    let unaccounted: Vec<usize> = sent
+        .iter()
+        .filter(|n| !received.contains(n) && !acked.contains(n))
+        .copied()
+        .collect();
+    assert!(
+        unaccounted.len() <= 2,
+        "more even messages missing than acks can be in flight: {unaccounted:?}"
+    );
+    assert!(
+        redelivered_acked.is_empty(),
+        "q2 messages whose ack returned came back: {redelivered_acked:?}"
+    );
     assert_eq!(duplicates, 0, "a message was delivered twice after recovery");
     // Unacked messages the child had received come back marked as redelivered.
     let odd_seen_by_child = got.iter().filter(|(n, _)| n % 2 == 1 && *n < 100).count();
-    assert!(odd_seen_by_child > 0, "unacked messages from before the crash are delivered again");
+    assert!(
+        odd_seen_by_child > 0,
+        "unacked messages from before the crash are delivered again"
+    );
 }

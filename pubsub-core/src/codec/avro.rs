@@ -40,8 +40,14 @@ impl<T: AvroSchema> Avro<T> {
     pub fn new() -> Result<Self> {
         let schema = T::get_schema();
         let header = RabinFingerprintHeader::from_schema(&schema).build_header();
-        let reader = GenericSingleObjectReader::new(schema.clone()).map_err(|e| Error::codec("invalid Avro schema", e))?;
-        Ok(Avro { schema, header, reader, _type: PhantomData })
+        let reader =
+            GenericSingleObjectReader::new(schema.clone()).map_err(|e| Error::codec("invalid Avro schema", e))?;
+        Ok(Avro {
+            schema,
+            header,
+            reader,
+            _type: PhantomData,
+        })
     }
 
     /// The writer schema.
@@ -52,7 +58,9 @@ impl<T: AvroSchema> Avro<T> {
 
 impl<T> std::fmt::Debug for Avro<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Avro").field("schema", &self.schema.canonical_form()).finish()
+        f.debug_struct("Avro")
+            .field("schema", &self.schema.canonical_form())
+            .finish()
     }
 }
 
@@ -76,9 +84,15 @@ impl<T: AvroSchema + Serialize + DeserializeOwned> Codec<T> for Avro<T> {
             });
         }
         let mut input = payload;
-        let value = self.reader.read_value(&mut input).map_err(|e| Error::codec(format!("Avro decode failed: {e}"), e))?;
+        let value = self
+            .reader
+            .read_value(&mut input)
+            .map_err(|e| Error::codec(format!("Avro decode failed: {e}"), e))?;
         if !input.is_empty() {
-            return Err(Error::Codec { message: format!("{} trailing bytes after the Avro datum", input.len()), source: None });
+            return Err(Error::Codec {
+                message: format!("{} trailing bytes after the Avro datum", input.len()),
+                source: None,
+            });
         }
         apache_avro::from_value(&value).map_err(|e| Error::codec(format!("Avro decode failed: {e}"), e))
     }
@@ -105,7 +119,12 @@ mod tests {
     #[test]
     fn round_trips_with_single_object_header() {
         let codec = Avro::<TextCompletionRequest>::new().unwrap();
-        let v = TextCompletionRequest { system: "s".into(), prompt: "p".into(), streaming: true, metadata: None };
+        let v = TextCompletionRequest {
+            system: "s".into(),
+            prompt: "p".into(),
+            streaming: true,
+            metadata: None,
+        };
         let bytes = codec.encode(&v).unwrap();
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
         let fp = codec.schema().fingerprint::<apache_avro::rabin::Rabin>();
@@ -121,7 +140,12 @@ mod tests {
         assert!(matches!(a.decode(&bytes), Err(Error::Codec { .. })));
         assert!(matches!(a.decode(b"{}"), Err(Error::Codec { .. })));
         let mut truncated = a
-            .encode(&TextCompletionRequest { system: "s".into(), prompt: "p".into(), streaming: false, metadata: None })
+            .encode(&TextCompletionRequest {
+                system: "s".into(),
+                prompt: "p".into(),
+                streaming: false,
+                metadata: None,
+            })
             .unwrap();
         truncated.truncate(truncated.len() - 2);
         assert!(matches!(a.decode(&truncated), Err(Error::Codec { .. })));

@@ -72,7 +72,12 @@ mod tests {
     }
 
     fn request(metadata: Option<BTreeMap<String, String>>) -> TextCompletionRequest {
-        TextCompletionRequest { system: "You are helpful".into(), prompt: "Hello world".into(), streaming: false, metadata }
+        TextCompletionRequest {
+            system: "You are helpful".into(),
+            prompt: "Hello world".into(),
+            streaming: false,
+            metadata,
+        }
     }
 
     #[test]
@@ -106,9 +111,19 @@ mod tests {
             inner: Inner,
             maybe: Option<Inner>,
         }
-        let v = Outer { inner: Inner { a: None, s: String::new(), l: vec![None, Some(1)] }, maybe: None };
+        let v = Outer {
+            inner: Inner {
+                a: None,
+                s: String::new(),
+                l: vec![None, Some(1)],
+            },
+            maybe: None,
+        };
         let bytes = Json.encode(&v).unwrap();
-        assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"inner":{"s":"","l":[null,1]}}"#);
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"inner":{"s":"","l":[null,1]}}"#
+        );
         let back: Outer = Json.decode(&bytes).unwrap();
         assert_eq!(back, v);
     }

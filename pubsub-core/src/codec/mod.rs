@@ -21,8 +21,8 @@ mod avro;
 mod json;
 
 pub use avro::{Avro, AVRO_CONTENT_TYPE};
-pub use json::{Json, JSON_CONTENT_TYPE};
 pub(crate) use json::to_json_bytes;
+pub use json::{Json, JSON_CONTENT_TYPE};
 
 use crate::error::{Error, Result};
 use crate::message::{Message, OutgoingMessage, CONTENT_TYPE_PROPERTY};
@@ -64,7 +64,10 @@ pub fn decode_message<T, C: Codec<T> + ?Sized>(codec: &C, message: &Message) -> 
 fn check_content_type(message: &Message, expected: &str) -> Result<()> {
     match message.content_type() {
         Some(ct) if ct != expected => Err(Error::Codec {
-            message: format!("message {} has content type {ct:?} but is being decoded as {expected:?}", message.id()),
+            message: format!(
+                "message {} has content type {ct:?} but is being decoded as {expected:?}",
+                message.id()
+            ),
             source: None,
         }),
         _ => Ok(()),

@@ -85,13 +85,18 @@ pub async fn publish_subscribe_1000(ctx: &Ctx) -> Outcome {
     let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
     let p = ctx.producer(&topic).await;
     let make = |i: usize| {
-        numbered(i).with_property("kind", "conformance").with_key(format!("key-{}", i % 7))
+        numbered(i)
+            .with_property("kind", "conformance")
+            .with_key(format!("key-{}", i % 7))
     };
     for i in 0..500 {
         p.send(make(i)).await.unwrap_or_else(|e| panic!("send {i}: {e}"));
     }
     for chunk in (500..1000).collect::<Vec<_>>().chunks(100) {
-        let ids = p.send_batch(chunk.iter().map(|&i| make(i)).collect()).await.expect("send_batch");
+        let ids = p
+            .send_batch(chunk.iter().map(|&i| make(i)).collect())
+            .await
+            .expect("send_batch");
         assert_eq!(ids.len(), chunk.len(), "one id per message of a batch");
     }
     p.flush().await.expect("flush");
@@ -119,9 +124,16 @@ pub async fn binary_and_empty_payloads(ctx: &Ctx) -> Outcome {
     let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
     let p = ctx.producer(&topic).await;
     let all_bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
-    let payloads: Vec<Vec<u8>> = vec![all_bytes, Vec::new(), vec![0u8; 64 * 1024], b"\xff\xfe\x00\r\n".to_vec()];
+    let payloads: Vec<Vec<u8>> = vec![
+        all_bytes,
+        Vec::new(),
+        vec![0u8; 64 * 1024],
+        b"\xff\xfe\x00\r\n".to_vec(),
+    ];
     for (i, pl) in payloads.iter().enumerate() {
-        p.send(OutgoingMessage::new(pl.clone()).with_property("n", i.to_string())).await.expect("send");
+        p.send(OutgoingMessage::new(pl.clone()).with_property("n", i.to_string()))
+            .await
+            .expect("send");
     }
     for m in receive_n(c.as_ref(), payloads.len(), true).await {
         let i = number_of(&m);
@@ -148,7 +160,10 @@ pub async fn order_is_preserved(ctx: &Ctx) -> Outcome {
     }
     for k in 0..3 {
         let per_key: Vec<usize> = got.iter().copied().filter(|i| i % 3 == k).collect();
-        assert!(per_key.windows(2).all(|w| w[0] < w[1]), "order of key k{k}: {per_key:?}");
+        assert!(
+            per_key.windows(2).all(|w| w[0] < w[1]),
+            "order of key k{k}: {per_key:?}"
+        );
     }
     Outcome::Passed
 }
@@ -180,7 +195,11 @@ pub async fn nack_redelivers_with_higher_count(ctx: &Ctx) -> Outcome {
     let again = receive_n(c.as_ref(), 1, false).await.remove(0);
     assert_eq!(number_of(&again), 0);
     if ctx.caps.redelivery_count {
-        assert!(again.redelivery_count() >= 1, "redelivery count after nack: {}", again.redelivery_count());
+        assert!(
+            again.redelivery_count() >= 1,
+            "redelivery count after nack: {}",
+            again.redelivery_count()
+        );
     }
     again.ack().await.expect("ack");
     expect_quiet(c.as_ref(), "acked after nack").await;
@@ -200,7 +219,11 @@ pub async fn nack_with_delay(ctx: &Ctx) -> Outcome {
     let nacked_at = Instant::now();
     m.nack_after(delay).await.expect("nack_after");
     let again = receive_n(c.as_ref(), 1, true).await.remove(0);
-    assert!(nacked_at.elapsed() >= delay, "redelivered after {:?}, before the {delay:?} delay", nacked_at.elapsed());
+    assert!(
+        nacked_at.elapsed() >= delay,
+        "redelivered after {:?}, before the {delay:?} delay",
+        nacked_at.elapsed()
+    );
     assert_eq!(number_of(&again), 0);
     Outcome::Passed
 }
@@ -219,7 +242,11 @@ pub async fn unacked_redelivered_after_close(ctx: &Ctx) -> Outcome {
     c.close().await.expect("close");
     let c2 = ctx.consumer(&topic, &sub, latest()).await;
     let again: BTreeSet<usize> = receive_n(c2.as_ref(), 5, true).await.iter().map(number_of).collect();
-    assert_eq!(again, [1, 3, 5, 7, 9].into_iter().collect(), "exactly the unacked ones come back");
+    assert_eq!(
+        again,
+        [1, 3, 5, 7, 9].into_iter().collect(),
+        "exactly the unacked ones come back"
+    );
     expect_quiet(c2.as_ref(), "acked ones stay acked").await;
     Outcome::Passed
 }
@@ -270,7 +297,12 @@ pub async fn acks_from_other_tasks_out_of_order(ctx: &Ctx) -> Outcome {
 /// exactly once, and both get some.
 pub async fn shared_spreads_work(ctx: &Ctx) -> Outcome {
     if !ctx.caps.shared {
-        return refuses(ctx, latest().with_type(SubscriptionType::Shared), "Shared subscriptions").await;
+        return refuses(
+            ctx,
+            latest().with_type(SubscriptionType::Shared),
+            "Shared subscriptions",
+        )
+        .await;
     }
     let topic = ctx.topic(Qos::AtLeastOnce, "shared");
     let sub = ctx.sub("s");
@@ -302,7 +334,12 @@ pub async fn shared_spreads_work(ctx: &Ctx) -> Outcome {
     all.sort_unstable();
     let expected: Vec<usize> = (0..total).collect();
     assert_eq!(all, expected, "every message exactly once across both consumers");
-    assert!(!a.is_empty() && !b.is_empty(), "both consumers got work: {} and {}", a.len(), b.len());
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both consumers got work: {} and {}",
+        a.len(),
+        b.len()
+    );
     Outcome::Passed
 }
 
@@ -342,7 +379,11 @@ pub async fn failover_takes_over(ctx: &Ctx) -> Outcome {
     let c2 = ctx.consumer(&topic, &sub, opts).await;
     send_numbered(ctx, &topic, 0..6).await;
     let first = receive_n(c1.as_ref(), 6, false).await;
-    expect_quiet(c2.as_ref(), "the standby consumer receives nothing while the active one lives").await;
+    expect_quiet(
+        c2.as_ref(),
+        "the standby consumer receives nothing while the active one lives",
+    )
+    .await;
     for m in first.iter().filter(|m| number_of(m) < 3) {
         m.ack().await.expect("ack");
     }
@@ -368,7 +409,9 @@ pub async fn key_shared_routes_by_key(ctx: &Ctx) -> Outcome {
     let p = ctx.producer(&topic).await;
     let keys = 16;
     for i in 0..(keys * 10) {
-        p.send(numbered(i).with_key(format!("key-{}", i % keys))).await.expect("send");
+        p.send(numbered(i).with_key(format!("key-{}", i % keys)))
+            .await
+            .expect("send");
     }
     let mut owner: HashMap<String, usize> = HashMap::new();
     let mut total = 0;
@@ -405,9 +448,16 @@ pub async fn earliest_and_latest(ctx: &Ctx) -> Outcome {
     let late = ctx.consumer(&topic, &ctx.sub("late"), latest()).await;
     send_numbered(ctx, &topic, 5..7).await;
     let e: Vec<usize> = receive_n(early.as_ref(), 7, true).await.iter().map(number_of).collect();
-    assert_eq!(e.iter().copied().collect::<BTreeSet<_>>(), (0..7).collect::<BTreeSet<_>>());
+    assert_eq!(
+        e.iter().copied().collect::<BTreeSet<_>>(),
+        (0..7).collect::<BTreeSet<_>>()
+    );
     let l: BTreeSet<usize> = receive_n(late.as_ref(), 2, true).await.iter().map(number_of).collect();
-    assert_eq!(l, [5, 6].into_iter().collect(), "Latest sees only messages after it subscribed");
+    assert_eq!(
+        l,
+        [5, 6].into_iter().collect(),
+        "Latest sees only messages after it subscribed"
+    );
     expect_quiet(late.as_ref(), "nothing older for Latest").await;
     Outcome::Passed
 }
@@ -425,7 +475,11 @@ pub async fn existing_subscription_resumes(ctx: &Ctx) -> Outcome {
     let opts = if ctx.caps.earliest { earliest() } else { latest() };
     let c2 = ctx.consumer(&topic, &sub, opts).await;
     let got: BTreeSet<usize> = receive_n(c2.as_ref(), 4, true).await.iter().map(number_of).collect();
-    assert_eq!(got, (4..8).collect(), "resumes after the acked position, keeps what came while away");
+    assert_eq!(
+        got,
+        (4..8).collect(),
+        "resumes after the acked position, keeps what came while away"
+    );
     expect_quiet(c2.as_ref(), "nothing acked comes back").await;
     Outcome::Passed
 }
@@ -459,7 +513,10 @@ pub async fn receive_timeout_gives_timeout(ctx: &Ctx) -> Outcome {
 pub async fn receive_batch_returns_what_is_ready(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "batch");
     let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
-    let empty = c.receive_batch(10, Duration::from_millis(200)).await.expect("receive_batch");
+    let empty = c
+        .receive_batch(10, Duration::from_millis(200))
+        .await
+        .expect("receive_batch");
     assert!(empty.is_empty());
     send_numbered(ctx, &topic, 0..25).await;
     let mut got = Vec::new();
@@ -516,16 +573,34 @@ pub async fn closed_handles_give_closed(ctx: &Ctx) -> Outcome {
     p.send(numbered(0)).await.expect("send");
     let m = receive_n(c.as_ref(), 1, false).await.remove(0);
     p.close().await.expect("close producer");
-    assert!(matches!(p.send(numbered(1)).await, Err(Error::Closed(_))), "send after close");
+    assert!(
+        matches!(p.send(numbered(1)).await, Err(Error::Closed(_))),
+        "send after close"
+    );
     assert!(matches!(p.flush().await, Err(Error::Closed(_))), "flush after close");
     c.close().await.expect("close consumer");
-    assert!(matches!(c.receive_timeout(Duration::from_millis(100)).await, Err(Error::Closed(_))), "receive after close");
-    assert!(matches!(m.ack().await, Err(Error::Closed(_))), "ack after the consumer closed");
-    assert!(matches!(c.nack(&m).await, Err(Error::Closed(_))), "nack after the consumer closed");
+    assert!(
+        matches!(
+            c.receive_timeout(Duration::from_millis(100)).await,
+            Err(Error::Closed(_))
+        ),
+        "receive after close"
+    );
+    assert!(
+        matches!(m.ack().await, Err(Error::Closed(_))),
+        "ack after the consumer closed"
+    );
+    assert!(
+        matches!(c.nack(&m).await, Err(Error::Closed(_))),
+        "nack after the consumer closed"
+    );
     c.close().await.expect("closing twice is harmless");
     ctx.backend.close().await.expect("close backend");
     assert!(
-        matches!(ctx.backend.create_producer(&topic, ProducerOptions::default()).await, Err(Error::Closed(_))),
+        matches!(
+            ctx.backend.create_producer(&topic, ProducerOptions::default()).await,
+            Err(Error::Closed(_))
+        ),
         "create_producer after the backend closed"
     );
     Outcome::Passed
@@ -538,14 +613,22 @@ pub async fn double_ack_is_harmless(ctx: &Ctx) -> Outcome {
     let c = ctx.consumer(&topic, &sub, latest()).await;
     send_numbered(ctx, &topic, 0..2).await;
     let got = receive_n(c.as_ref(), 2, false).await;
-    let (first, second) = if number_of(&got[0]) == 0 { (&got[0], &got[1]) } else { (&got[1], &got[0]) };
+    let (first, second) = if number_of(&got[0]) == 0 {
+        (&got[0], &got[1])
+    } else {
+        (&got[1], &got[0])
+    };
     first.ack().await.expect("first ack");
     first.ack().await.expect("second ack of the same message");
     c.ack(first).await.expect("third ack, through the consumer");
     c.close().await.expect("close");
     let c2 = ctx.consumer(&topic, &sub, latest()).await;
     let again = receive_n(c2.as_ref(), 1, true).await.remove(0);
-    assert_eq!(number_of(&again), number_of(second), "the other message is still unacked");
+    assert_eq!(
+        number_of(&again),
+        number_of(second),
+        "the other message is still unacked"
+    );
     Outcome::Passed
 }
 
@@ -555,9 +638,17 @@ pub async fn invalid_input_gives_typed_errors(ctx: &Ctx) -> Outcome {
     let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
     let p = ctx.producer(&topic).await;
     p.send(numbered(0)).await.expect("a good message first");
-    for (name, value) in [("bad name", "v"), ("", "v"), ("pubsub.reserved", "v"), ("ok", "line\nbreak")] {
+    for (name, value) in [
+        ("bad name", "v"),
+        ("", "v"),
+        ("pubsub.reserved", "v"),
+        ("ok", "line\nbreak"),
+    ] {
         let m = numbered(1).with_property(name, value);
-        assert!(matches!(p.send(m).await, Err(Error::InvalidProperty { .. })), "property {name:?}={value:?}");
+        assert!(
+            matches!(p.send(m).await, Err(Error::InvalidProperty { .. })),
+            "property {name:?}={value:?}"
+        );
     }
     if let Some(max) = ctx.caps.max_payload {
         let huge = OutgoingMessage::new(vec![0u8; max + 1]);
@@ -566,18 +657,31 @@ pub async fn invalid_input_gives_typed_errors(ctx: &Ctx) -> Outcome {
             other => panic!("payload over the {max}-byte limit: expected PayloadTooLarge, got {other:?}"),
         }
         let batch = vec![numbered(2), OutgoingMessage::new(vec![0u8; max + 1])];
-        assert!(matches!(p.send_batch(batch).await, Err(Error::PayloadTooLarge { .. })), "a batch with one oversized message");
+        assert!(
+            matches!(p.send_batch(batch).await, Err(Error::PayloadTooLarge { .. })),
+            "a batch with one oversized message"
+        );
     }
     for bad in ["", "a b", "x/y"] {
         assert!(
-            matches!(ctx.backend.create_consumer(&topic, bad, latest()).await, Err(Error::InvalidSubscription { .. })),
+            matches!(
+                ctx.backend.create_consumer(&topic, bad, latest()).await,
+                Err(Error::InvalidSubscription { .. })
+            ),
             "subscription name {bad:?}"
         );
     }
-    assert!(matches!("q1/a/b".parse::<crate::Topic>(), Err(Error::InvalidTopic { .. })));
+    assert!(matches!(
+        "q1/a/b".parse::<crate::Topic>(),
+        Err(Error::InvalidTopic { .. })
+    ));
     p.send(numbered(3)).await.expect("a good message after the bad ones");
     let got: BTreeSet<usize> = receive_n(c.as_ref(), 2, true).await.iter().map(number_of).collect();
-    assert_eq!(got, [0, 3].into_iter().collect(), "only the accepted messages arrive, and all of them");
+    assert_eq!(
+        got,
+        [0, 3].into_iter().collect(),
+        "only the accepted messages arrive, and all of them"
+    );
     expect_quiet(c.as_ref(), "rejected messages must not be delivered").await;
     Outcome::Passed
 }
@@ -637,19 +741,27 @@ pub async fn delayed_delivery(ctx: &Ctx) -> Outcome {
     let delay = Duration::from_secs(2);
     if !ctx.caps.delayed_delivery {
         return match p.send(numbered(0).with_deliver_after(delay)).await {
-            Err(Error::Unsupported { .. }) => Outcome::Unsupported("deliver_after (refused with Error::Unsupported)".into()),
+            Err(Error::Unsupported { .. }) => {
+                Outcome::Unsupported("deliver_after (refused with Error::Unsupported)".into())
+            }
             other => panic!("deliver_after is not claimed; expected Error::Unsupported, got {other:?}"),
         };
     }
     let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
     let sent_at = Instant::now();
-    p.send(numbered(0).with_deliver_after(delay)).await.expect("send delayed");
+    p.send(numbered(0).with_deliver_after(delay))
+        .await
+        .expect("send delayed");
     p.send(numbered(1)).await.expect("send now");
     let first = receive_n(c.as_ref(), 1, true).await.remove(0);
     assert_eq!(number_of(&first), 1, "the undelayed message comes first");
     let later = receive_n(c.as_ref(), 1, true).await.remove(0);
     assert_eq!(number_of(&later), 0);
-    assert!(sent_at.elapsed() >= delay, "delivered after {:?}, before its {delay:?} delay", sent_at.elapsed());
+    assert!(
+        sent_at.elapsed() >= delay,
+        "delivered after {:?}, before its {delay:?} delay",
+        sent_at.elapsed()
+    );
     Outcome::Passed
 }
 
@@ -661,7 +773,13 @@ pub async fn unsubscribe_deletes_position(ctx: &Ctx) -> Outcome {
     send_numbered(ctx, &topic, 0..3).await;
     receive_n(c.as_ref(), 1, true).await;
     c.unsubscribe().await.expect("unsubscribe");
-    assert!(matches!(c.receive_timeout(Duration::from_millis(100)).await, Err(Error::Closed(_))), "unsubscribe closes");
+    assert!(
+        matches!(
+            c.receive_timeout(Duration::from_millis(100)).await,
+            Err(Error::Closed(_))
+        ),
+        "unsubscribe closes"
+    );
     let c2 = ctx.consumer(&topic, &sub, latest()).await;
     expect_quiet(c2.as_ref(), "the old backlog went with the subscription").await;
     send_numbered(ctx, &topic, 3..4).await;
@@ -682,7 +800,12 @@ pub async fn typed_values_and_codec_mismatch(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "typed");
     let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
     let p = ctx.producer(&topic).await;
-    let v = Request { system: "s".into(), prompt: "p".into(), streaming: false, metadata: None };
+    let v = Request {
+        system: "s".into(),
+        prompt: "p".into(),
+        streaming: false,
+        metadata: None,
+    };
     p.send_value(&v).await.expect("send_value");
     let avro = Avro::<Request>::new().expect("avro codec");
     p.send_encoded(&avro, &v).await.expect("send avro");
@@ -692,19 +815,34 @@ pub async fn typed_values_and_codec_mismatch(ctx: &Ctx) -> Outcome {
     } else {
         (&got[1], &got[0])
     };
-    assert_eq!(json_msg.payload().as_ref(), br#"{"system":"s","prompt":"p","streaming":false}"#);
+    assert_eq!(
+        json_msg.payload().as_ref(),
+        br#"{"system":"s","prompt":"p","streaming":false}"#
+    );
     assert_eq!(json_msg.value::<Request>().expect("decode json"), v);
     assert_eq!(avro_msg.decode(&avro).expect("decode avro"), v);
-    assert!(matches!(avro_msg.value::<Request>(), Err(Error::Codec { .. })), "avro read as json");
-    assert!(matches!(json_msg.decode(&avro), Err(Error::Codec { .. })), "json read as avro");
+    assert!(
+        matches!(avro_msg.value::<Request>(), Err(Error::Codec { .. })),
+        "avro read as json"
+    );
+    assert!(
+        matches!(json_msg.decode(&avro), Err(Error::Codec { .. })),
+        "json read as avro"
+    );
     let _ = <Json as Codec<Request>>::content_type(&Json);
     json_msg.ack().await.expect("ack");
     if ctx.caps.nack {
-        avro_msg.nack().await.expect("a message that failed to decode can be nacked");
+        avro_msg
+            .nack()
+            .await
+            .expect("a message that failed to decode can be nacked");
         let again = receive_n(c.as_ref(), 1, true).await.remove(0);
         assert_eq!(again.decode(&avro).expect("decode again"), v);
     } else {
-        avro_msg.ack().await.expect("a message that failed to decode can be acked");
+        avro_msg
+            .ack()
+            .await
+            .expect("a message that failed to decode can be acked");
     }
     Outcome::Passed
 }
@@ -731,7 +869,9 @@ pub async fn stream_yields_messages(ctx: &Ctx) -> Outcome {
     assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), (0..5).collect());
     consumer.close().await.expect("close");
     let mut after = consumer.into_stream();
-    let end = tokio::time::timeout(ARRIVAL_TIMEOUT, after.next()).await.expect("stream ends");
+    let end = tokio::time::timeout(ARRIVAL_TIMEOUT, after.next())
+        .await
+        .expect("stream ends");
     assert!(end.is_none(), "the stream of a closed consumer ends");
     Outcome::Passed
 }

@@ -48,7 +48,11 @@ pub enum Outcome {
 
 /// Whether a missing broker fails the run (`CI=true` or `PUBSUB_REQUIRE_BROKERS=1`).
 pub fn brokers_required() -> bool {
-    let set = |k: &str, v: &[&str]| std::env::var(k).map(|x| v.contains(&x.to_ascii_lowercase().as_str())).unwrap_or(false);
+    let set = |k: &str, v: &[&str]| {
+        std::env::var(k)
+            .map(|x| v.contains(&x.to_ascii_lowercase().as_str()))
+            .unwrap_or(false)
+    };
     set("CI", &["true", "1"]) || set("PUBSUB_REQUIRE_BROKERS", &["1", "true"])
 }
 
@@ -119,7 +123,11 @@ pub async fn receive_n(consumer: &dyn Consumer, n: usize, ack: bool) -> Vec<Mess
             .receive_batch(n - got.len(), ARRIVAL_TIMEOUT)
             .await
             .unwrap_or_else(|e| panic!("receive after {} of {n} messages: {e}", got.len()));
-        assert!(!batch.is_empty(), "only {} of {n} messages arrived within {ARRIVAL_TIMEOUT:?}", got.len());
+        assert!(
+            !batch.is_empty(),
+            "only {} of {n} messages arrived within {ARRIVAL_TIMEOUT:?}",
+            got.len()
+        );
         for m in batch {
             if ack {
                 m.ack().await.unwrap_or_else(|e| panic!("ack {}: {e}", m.id()));
@@ -156,7 +164,10 @@ where
         Outcome::Passed => {}
         Outcome::Unsupported(why) => report(&format!("UNSUPPORTED {name} {case}: {why}")),
     }
-    backend.close().await.unwrap_or_else(|e| panic!("closing {name} after {case}: {e}"));
+    backend
+        .close()
+        .await
+        .unwrap_or_else(|e| panic!("closing {name} after {case}: {e}"));
 }
 
 /// One `#[tokio::test]` per conformance case, for a backend factory: an
@@ -166,7 +177,7 @@ where
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
-        $crate::__with_conformance_cases!(__conformance_tests ($factory));
+        $crate::__with_conformance_cases!(__conformance_tests($factory));
     };
 }
 

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Installs (if missing) and starts (if not running) the real brokers the
+# tests talk to, each on its standard loopback port. Idempotent: a broker
+# already answering on its port is left alone.
+#
+#   Redis      127.0.0.1:6379   Debian redis-server
+#   NATS       127.0.0.1:4222   Debian nats-server, with JetStream (-js)
+#   Mosquitto  127.0.0.1:1883   Debian mosquitto
+#
+# Kafka (9092) and Pulsar (6650) are added by their adapter issues (#7, #8).
+# Runtime files (data, logs, pid files) go to target/brokers/.
+#
+# Exit status: non-zero if a broker could not be started. With CI=true that
+# fails the run; elsewhere scripts/test.sh goes on and the broker tests
+# report themselves as skipped.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+RUN_DIR="$PWD/target/brokers"
+mkdir -p "$RUN_DIR"
+
+log() { printf 'brokers: %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port seconds
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        port_open "$1" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+APT_UPDATED=0
+apt_install() { # package...
+    if ! command -v apt-get >/dev/null; then
+        log "apt-get not available; install $* by hand"
+        return 1
+    fi
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        $sudo apt-get update -qq >/dev/null || return 1
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_binary() { # binary package
+    command -v "$1" >/dev/null && return 0
+    log "installing $2"
+    apt_install "$2" && command -v "$1" >/dev/null
+}
+
+start_redis() {
+    port_open 6379 && { log "redis already on 6379"; return 0; }
+    ensure_binary redis-server redis-server || return 1
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+        --dir "$RUN_DIR" --logfile "$RUN_DIR/redis.log" --pidfile "$RUN_DIR/redis.pid" || return 1
+    wait_port 6379 10
+}
+
+start_nats() {
+    port_open 4222 && { log "nats already on 4222"; return 0; }
+    ensure_binary nats-server nats-server || return 1
+    mkdir -p "$RUN_DIR/nats"
+    nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$RUN_DIR/nats" -l "$RUN_DIR/nats.log" \
+        >/dev/null 2>&1 &
+    echo $! >"$RUN_DIR/nats.pid"
+    wait_port 4222 10
+}
+
+start_mosquitto() {
+    port_open 1883 && { log "mosquitto already on 1883"; return 0; }
+    ensure_binary mosquitto mosquitto || return 1
+    cat >"$RUN_DIR/mosquitto.conf" <<CONF
+listener 1883 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $RUN_DIR/
+log_dest file $RUN_DIR/mosquitto.log
+CONF
+    mosquitto -d -c "$RUN_DIR/mosquitto.conf" || return 1
+    wait_port 1883 10
+}
+
+failed=()
+for broker in redis nats mosquitto; do
+    if "start_$broker"; then
+        log "$broker ready"
+    else
+        log "$broker could NOT be started (see $RUN_DIR/$broker.log)"
+        failed+=("$broker")
+    fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    log "missing brokers: ${failed[*]}"
+    exit 1
+fi
