@@ -29,6 +29,7 @@ mod capabilities;
 pub mod codec;
 mod error;
 mod ext;
+mod ident;
 mod message;
 mod options;
 mod secret;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::ident::{allowed_list, check_ident, IdentError};
 use crate::topic::Topic;
 
 /// String properties (headers) of a message, ordered by name.
@@ -36,19 +37,17 @@ pub fn validate_property(name: &str, value: &str) -> Result<()> {
         name: name.to_string(),
         reason,
     };
-    if name.is_empty() {
-        return Err(err("the name is empty".into()));
-    }
-    if name.len() > MAX_PROPERTY_NAME_LEN {
-        return Err(err(format!("the name is longer than {MAX_PROPERTY_NAME_LEN} bytes")));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(err(format!(
-            "the name contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed"
-        )));
+    const EXTRA: &[char] = &['-', '_', '.'];
+    match check_ident(name, MAX_PROPERTY_NAME_LEN, EXTRA) {
+        Ok(()) => {}
+        Err(IdentError::Empty) => return Err(err("the name is empty".into())),
+        Err(IdentError::TooLong) => return Err(err(format!("the name is longer than {MAX_PROPERTY_NAME_LEN} bytes"))),
+        Err(IdentError::BadChar(bad)) => {
+            return Err(err(format!(
+                "the name contains {bad:?}; only {} are allowed",
+                allowed_list(EXTRA)
+            )))
+        }
     }
     if name.starts_with(RESERVED_PROPERTY_PREFIX) {
         return Err(err(format!(

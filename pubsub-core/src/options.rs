@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::ident::{allowed_list, check_ident, IdentError};
 use crate::topic::Topic;
 
 /// How the consumers sharing one subscription split its messages.
@@ -56,24 +57,17 @@ pub fn validate_subscription_name(name: &str) -> Result<()> {
         name: name.to_string(),
         reason,
     };
-    if name.is_empty() {
-        return Err(err("it is empty".into()));
+    const EXTRA: &[char] = &['-', '_', '.'];
+    match check_ident(name, MAX_SUBSCRIPTION_LEN, EXTRA) {
+        Ok(()) if name.starts_with('.') => Err(err("it starts with '.'".into())),
+        Ok(()) => Ok(()),
+        Err(IdentError::Empty) => Err(err("it is empty".into())),
+        Err(IdentError::TooLong) => Err(err(format!("it is longer than {MAX_SUBSCRIPTION_LEN} bytes"))),
+        Err(IdentError::BadChar(bad)) => Err(err(format!(
+            "it contains {bad:?}; only {} are allowed",
+            allowed_list(EXTRA)
+        ))),
     }
-    if name.len() > MAX_SUBSCRIPTION_LEN {
-        return Err(err(format!("it is longer than {MAX_SUBSCRIPTION_LEN} bytes")));
-    }
-    if name.starts_with('.') {
-        return Err(err("it starts with '.'".into()));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(err(format!(
-            "it contains {bad:?}; only A-Z, a-z, 0-9, '-', '_' and '.' are allowed"
-        )));
-    }
-    Ok(())
 }
 
 /// Options for [`crate::PubSubBackend::create_producer`].

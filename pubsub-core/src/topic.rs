@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::ident::{allowed_list, check_ident, IdentError};
 
 /// Longest tenant, namespace or queue segment accepted.
 ///
@@ -166,28 +167,25 @@ impl Topic {
 }
 
 fn validate_segment(topic: &str, name: &str, value: &str) -> Result<()> {
-    let err = |reason: String| Error::InvalidTopic {
-        topic: topic.to_string(),
-        reason,
-    };
-    if value.is_empty() {
-        return Err(err(format!("{name} segment is empty")));
-    }
-    if value.len() > MAX_SEGMENT_LEN {
-        return Err(err(format!(
+    const EXTRA: &[char] = &['-', '_'];
+    let reason = match check_ident(value, MAX_SEGMENT_LEN, EXTRA) {
+        Ok(()) => return Ok(()),
+        Err(IdentError::Empty) => format!("{name} segment is empty"),
+        Err(IdentError::TooLong) => format!(
             "{name} segment is {} characters long; at most {MAX_SEGMENT_LEN} are allowed",
             value.chars().count()
-        )));
-    }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(err(format!(
-            "{name} segment {value:?} contains {bad:?}; only A-Z, a-z, 0-9, '-' and '_' are allowed"
-        )));
-    }
-    Ok(())
+        ),
+        Err(IdentError::BadChar(bad)) => {
+            format!(
+                "{name} segment {value:?} contains {bad:?}; only {} are allowed",
+                allowed_list(EXTRA)
+            )
+        }
+    };
+    Err(Error::InvalidTopic {
+        topic: topic.to_string(),
+        reason,
+    })
 }
 
 impl FromStr for Topic {

@@ -3,7 +3,7 @@
 //! One function per case in [`cases`]; [`conformance_tests!`] turns them
 //! into one `#[tokio::test]` each for a backend factory:
 //!
-//! ```ignore
+//! ```text
 //! // tests/conformance.rs of an adapter crate
 //! pubsub_core::conformance_tests!(|| async {
 //!     Ok(std::sync::Arc::new(MyBackend::connect("...").await?) as std::sync::Arc<dyn pubsub_core::PubSubBackend>)
