@@ -241,7 +241,9 @@ impl BackendConfig {
             #[cfg(feature = "nats")]
             BackendConfig::Nats { .. } => Err(not_yet(kind, pubsub_nats::PLANNED_ISSUE)),
             #[cfg(feature = "redis")]
-            BackendConfig::Redis { .. } => Err(not_yet(kind, pubsub_redis::PLANNED_ISSUE)),
+            BackendConfig::Redis { url } => Ok(Arc::new(
+                pubsub_redis::RedisBackend::connect(pubsub_redis::RedisConfig::new(url.clone())).await?,
+            )),
             #[allow(unreachable_patterns)]
             _ => unreachable!("is_compiled() checked above"),
         }

@@ -41,6 +41,8 @@
 #![warn(missing_docs)]
 
 mod config;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 

@@ -27,6 +27,7 @@
 mod backend;
 mod capabilities;
 pub mod codec;
+pub mod envelope;
 mod error;
 mod ext;
 mod ident;

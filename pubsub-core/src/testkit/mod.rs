@@ -56,10 +56,22 @@ pub fn brokers_required() -> bool {
     set("CI", &["true", "1"]) || set("PUBSUB_REQUIRE_BROKERS", &["1", "true"])
 }
 
-/// Writes a line to the real stderr, past the test harness's capture, so
-/// skipped and unsupported cases show in a plain `cargo test`.
+/// Writes a line to the real stderr, past libtest's capture, so skipped and
+/// unsupported cases show in a plain `cargo test`; and, when
+/// `PUBSUB_TEST_REPORT` names a file, appends it there (nextest captures
+/// whole processes, so `scripts/test.sh` prints that file after the run).
 pub fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
+    if let Some(path) = std::env::var_os("PUBSUB_TEST_REPORT") {
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            let _ = writeln!(std::io::stderr(), "cannot append to PUBSUB_TEST_REPORT: {e}");
+        }
+    }
 }
 
 /// Handles a broker that is not there: a failure under CI, a printed skip otherwise.

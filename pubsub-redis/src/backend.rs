@@ -1,0 +1,337 @@
+//! The Redis [`PubSubBackend`] and its producer.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pubsub_core::{
+    ensure_open, envelope, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
+    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+};
+use redis::aio::ConnectionManager;
+use redis::{Client, RedisError};
+
+use crate::config::RedisConfig;
+use crate::consumer::{PubSubConsumer, StreamConsumer};
+use crate::fields::to_fields;
+use crate::keys::TopicKeys;
+use crate::scripts;
+
+pub(crate) const NAME: &str = "redis";
+
+/// Maps a client error: I/O, timeouts and dropped connections are
+/// [`Error::Connection`], replies like `WRONGTYPE` are [`Error::Broker`].
+pub(crate) fn map_err(what: &str, e: RedisError) -> Error {
+    let message = format!("{what}: {e}");
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        Error::connection(NAME, message, e)
+    } else {
+        Error::broker(NAME, message, e)
+    }
+}
+
+/// Redis as a pub/sub backend: q0 on Pub/Sub, q1/q2 on Streams with one
+/// consumer group per subscription. See the crate docs for the mapping.
+#[derive(Clone)]
+pub struct RedisBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: RedisConfig,
+    pub client: Client,
+    pub conn: ConnectionManager,
+    pub caps: Capabilities,
+    pub closed: AtomicBool,
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl RedisBackend {
+    /// Connects (bounded by `config.timeout`) and reads the server limits
+    /// that shape [`Capabilities`]: `proto-max-bulk-len` and whether it
+    /// persists (`appendonly` or `save`).
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let shown = pubsub_core::redact_url(&config.url);
+        let client = Client::open(config.url.as_str())
+            .map_err(|e| Error::InvalidConfiguration(format!("redis URL {shown}: {e}")))?;
+        let cm_config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(std::time::Duration::from_secs(2));
+        let mut conn = tokio::time::timeout(config.timeout, client.get_connection_manager_with_config(cm_config))
+            .await
+            .map_err(|_| Error::Connection {
+                backend: NAME,
+                message: format!("no answer from {shown} within {:?}", config.timeout),
+                source: None,
+            })?
+            .map_err(|e| map_err(&format!("connect to {shown}"), e))?;
+        let server_max = config_get(&mut conn, "proto-max-bulk-len")
+            .await
+            .and_then(|v| v.parse::<usize>().ok());
+        let appendonly = config_get(&mut conn, "appendonly").await.is_some_and(|v| v == "yes");
+        let save = config_get(&mut conn, "save")
+            .await
+            .is_some_and(|v| !v.trim().is_empty());
+        // Room for the field names next to the payload in one bulk.
+        let max_payload = server_max.map_or(config.max_payload, |m| config.max_payload.min(m.saturating_sub(1024)));
+        let caps = Capabilities {
+            persistence: appendonly || save,
+            earliest: true,
+            shared: true,
+            nack: true,
+            nack_delay: true,
+            ack_timeout: true,
+            redelivery_count: true,
+            delayed_delivery: true,
+            exactly_once: true,
+            key_ordering: true,
+            topic_ordering: true,
+            max_payload: Some(max_payload),
+            properties: true,
+            keys: true,
+            ..Capabilities::none(NAME)
+        };
+        Ok(RedisBackend {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                conn,
+                caps,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// `CONFIG GET name`, or `None` where CONFIG is disabled or unknown.
+async fn config_get(conn: &mut ConnectionManager, name: &str) -> Option<String> {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(conn).await;
+    reply.ok().and_then(|v| v.into_iter().nth(1))
+}
+
+impl Inner {
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "redis backend")
+    }
+}
+
+#[async_trait]
+impl PubSubBackend for RedisBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        Ok(Box::new(RedisProducer {
+            inner: self.inner.clone(),
+            topic: topic.clone(),
+            keys: TopicKeys::new(topic),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    async fn create_consumer(
+        &self,
+        topic: &Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>> {
+        self.inner.ensure_open()?;
+        validate_subscription_name(subscription)?;
+        self.inner.caps.check_consumer(topic, &options)?;
+        if topic.qos() == Qos::AtMostOnce {
+            return Ok(Box::new(
+                PubSubConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
+            ));
+        }
+        Ok(Box::new(
+            StreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
+        ))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+struct RedisProducer {
+    inner: Arc<Inner>,
+    topic: Topic,
+    keys: TopicKeys,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for RedisProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisProducer").field("topic", &self.topic).finish()
+    }
+}
+
+impl RedisProducer {
+    fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
+        self.inner.ensure_open()
+    }
+
+    fn check(&self, m: &OutgoingMessage) -> Result<()> {
+        m.validate(self.inner.caps.max_payload)?;
+        if self.topic.qos() == Qos::AtMostOnce && m.deliver_after.is_some() {
+            return Err(Error::unsupported(
+                NAME,
+                "deliver_after on q0 (Pub/Sub keeps nothing to delay)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// One message as a command: PUBLISH (q0), the publish script (q2 dedup
+    /// or a delay), or a plain XADD.
+    fn command(&self, m: OutgoingMessage) -> Command {
+        if self.topic.qos() == Qos::AtMostOnce {
+            let env = envelope::Envelope {
+                key: m.key,
+                properties: m.properties,
+                payload: m.payload,
+            };
+            let mut c = redis::cmd("PUBLISH");
+            c.arg(&self.keys.channel).arg(envelope::encode(&env));
+            return Command::Plain(c);
+        }
+        let dedup = m.dedup_id.as_ref().filter(|_| self.topic.qos() == Qos::ExactlyOnce);
+        let maxlen = self.inner.config.max_len.unwrap_or(0);
+        if dedup.is_some() || m.deliver_after.is_some() {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let due = m.deliver_after.map_or(0, |d| now_ms + d.as_millis().max(1) as u64);
+            let mut inv = scripts::PUBLISH.prepare_invoke();
+            inv.key(&self.keys.stream)
+                .key(dedup.map_or(String::new(), |id| format!("{}{id}", self.keys.dedup_prefix)))
+                .key(&self.keys.delayed)
+                .arg(maxlen)
+                .arg(due)
+                .arg(self.inner.config.dedup_window.as_millis() as u64);
+            for f in to_fields(&m) {
+                inv.arg(f);
+            }
+            return Command::Script(inv);
+        }
+        let mut c = redis::cmd("XADD");
+        c.arg(&self.keys.stream);
+        if maxlen > 0 {
+            c.arg("MAXLEN").arg("~").arg(maxlen);
+        }
+        c.arg("*");
+        for f in to_fields(&m) {
+            c.arg(f);
+        }
+        Command::Plain(c)
+    }
+
+    async fn run(&self, command: Command) -> Result<MessageId> {
+        let mut conn = self.inner.conn.clone();
+        let reply: redis::Value = match command {
+            Command::Plain(c) => c.query_async(&mut conn).await,
+            Command::Script(inv) => inv.invoke_async(&mut conn).await,
+        }
+        .map_err(|e| map_err(&format!("send to {}", self.topic), e))?;
+        Ok(match reply {
+            redis::Value::Int(receivers) => MessageId::from_text(format!("q0-{receivers}")),
+            other => MessageId::from_text(crate::fields::text_of(&other).unwrap_or_default()),
+        })
+    }
+}
+
+enum Command {
+    Plain(redis::Cmd),
+    Script(redis::ScriptInvocation<'static>),
+}
+
+#[async_trait]
+impl Producer for RedisProducer {
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<MessageId> {
+        self.ensure_open()?;
+        self.check(&message)?;
+        self.run(self.command(message)).await
+    }
+
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        self.ensure_open()?;
+        for m in &messages {
+            self.check(m)?;
+        }
+        // Plain adds go out as one pipeline; scripted ones one by one, in order.
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut pipe = redis::pipe();
+        let mut pending = 0;
+        for m in messages {
+            match self.command(m) {
+                Command::Plain(c) => {
+                    pipe.add_command(c);
+                    pending += 1;
+                }
+                script => {
+                    ids.extend(self.flush_pipe(&mut pipe, &mut pending).await?);
+                    ids.push(self.run(script).await?);
+                }
+            }
+        }
+        ids.extend(self.flush_pipe(&mut pipe, &mut pending).await?);
+        Ok(ids)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // Every send has its reply before it returns; nothing is buffered.
+        self.ensure_open()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl RedisProducer {
+    async fn flush_pipe(&self, pipe: &mut redis::Pipeline, pending: &mut usize) -> Result<Vec<MessageId>> {
+        if *pending == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.inner.conn.clone();
+        let replies: Vec<redis::Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| map_err(&format!("send batch to {}", self.topic), e))?;
+        *pipe = redis::pipe();
+        *pending = 0;
+        Ok(replies
+            .iter()
+            .map(|v| match v {
+                redis::Value::Int(n) => MessageId::from_text(format!("q0-{n}")),
+                other => MessageId::from_text(crate::fields::text_of(other).unwrap_or_default()),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,297 @@
+//! Real brokers for tests, each on a free loopback port with its data in a
+//! temp dir (feature `testing`). No Docker, no broker already running.
+//!
+//! ```no_run
+//! # async fn demo() -> pubsub::Result<()> {
+//! use pubsub::testing::TestBroker;
+//! use pubsub::{BackendKind, OutgoingMessage, Topic};
+//!
+//! let mut broker = TestBroker::start(BackendKind::Redis).await?;
+//! let backend = broker.backend().await?;
+//! let topic: Topic = "q1/test/restart/jobs".parse()?;
+//! let producer = backend.create_producer(&topic, Default::default()).await?;
+//! producer.send(OutgoingMessage::new("before")).await?;
+//! broker.restart().await?;            // same port, same data
+//! producer.send(OutgoingMessage::new("after")).await?;
+//! broker.stop().await?;               // or just drop it
+//! # Ok(()) }
+//! ```
+//!
+//! Brokers: Redis (`redis-server`, AOF with `appendfsync always`, so an
+//! acknowledged write survives a kill) and NATS (`nats-server -js`, file
+//! storage) so far; the others come with their adapters.
+
+use std::fmt;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pubsub_core::{Error, PubSubBackend, Result};
+
+use crate::{BackendConfig, BackendKind};
+
+/// How long [`TestBroker::start`] waits for the broker to answer.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One broker process owned by a test; stopped when dropped.
+pub struct TestBroker {
+    kind: BackendKind,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl fmt::Debug for TestBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestBroker")
+            .field("kind", &self.kind)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+struct Spec {
+    binary: &'static str,
+    package: &'static str,
+    args: Vec<String>,
+}
+
+fn spec(kind: BackendKind, port: u16, dir: &Path) -> Result<Spec> {
+    let d = dir.display().to_string();
+    Ok(match kind {
+        BackendKind::Redis => Spec {
+            binary: "redis-server",
+            package: "redis-server",
+            args: [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &d,
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                "--logfile",
+                "broker.log",
+                "--daemonize",
+                "no",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+        BackendKind::Nats => Spec {
+            binary: "nats-server",
+            package: "nats-server",
+            args: [
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+                &d,
+                "-l",
+                &format!("{d}/broker.log"),
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+        other => {
+            return Err(Error::unsupported(
+                "testing",
+                format!("TestBroker for {other} (it comes with that backend's adapter)"),
+            ))
+        }
+    })
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::connection("testing", "no free port", e))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::connection("testing", "no free port", e))
+}
+
+fn binary_on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+                .any(|d| d.join(name).is_file())
+        })
+        .unwrap_or(false)
+}
+
+impl TestBroker {
+    /// Starts a broker of `kind` on a free port and waits until it answers.
+    ///
+    /// A missing binary is [`Error::NotFound`] naming it and how to install it.
+    pub async fn start(kind: BackendKind) -> Result<Self> {
+        Self::start_with_args(kind, &[]).await
+    }
+
+    /// Like [`start`](Self::start), with extra broker command-line arguments
+    /// (e.g. `["--proto-max-bulk-len", "1mb"]` for Redis).
+    pub async fn start_with_args(kind: BackendKind, extra_args: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("pubsub-{kind}-"))
+            .tempdir()
+            .map_err(|e| Error::broker("testing", "temp dir", e))?;
+        let mut broker = TestBroker {
+            kind,
+            port: free_port()?,
+            dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        broker.launch().await?;
+        Ok(broker)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        let spec = spec(self.kind, self.port, self.dir.path())?;
+        if !binary_on_path(spec.binary) {
+            return Err(Error::NotFound(format!(
+                "the {} broker binary `{}` is not installed; install it with `apt-get install {}` \
+                 (scripts/brokers.sh does this)",
+                self.kind, spec.binary, spec.package
+            )));
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("stdout.log"))
+            .map_err(|e| Error::broker("testing", "log file", e))?;
+        let err = out.try_clone().map_err(|e| Error::broker("testing", "log file", e))?;
+        let child = Command::new(spec.binary)
+            .args(&spec.args)
+            .args(&self.extra_args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Error::broker("testing", format!("cannot run {}: {e}", spec.binary), e))?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if !self.is_running() {
+                return Err(Error::broker_msg(
+                    "testing",
+                    format!("{} exited during start-up; its log:\n{}", spec.binary, self.logs()),
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(START_TIMEOUT));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The backend kind.
+    pub fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    /// The loopback port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The data directory (kept across [`restart`](Self::restart)).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The URL to connect to, as [`crate::connect`] takes it.
+    pub fn url(&self) -> String {
+        match self.kind {
+            BackendKind::Redis => format!("redis://127.0.0.1:{}", self.port),
+            BackendKind::Nats => format!("nats://127.0.0.1:{}", self.port),
+            BackendKind::Mqtt => format!("mqtt://127.0.0.1:{}", self.port),
+            BackendKind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
+            BackendKind::Pulsar => format!("pulsar://127.0.0.1:{}", self.port),
+            BackendKind::Embedded => format!("embedded://{}", self.dir.path().display()),
+        }
+    }
+
+    /// A backend connected to this broker.
+    pub async fn backend(&self) -> Result<Arc<dyn PubSubBackend>> {
+        BackendConfig::from_url(&self.url())?.connect().await
+    }
+
+    /// Whether the broker process is alive.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Kills the broker at once (SIGKILL), as a crash would.
+    pub async fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Stops the broker gracefully (SIGTERM, then SIGKILL after 10 s).
+    pub async fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Stops the broker gracefully and starts it again on the same port
+    /// with the same data.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await?;
+        self.launch().await
+    }
+
+    /// Starts the broker again after [`kill`](Self::kill) or [`stop`](Self::stop).
+    pub async fn start_again(&mut self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.launch().await
+    }
+
+    /// The broker's log so far, for failure reports.
+    pub fn logs(&self) -> String {
+        ["broker.log", "stdout.log"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(self.dir.path().join(f)).ok())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
