@@ -239,7 +239,9 @@ impl BackendConfig {
             #[cfg(feature = "mqtt")]
             BackendConfig::Mqtt { .. } => Err(not_yet(kind, pubsub_mqtt::PLANNED_ISSUE)),
             #[cfg(feature = "nats")]
-            BackendConfig::Nats { .. } => Err(not_yet(kind, pubsub_nats::PLANNED_ISSUE)),
+            BackendConfig::Nats { url } => Ok(Arc::new(
+                pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url.clone())).await?,
+            )),
             #[cfg(feature = "redis")]
             BackendConfig::Redis { url } => Ok(Arc::new(
                 pubsub_redis::RedisBackend::connect(pubsub_redis::RedisConfig::new(url.clone())).await?,

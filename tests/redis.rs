@@ -2,126 +2,27 @@
 //! limits, wrong types at a key, an unreachable server, secrets. Each test
 //! starts its own redis-server (`pubsub::testing`), so none disturbs another.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use pubsub::testing::TestBroker;
-use pubsub::{BackendKind, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Topic};
+use common::broker;
+use pubsub::{BackendKind, ConsumerOptions, Error, OutgoingMessage, Topic};
 
-async fn broker(args: &[&str]) -> Option<TestBroker> {
-    match TestBroker::start_with_args(BackendKind::Redis, args).await {
-        Ok(b) => Some(b),
-        Err(e) => {
-            pubsub::testkit::broker_unavailable("redis test broker", &e);
-            None
-        }
-    }
-}
-
-/// q1 no-loss across a crash: messages are sent while redis-server is
-/// SIGKILLed and started again; every send that returned Ok is received.
+/// q1 no-loss across a crash of redis-server (AOF, `appendfsync always`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_loses_no_confirmed_message() {
-    let Some(mut broker) = broker(&[]).await else { return };
-    let backend = broker.backend().await.expect("connect");
-    assert!(
-        backend.capabilities().persistence,
-        "the test broker runs with appendonly yes"
-    );
-    let topic: Topic = "q1/reliability/redis/restart".parse().unwrap();
-    // A short ack timeout: what was in flight when the server died comes back sooner.
-    let opts = ConsumerOptions::default()
-        .with_initial_position(InitialPosition::Earliest)
-        .with_ack_timeout(Some(Duration::from_secs(3)));
-    let consumer: Arc<dyn pubsub::Consumer> =
-        Arc::from(backend.create_consumer(&topic, "survivor", opts).await.unwrap());
-    let producer = backend.create_producer(&topic, Default::default()).await.unwrap();
-
-    let done = Arc::new(AtomicBool::new(false));
-    let receiver = {
-        let (consumer, done) = (consumer.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut got = Vec::new();
-            let mut quiet = 0;
-            while quiet < 5 {
-                match consumer.receive_timeout(Duration::from_secs(1)).await {
-                    Ok(m) => {
-                        quiet = 0;
-                        got.push(
-                            String::from_utf8(m.payload().to_vec())
-                                .unwrap()
-                                .parse::<usize>()
-                                .unwrap(),
-                        );
-                        let _ = m.ack().await; // may fail while the server is down: redelivered later
-                    }
-                    Err(Error::Timeout(_)) if done.load(Ordering::Acquire) => quiet += 1,
-                    Err(_) => {}
-                }
-            }
-            got
-        })
+    let Some(b) = broker(BackendKind::Redis, &[]).await else {
+        return;
     };
-
-    let total = 300;
-    let mut confirmed = BTreeSet::new();
-    let mut attempts = 0;
-    for n in 0..total {
-        if n == 100 {
-            broker.kill().await.unwrap();
-        }
-        if n == 110 {
-            broker.start_again().await.expect("restart redis");
-        }
-        // Retry each message until the server confirms it (the producer's job
-        // in an at-least-once system); while the server is down, sends fail
-        // with a typed, retriable error, each within about half a second.
-        loop {
-            attempts += 1;
-            match producer.send(OutgoingMessage::new(n.to_string())).await {
-                Ok(_) => {
-                    confirmed.insert(n);
-                    break;
-                }
-                Err(e) => {
-                    assert!(e.is_retriable(), "send while the broker is down: {e:?}");
-                    if (100..110).contains(&n) {
-                        break; // not confirmed: it may or may not arrive
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-    done.store(true, Ordering::Release);
-    let got = receiver.await.unwrap();
-    let received: BTreeSet<usize> = got.iter().copied().collect();
-    let lost: Vec<_> = confirmed.difference(&received).collect();
-    eprintln!(
-        "redis restart: sent {total} ({attempts} attempts), confirmed {}, received {} ({} duplicates), lost {}",
-        confirmed.len(),
-        received.len(),
-        got.len() - received.len(),
-        lost.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "confirmed messages lost across the restart: {lost:?}\n{}",
-        broker.logs()
-    );
-    assert!(
-        confirmed.len() >= 250,
-        "sends before and after the outage are confirmed"
-    );
+    common::no_loss_across_kill(b, 300, 10).await;
 }
 
 /// The server's `proto-max-bulk-len` lowers the payload limit; a larger
 /// payload is refused before it is sent, and nothing accepted is lost.
 #[tokio::test]
 async fn payload_limit_follows_the_server() {
-    let Some(broker) = broker(&["--proto-max-bulk-len", "1mb"]).await else {
+    let Some(broker) = broker(BackendKind::Redis, &["--proto-max-bulk-len", "1mb"]).await else {
         return;
     };
     let backend = broker.backend().await.unwrap();
@@ -147,7 +48,9 @@ async fn payload_limit_follows_the_server() {
 /// A key holding another type gives a typed broker error, not a panic.
 #[tokio::test]
 async fn wrong_type_at_the_key_is_a_broker_error() {
-    let Some(broker) = broker(&[]).await else { return };
+    let Some(broker) = broker(BackendKind::Redis, &[]).await else {
+        return;
+    };
     let status = std::process::Command::new("redis-cli")
         .args([
             "-p",
@@ -201,7 +104,9 @@ async fn unreachable_server_is_a_connection_error_without_secrets() {
 /// connection and group come back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_resumes_after_graceful_restart() {
-    let Some(mut broker) = broker(&[]).await else { return };
+    let Some(mut broker) = broker(BackendKind::Redis, &[]).await else {
+        return;
+    };
     let backend = broker.backend().await.unwrap();
     let topic: Topic = "q1/reliability/redis/resume".parse().unwrap();
     let c = backend

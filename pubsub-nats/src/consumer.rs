@@ -1,0 +1,463 @@
+//! Consumers: JetStream durable pull consumers (q1/q2) and core NATS queue
+//! subscriptions (q0).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::stream;
+use async_trait::async_trait;
+use futures::{FutureExt, StreamExt};
+use pubsub_core::{
+    ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId, MessageParts, NoAck,
+    OutgoingMessage, Qos, Result, Topic,
+};
+use tokio::sync::{Mutex, Notify};
+
+use crate::backend::{broker_err, Inner};
+use crate::headers::{from_headers, to_headers};
+use crate::naming::{durable_name, subject};
+
+/// `ack_wait` for consumers without an ack timeout: unacked messages then
+/// come back only when their consumer closes (it naks them) or after this.
+const NO_TIMEOUT_ACK_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The shortest nak delay sent. Broker quirk (nats-server 2.9.10): an
+/// immediate NAK (`-NAK` with no delay) that arrives while the consumer has
+/// no pull request waiting made the server re-send the highest stream
+/// sequence as a *new* delivery (delivered = 1), although it was acked.
+/// A delayed NAK goes another way through the server and redelivers just
+/// the nacked message, with its delivery count raised. Shown by the
+/// conformance case `acks_from_other_tasks_out_of_order`.
+const MIN_NAK_DELAY: Duration = Duration::from_millis(1);
+
+fn nak(delay: Duration) -> AckKind {
+    AckKind::Nak(Some(delay.max(MIN_NAK_DELAY)))
+}
+
+struct Shared {
+    inner: Arc<Inner>,
+    topic: Topic,
+    subscription: String,
+    durable: String,
+    options: ConsumerOptions,
+    stream: stream::Stream,
+    consumer: PullConsumer,
+    closed: AtomicBool,
+    stop: Notify,
+    /// Messages handed to the application and not yet acked or nacked, by
+    /// stream sequence: nacked when the consumer closes.
+    held: std::sync::Mutex<HashMap<u64, Arc<Acker>>>,
+}
+
+impl Shared {
+    fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
+        self.inner.ensure_open()
+    }
+
+    async fn open_messages(&self) -> Result<pull::Stream> {
+        self.consumer
+            .stream()
+            .max_messages_per_batch(self.options.batch_size)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| broker_err(format!("pull from {}", self.topic), e))
+    }
+
+    /// Turns a JetStream message into ours; `None` if it went to the dead-letter topic.
+    async fn convert(self: &Arc<Self>, m: async_nats::jetstream::Message) -> Result<Option<Message>> {
+        let info = m
+            .info()
+            .map_err(|e| Error::broker("nats", format!("message without JetStream info: {e}"), e))?;
+        let (seq, delivered, published) = (
+            info.stream_sequence,
+            info.delivered.max(1) as u64,
+            SystemTime::from(info.published),
+        );
+        let (msg, acker) = m.split();
+        let acker = Arc::new(acker);
+        let redeliveries = delivered - 1;
+        if self
+            .options
+            .max_redeliveries
+            .is_some_and(|max| redeliveries > max as u64)
+        {
+            self.dead_letter(&msg).await?;
+            acker
+                .ack()
+                .await
+                .map_err(|e| Error::broker("nats", format!("ack dead-lettered: {e}"), e))?;
+            return Ok(None);
+        }
+        let (properties, key) = from_headers(msg.headers.as_ref());
+        let parts = MessageParts {
+            payload: msg.payload,
+            properties,
+            key,
+            publish_time: published,
+            redelivery_count: redeliveries as u32,
+            ..MessageParts::new(MessageId::from_seq(seq), self.topic.clone())
+        };
+        self.held.lock().expect("held lock").insert(seq, acker.clone());
+        let target = NatsAck {
+            shared: self.clone(),
+            seq,
+            acker,
+            done: AtomicBool::new(false),
+        };
+        Ok(Some(Message::new(parts, Arc::new(target))))
+    }
+
+    async fn dead_letter(&self, msg: &async_nats::Message) -> Result<()> {
+        let Some(dlq) = &self.options.dead_letter_topic else {
+            tracing::warn!(topic = %self.topic, "dropping a message past max_redeliveries (no dead_letter_topic)");
+            return Ok(());
+        };
+        let (properties, key) = from_headers(msg.headers.as_ref());
+        let mut out = OutgoingMessage::new(msg.payload.clone());
+        out.properties = properties;
+        out.key = key;
+        let (mut headers, _) = to_headers(&out, None);
+        headers.insert("pubsub.dead-letter.origin", self.topic.to_string().as_str());
+        if dlq.qos() != Qos::AtMostOnce {
+            self.inner.ensure_stream(dlq).await?;
+        }
+        let ack = self
+            .inner
+            .js
+            .publish_with_headers(subject(dlq), headers, out.payload)
+            .await
+            .map_err(|e| broker_err("dead-letter", e))?;
+        ack.await.map_err(|e| broker_err("dead-letter", e))?;
+        Ok(())
+    }
+
+    /// Naks everything still held, so it is redelivered at once.
+    async fn release_held(&self) {
+        let held: Vec<Arc<Acker>> = self.held.lock().expect("held lock").drain().map(|(_, a)| a).collect();
+        for acker in held {
+            if let Err(e) = acker.ack_with(nak(Duration::ZERO)).await {
+                tracing::warn!(topic = %self.topic, error = %e, "nak on close failed; redelivery waits for ack_wait");
+            }
+        }
+    }
+}
+
+/// A q1/q2 consumer: a durable pull consumer named after the subscription.
+pub(crate) struct JetStreamConsumer {
+    shared: Arc<Shared>,
+    messages: Mutex<Option<pull::Stream>>,
+}
+
+impl fmt::Debug for JetStreamConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsJetStreamConsumer")
+            .field("topic", &self.shared.topic)
+            .field("durable", &self.shared.durable)
+            .finish()
+    }
+}
+
+impl JetStreamConsumer {
+    pub(crate) async fn start(
+        inner: Arc<Inner>,
+        topic: Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Self> {
+        let stream = inner.ensure_stream(&topic).await?;
+        let durable = durable_name(subscription);
+        let config = pull::Config {
+            durable_name: Some(durable.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: options.ack_timeout.unwrap_or(NO_TIMEOUT_ACK_WAIT),
+            // Past max_redeliveries the message is dead-lettered here, so the
+            // server must offer it once more.
+            max_deliver: -1,
+            deliver_policy: match options.initial_position {
+                InitialPosition::Earliest => DeliverPolicy::All,
+                InitialPosition::Latest => DeliverPolicy::New,
+            },
+            ..Default::default()
+        };
+        let consumer = stream
+            .get_or_create_consumer(&durable, config)
+            .await
+            .map_err(|e| broker_err(format!("create subscription {subscription} on {topic}"), e))?;
+        let shared = Arc::new(Shared {
+            inner,
+            topic,
+            subscription: subscription.to_string(),
+            durable,
+            options,
+            stream,
+            consumer,
+            closed: AtomicBool::new(false),
+            stop: Notify::new(),
+            held: Default::default(),
+        });
+        let messages = shared.open_messages().await?;
+        Ok(JetStreamConsumer {
+            shared,
+            messages: Mutex::new(Some(messages)),
+        })
+    }
+
+    /// Stops receiving and naks what was fetched but not handed out, and
+    /// what was handed out but not acked.
+    async fn shut(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.stop.notify_waiters();
+        let stream = self.messages.lock().await.take();
+        if let Some(mut stream) = stream {
+            while let Some(Some(Ok(m))) = stream.next().now_or_never() {
+                let _ = m.ack_with(nak(Duration::ZERO)).await;
+            }
+        }
+        self.shared.release_held().await;
+    }
+}
+
+#[async_trait]
+impl Consumer for JetStreamConsumer {
+    fn topic(&self) -> &Topic {
+        &self.shared.topic
+    }
+
+    fn subscription(&self) -> &str {
+        &self.shared.subscription
+    }
+
+    async fn receive(&self) -> Result<Message> {
+        let stop = self.shared.stop.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
+        self.shared.ensure_open()?;
+        let mut guard = self.messages.lock().await;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let stream = guard.as_mut().ok_or(Error::Closed("consumer"))?;
+            let item = tokio::select! {
+                item = stream.next() => item,
+                _ = &mut stop => return Err(Error::Closed("consumer")),
+            };
+            match item {
+                Some(Ok(m)) => {
+                    if let Some(msg) = self.shared.convert(m).await? {
+                        return Ok(msg);
+                    }
+                }
+                Some(Err(e)) => {
+                    // Missed heartbeats, a lost connection: the stream
+                    // re-issues its pulls when the server is back.
+                    tracing::debug!(topic = %self.shared.topic, error = %e, "nats pull stream");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut stop => return Err(Error::Closed("consumer")),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                None => {
+                    tracing::warn!(topic = %self.shared.topic, "nats pull stream ended; reopening");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut stop => return Err(Error::Closed("consumer")),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    if let Ok(s) = self.shared.open_messages().await {
+                        *guard = Some(s);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        match self.receive_timeout(timeout).await {
+            Ok(m) => out.push(m),
+            Err(Error::Timeout(_)) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+        let mut guard = self.messages.lock().await;
+        while out.len() < max {
+            let Some(stream) = guard.as_mut() else { break };
+            match stream.next().now_or_never() {
+                Some(Some(Ok(m))) => {
+                    if let Some(msg) = self.shared.convert(m).await? {
+                        out.push(msg);
+                    }
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn unsubscribe(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        self.shut().await;
+        self.shared
+            .stream
+            .delete_consumer(&self.shared.durable)
+            .await
+            .map_err(|e| broker_err(format!("unsubscribe {}", self.shared.subscription), e))?;
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shut().await;
+        Ok(())
+    }
+}
+
+impl Drop for JetStreamConsumer {
+    fn drop(&mut self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.stop.notify_waiters();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let shared = self.shared.clone();
+            handle.spawn(async move { shared.release_held().await });
+        }
+    }
+}
+
+/// Acks one JetStream message. q2 acks wait for the server's confirmation
+/// (double ack); acking twice is a no-op.
+struct NatsAck {
+    shared: Arc<Shared>,
+    seq: u64,
+    acker: Arc<Acker>,
+    done: AtomicBool,
+}
+
+impl fmt::Debug for NatsAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NatsAck({} #{})", self.shared.durable, self.seq)
+    }
+}
+
+#[async_trait]
+impl AckTarget for NatsAck {
+    async fn ack(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        if self.done.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.shared.held.lock().expect("held lock").remove(&self.seq);
+        let r = if self.shared.topic.qos() == Qos::ExactlyOnce {
+            self.acker.double_ack().await
+        } else {
+            self.acker.ack().await
+        };
+        r.map_err(|e| {
+            self.done.store(false, Ordering::Release);
+            Error::broker("nats", format!("ack: {e}"), e)
+        })
+    }
+
+    async fn nack(&self, delay: Option<Duration>) -> Result<()> {
+        self.shared.ensure_open()?;
+        if self.done.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.shared.held.lock().expect("held lock").remove(&self.seq);
+        let delay = delay.unwrap_or(self.shared.options.nack_redelivery_delay);
+        self.acker
+            .ack_with(nak(delay))
+            .await
+            .map_err(|e| Error::broker("nats", format!("nak: {e}"), e))
+    }
+}
+
+/// A q0 consumer: a core NATS queue subscription named after the
+/// subscription, so consumers sharing it compete for messages.
+pub(crate) struct CoreConsumer {
+    topic: Topic,
+    subscription: String,
+    closed: AtomicBool,
+    stop: Notify,
+    subscriber: Mutex<Option<async_nats::Subscriber>>,
+    counter: AtomicU64,
+}
+
+impl fmt::Debug for CoreConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsCoreConsumer").field("topic", &self.topic).finish()
+    }
+}
+
+impl CoreConsumer {
+    pub(crate) async fn start(inner: Arc<Inner>, topic: Topic, subscription: &str) -> Result<Self> {
+        let subscriber = inner
+            .client
+            .queue_subscribe(subject(&topic), durable_name(subscription))
+            .await
+            .map_err(|e| broker_err(format!("subscribe to {topic}"), e))?;
+        // The subscription must be known to the server before we return.
+        inner.client.flush().await.map_err(|e| broker_err("flush", e))?;
+        Ok(CoreConsumer {
+            topic,
+            subscription: subscription.to_string(),
+            closed: AtomicBool::new(false),
+            stop: Notify::new(),
+            subscriber: Mutex::new(Some(subscriber)),
+            counter: AtomicU64::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Consumer for CoreConsumer {
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    fn subscription(&self) -> &str {
+        &self.subscription
+    }
+
+    async fn receive(&self) -> Result<Message> {
+        let stop = self.stop.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
+        ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
+        let mut guard = self.subscriber.lock().await;
+        let sub = guard.as_mut().ok_or(Error::Closed("consumer"))?;
+        let m = tokio::select! {
+            m = sub.next() => m.ok_or(Error::Closed("consumer"))?,
+            _ = stop => return Err(Error::Closed("consumer")),
+        };
+        let (properties, key) = from_headers(m.headers.as_ref());
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let parts = MessageParts {
+            payload: m.payload,
+            properties,
+            key,
+            ..MessageParts::new(MessageId::from_text(format!("q0-{n}")), self.topic.clone())
+        };
+        Ok(Message::new(parts, Arc::new(NoAck)))
+    }
+
+    async fn unsubscribe(&self) -> Result<()> {
+        self.close().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+        if let Some(mut sub) = self.subscriber.lock().await.take() {
+            sub.unsubscribe().await.map_err(|e| broker_err("unsubscribe", e))?;
+        }
+        Ok(())
+    }
+}

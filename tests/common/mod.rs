@@ -1,0 +1,119 @@
+//! Shared by the per-backend fault tests.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pubsub::testing::TestBroker;
+use pubsub::{BackendKind, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Topic};
+
+/// A broker of `kind` for this test, or `None` (reported as skipped, or a
+/// failure under CI) when it cannot be started.
+pub async fn broker(kind: BackendKind, args: &[&str]) -> Option<TestBroker> {
+    match TestBroker::start_with_args(kind, args).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            pubsub::testkit::broker_unavailable(&format!("{kind} test broker"), &e);
+            None
+        }
+    }
+}
+
+/// The q1 no-loss proof: `total` numbered messages are sent while the
+/// broker is SIGKILLed (at message `total / 3`) and started again `outage`
+/// messages later; a consumer acks what it gets. Every send that returned
+/// Ok must be received. Prints sent/confirmed/received/duplicates.
+pub async fn no_loss_across_kill(mut broker: TestBroker, total: usize, outage: usize) {
+    let kind = broker.kind();
+    let backend = broker.backend().await.expect("connect");
+    assert!(backend.capabilities().persistence, "the test broker persists");
+    let topic: Topic = format!("q1/reliability/{kind}/restart").parse().unwrap();
+    // A short ack timeout: what was in flight when the broker died comes back sooner.
+    let opts = ConsumerOptions::default()
+        .with_initial_position(InitialPosition::Earliest)
+        .with_ack_timeout(Some(Duration::from_secs(3)));
+    let consumer: Arc<dyn pubsub::Consumer> =
+        Arc::from(backend.create_consumer(&topic, "survivor", opts).await.unwrap());
+    let producer = backend.create_producer(&topic, Default::default()).await.unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let receiver = {
+        let (consumer, done) = (consumer.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut quiet = 0;
+            while quiet < 5 {
+                match consumer.receive_timeout(Duration::from_secs(1)).await {
+                    Ok(m) => {
+                        quiet = 0;
+                        got.push(
+                            String::from_utf8(m.payload().to_vec())
+                                .unwrap()
+                                .parse::<usize>()
+                                .unwrap(),
+                        );
+                        let _ = m.ack().await; // may fail while the broker is down: redelivered later
+                    }
+                    Err(Error::Timeout(_)) if done.load(Ordering::Acquire) => quiet += 1,
+                    Err(_) => {}
+                }
+            }
+            got
+        })
+    };
+
+    let (kill_at, back_at) = (total / 3, total / 3 + outage);
+    let mut confirmed = BTreeSet::new();
+    let mut attempts = 0;
+    for n in 0..total {
+        if n == kill_at {
+            broker.kill().await.unwrap();
+        }
+        if n == back_at {
+            broker.start_again().await.expect("start the broker again");
+        }
+        // Retry each message until the broker confirms it (the producer's
+        // job in an at-least-once system), except during the outage, where a
+        // send fails with a typed, retriable error (or is given up on).
+        loop {
+            attempts += 1;
+            let sent = tokio::time::timeout(
+                Duration::from_secs(3),
+                producer.send(OutgoingMessage::new(n.to_string())),
+            );
+            match sent.await {
+                Ok(Ok(_)) => {
+                    confirmed.insert(n);
+                    break;
+                }
+                Ok(Err(e)) => assert!(e.is_retriable(), "send while the broker is down: {e:?}"),
+                Err(_elapsed) => {}
+            }
+            if (kill_at..back_at).contains(&n) {
+                break; // not confirmed: it may or may not arrive
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    done.store(true, Ordering::Release);
+    let got = receiver.await.unwrap();
+    let received: BTreeSet<usize> = got.iter().copied().collect();
+    let lost: Vec<_> = confirmed.difference(&received).collect();
+    eprintln!(
+        "{kind} restart: sent {total} ({attempts} attempts), confirmed {}, received {} ({} duplicates), lost {}",
+        confirmed.len(),
+        received.len(),
+        got.len() - received.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "confirmed messages lost across the restart: {lost:?}\n{}",
+        broker.logs()
+    );
+    assert!(
+        confirmed.len() >= total - outage,
+        "sends before and after the outage are confirmed"
+    );
+}
