@@ -5,7 +5,7 @@
 #
 #   Redis      127.0.0.1:6379   Debian redis-server
 #   NATS       127.0.0.1:4222   Debian nats-server, with JetStream (-js)
-#   Mosquitto  127.0.0.1:1883   Debian mosquitto
+#   Mosquitto  127.0.0.1:1883   Debian mosquitto (+ mosquitto-clients for the interop test)
 #
 # Kafka (9092) and Pulsar (6650) are added by their adapter issues (#7, #8).
 # Runtime files (data, logs, pid files) go to target/brokers/.
@@ -71,8 +71,10 @@ start_nats() {
 }
 
 start_mosquitto() {
+    # The CLI clients are the independent peer of the MQTT interop test.
+    ensure_binary mosquitto_pub mosquitto-clients || return 1
+    ensure_binary mosquitto_passwd mosquitto || return 1
     port_open 1883 && { log "mosquitto already on 1883"; return 0; }
-    ensure_binary mosquitto mosquitto || return 1
     cat >"$RUN_DIR/mosquitto.conf" <<CONF
 listener 1883 127.0.0.1
 allow_anonymous true

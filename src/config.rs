@@ -237,7 +237,18 @@ impl BackendConfig {
             #[cfg(feature = "pulsar")]
             BackendConfig::Pulsar { .. } => Err(not_yet(kind, pubsub_pulsar::PLANNED_ISSUE)),
             #[cfg(feature = "mqtt")]
-            BackendConfig::Mqtt { .. } => Err(not_yet(kind, pubsub_mqtt::PLANNED_ISSUE)),
+            BackendConfig::Mqtt {
+                host,
+                port,
+                username,
+                password,
+            } => {
+                let mut config = pubsub_mqtt::MqttConfig::new(host.clone(), *port);
+                if let Some(user) = username {
+                    config = config.with_credentials(user.clone(), password.clone().unwrap_or_else(|| Secret::new("")));
+                }
+                Ok(Arc::new(pubsub_mqtt::MqttBackend::connect(config).await?))
+            }
             #[cfg(feature = "nats")]
             BackendConfig::Nats { url } => Ok(Arc::new(
                 pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url.clone())).await?,

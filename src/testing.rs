@@ -18,8 +18,9 @@
 //! ```
 //!
 //! Brokers: Redis (`redis-server`, AOF with `appendfsync always`, so an
-//! acknowledged write survives a kill) and NATS (`nats-server -js`, file
-//! storage) so far; the others come with their adapters.
+//! acknowledged write survives a kill), NATS (`nats-server -js`, file
+//! storage) and MQTT (`mosquitto`, persistence saved on shutdown, optional
+//! password file) so far; Kafka and Pulsar come with their adapters.
 
 use std::fmt;
 use std::net::{TcpListener, TcpStream};
@@ -28,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pubsub_core::{Error, PubSubBackend, Result};
+use pubsub_core::{Error, PubSubBackend, Result, Secret};
 
 use crate::{BackendConfig, BackendKind};
 
@@ -41,6 +42,7 @@ pub struct TestBroker {
     port: u16,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    credentials: Option<(String, Secret)>,
     child: Option<Child>,
 }
 
@@ -59,8 +61,14 @@ struct Spec {
     args: Vec<String>,
 }
 
-fn spec(kind: BackendKind, port: u16, dir: &Path) -> Result<Spec> {
+fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, Secret)>) -> Result<Spec> {
     let d = dir.display().to_string();
+    if credentials.is_some() && kind != BackendKind::Mqtt {
+        return Err(Error::unsupported(
+            "testing",
+            format!("credentials for a {kind} TestBroker"),
+        ));
+    }
     Ok(match kind {
         BackendKind::Redis => Spec {
             binary: "redis-server",
@@ -103,6 +111,40 @@ fn spec(kind: BackendKind, port: u16, dir: &Path) -> Result<Spec> {
             .map(String::from)
             .to_vec(),
         },
+        BackendKind::Mqtt => {
+            let mut conf = format!(
+                "listener {port} 127.0.0.1\npersistence true\npersistence_location {d}/\n\
+                 log_dest file {d}/broker.log\nmax_queued_messages 100000\n"
+            );
+            match credentials {
+                Some((user, password)) => {
+                    let file = dir.join("passwd");
+                    let status = Command::new("mosquitto_passwd")
+                        .arg("-b")
+                        .arg("-c")
+                        .arg(&file)
+                        .arg(user)
+                        .arg(password.expose())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    if !matches!(status, Ok(s) if s.success()) {
+                        return Err(Error::NotFound(
+                            "mosquitto_passwd failed or is missing; install it with `apt-get install mosquitto`".into(),
+                        ));
+                    }
+                    conf.push_str(&format!("allow_anonymous false\npassword_file {}\n", file.display()));
+                }
+                None => conf.push_str("allow_anonymous true\n"),
+            }
+            let conf_path = dir.join("mosquitto.conf");
+            std::fs::write(&conf_path, conf).map_err(|e| Error::broker("testing", "mosquitto.conf", e))?;
+            Spec {
+                binary: "mosquitto",
+                package: "mosquitto",
+                args: vec!["-c".into(), conf_path.display().to_string()],
+            }
+        }
         other => {
             return Err(Error::unsupported(
                 "testing",
@@ -140,6 +182,21 @@ impl TestBroker {
     /// Like [`start`](Self::start), with extra broker command-line arguments
     /// (e.g. `["--proto-max-bulk-len", "1mb"]` for Redis).
     pub async fn start_with_args(kind: BackendKind, extra_args: &[&str]) -> Result<Self> {
+        Self::start_configured(kind, extra_args.iter().map(|s| s.to_string()).collect(), None).await
+    }
+
+    /// Starts a broker that accepts only this user and password (MQTT so
+    /// far: a Mosquitto password file). [`url`](Self::url) includes them,
+    /// so treat it as a secret.
+    pub async fn start_with_credentials(kind: BackendKind, user: &str, password: Secret) -> Result<Self> {
+        Self::start_configured(kind, Vec::new(), Some((user.to_string(), password))).await
+    }
+
+    async fn start_configured(
+        kind: BackendKind,
+        extra_args: Vec<String>,
+        credentials: Option<(String, Secret)>,
+    ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pubsub-{kind}-"))
             .tempdir()
@@ -148,7 +205,8 @@ impl TestBroker {
             kind,
             port: free_port()?,
             dir,
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args,
+            credentials,
             child: None,
         };
         broker.launch().await?;
@@ -156,7 +214,7 @@ impl TestBroker {
     }
 
     async fn launch(&mut self) -> Result<()> {
-        let spec = spec(self.kind, self.port, self.dir.path())?;
+        let spec = spec(self.kind, self.port, self.dir.path(), self.credentials.as_ref())?;
         if !binary_on_path(spec.binary) {
             return Err(Error::NotFound(format!(
                 "the {} broker binary `{}` is not installed; install it with `apt-get install {}` \
@@ -218,7 +276,10 @@ impl TestBroker {
         match self.kind {
             BackendKind::Redis => format!("redis://127.0.0.1:{}", self.port),
             BackendKind::Nats => format!("nats://127.0.0.1:{}", self.port),
-            BackendKind::Mqtt => format!("mqtt://127.0.0.1:{}", self.port),
+            BackendKind::Mqtt => match &self.credentials {
+                Some((user, password)) => format!("mqtt://{user}:{}@127.0.0.1:{}", password.expose(), self.port),
+                None => format!("mqtt://127.0.0.1:{}", self.port),
+            },
             BackendKind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
             BackendKind::Pulsar => format!("pulsar://127.0.0.1:{}", self.port),
             BackendKind::Embedded => format!("embedded://{}", self.dir.path().display()),

@@ -15,7 +15,7 @@ async fn restart_loses_no_confirmed_message() {
     let Some(b) = broker(BackendKind::Nats, &[]).await else {
         return;
     };
-    common::no_loss_across_kill(b, 300, 5).await;
+    common::no_loss_across_restart(b, common::Outage::Kill, 300, 5).await;
 }
 
 /// A consumer keeps receiving after a graceful restart.

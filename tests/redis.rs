@@ -15,7 +15,7 @@ async fn restart_loses_no_confirmed_message() {
     let Some(b) = broker(BackendKind::Redis, &[]).await else {
         return;
     };
-    common::no_loss_across_kill(b, 300, 10).await;
+    common::no_loss_across_restart(b, common::Outage::Kill, 300, 10).await;
 }
 
 /// The server's `proto-max-bulk-len` lowers the payload limit; a larger

@@ -52,9 +52,17 @@ pub trait Producer: Send + Sync + fmt::Debug {
     async fn send(&self, message: OutgoingMessage) -> Result<MessageId>;
 
     /// Sends several messages; faster than one `send` each where the backend
-    /// batches. Either every id is returned or an error, in which case a
-    /// prefix of the batch may have been sent.
+    /// batches. Every message is validated first: a batch holding an invalid
+    /// message (bad property, payload over the limit) is refused whole and
+    /// nothing of it is sent. After that, either every id is returned or an
+    /// error, in which case a prefix of the batch may have been sent.
+    ///
+    /// The default checks the property rules, then sends one by one; an
+    /// adapter with a payload limit overrides it to check that too.
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        for m in &messages {
+            m.validate(None)?;
+        }
         let mut ids = Vec::with_capacity(messages.len());
         for m in messages {
             ids.push(self.send(m).await?);

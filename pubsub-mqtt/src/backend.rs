@@ -1,0 +1,205 @@
+//! The MQTT [`PubSubBackend`] and its producer.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pubsub_core::{
+    ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
+    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+};
+
+use crate::config::MqttConfig;
+use crate::connection::NAME;
+use crate::consumer::MqttConsumer;
+use crate::mapping::{mqtt_topic, qos, to_properties};
+use crate::publisher::Publisher;
+
+/// An MQTT v5 broker as a pub/sub backend. See the crate docs for the mapping.
+#[derive(Clone)]
+pub struct MqttBackend {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: MqttConfig,
+    caps: Capabilities,
+    closed: AtomicBool,
+    publisher: Publisher,
+    /// Client-id slots in use per subscription in this process.
+    slots: std::sync::Mutex<HashMap<String, BTreeSet<u32>>>,
+}
+
+impl fmt::Debug for MqttBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttBackend")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl MqttBackend {
+    /// Connects the publishing connection (bounded by `config.timeout`), so
+    /// an unreachable broker or refused credentials fail here.
+    pub async fn connect(config: MqttConfig) -> Result<Self> {
+        let publisher = Publisher::connect(&config).await?;
+        let max_payload = publisher
+            .max_packet
+            .map_or(config.max_payload, |m| config.max_payload.min(m.saturating_sub(4096)));
+        let caps = Capabilities {
+            persistence: true,
+            shared: true,
+            nack: true,
+            nack_delay: true,
+            redelivery_count: true,
+            key_ordering: true,
+            topic_ordering: true,
+            max_payload: Some(max_payload),
+            properties: true,
+            keys: true,
+            ..Capabilities::none(NAME)
+        };
+        Ok(MqttBackend {
+            inner: Arc::new(Inner {
+                config,
+                caps,
+                closed: AtomicBool::new(false),
+                publisher,
+                slots: Default::default(),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "mqtt backend")
+    }
+
+    pub(crate) fn take_slot(&self, subscription: &str) -> u32 {
+        let mut slots = self.slots.lock().expect("slots lock");
+        let used = slots.entry(subscription.to_string()).or_default();
+        let slot = (0..).find(|s| !used.contains(s)).expect("a free slot");
+        used.insert(slot);
+        slot
+    }
+
+    pub(crate) fn release_slot(&self, subscription: &str, slot: u32) {
+        if let Some(used) = self.slots.lock().expect("slots lock").get_mut(subscription) {
+            used.remove(&slot);
+        }
+    }
+}
+
+#[async_trait]
+impl PubSubBackend for MqttBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        Ok(Box::new(MqttProducer {
+            inner: self.inner.clone(),
+            topic: topic.clone(),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    async fn create_consumer(
+        &self,
+        topic: &Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>> {
+        self.inner.ensure_open()?;
+        validate_subscription_name(subscription)?;
+        self.inner.caps.check_consumer(topic, &options)?;
+        Ok(Box::new(
+            MqttConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
+        ))
+    }
+
+    async fn close(&self) -> Result<()> {
+        if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            self.inner.publisher.close().await;
+        }
+        Ok(())
+    }
+}
+
+struct MqttProducer {
+    inner: Arc<Inner>,
+    topic: Topic,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for MqttProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttProducer").field("topic", &self.topic).finish()
+    }
+}
+
+impl MqttProducer {
+    fn check(&self, message: &OutgoingMessage) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
+        self.inner.ensure_open()?;
+        message.validate(self.inner.caps.max_payload)?;
+        if message.deliver_after.is_some() {
+            return Err(Error::unsupported(NAME, "deliver_after (MQTT has no delayed delivery)"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Producer for MqttProducer {
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<MessageId> {
+        self.check(&message)?;
+        let props = to_properties(&message);
+        // q2 runs only with allow_degraded_qos (checked at creation) and uses MQTT QoS 2.
+        let q = qos(self.topic.qos());
+        self.inner
+            .publisher
+            .publish(mqtt_topic(&self.topic), q, message.payload, props)
+            .await?;
+        Ok(MessageId::from_text(if self.topic.qos() == Qos::AtMostOnce {
+            "q0"
+        } else {
+            "acked"
+        }))
+    }
+
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        for m in &messages {
+            self.check(m)?;
+        }
+        let mut ids = Vec::with_capacity(messages.len());
+        for m in messages {
+            ids.push(self.send(m).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // A send returns once the broker acknowledged it; nothing is buffered.
+        ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
+        self.inner.ensure_open()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Opening an MQTT v5 connection and mapping its errors.
+
+use std::time::Duration;
+
+use pubsub_core::{Error, Result};
+use rumqttc::v5::mqttbytes::v5::{ConnAck, ConnectReturnCode, Packet};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+
+use crate::config::MqttConfig;
+
+pub(crate) const NAME: &str = "mqtt";
+
+/// How a connection should behave.
+pub(crate) struct Session {
+    pub client_id: String,
+    /// Keep the session (subscriptions, queued and unacked messages) across disconnects.
+    pub persistent: bool,
+    pub manual_acks: bool,
+    pub receive_maximum: Option<u16>,
+}
+
+pub(crate) fn options(config: &MqttConfig, session: &Session) -> MqttOptions {
+    let mut o = MqttOptions::new(session.client_id.clone(), config.host.clone(), config.port);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_connection_timeout(config.timeout.as_secs().max(1));
+    o.set_clean_start(!session.persistent);
+    if session.persistent {
+        o.set_session_expiry_interval(Some(config.session_expiry.as_secs().min(u32::MAX as u64) as u32));
+    }
+    o.set_manual_acks(session.manual_acks);
+    o.set_receive_maximum(session.receive_maximum);
+    o.set_max_packet_size(Some(268_435_455));
+    if let (Some(user), Some(pass)) = (&config.username, &config.password) {
+        o.set_credentials(user.clone(), pass.expose().to_string());
+    } else if let Some(user) = &config.username {
+        o.set_credentials(user.clone(), String::new());
+    }
+    o
+}
+
+/// A connection error as ours; never includes the password.
+pub(crate) fn map_connection_error(config: &MqttConfig, e: ConnectionError) -> Error {
+    let at = format!("{}:{}", config.host, config.port);
+    match e {
+        ConnectionError::ConnectionRefused(code) => {
+            let refused = matches!(
+                code,
+                ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword
+            );
+            let message = if refused {
+                format!(
+                    "{at} refused the credentials of user {:?} ({code:?})",
+                    config.username.as_deref().unwrap_or("")
+                )
+            } else {
+                format!("{at} refused the connection ({code:?})")
+            };
+            Error::Connection {
+                backend: NAME,
+                message,
+                source: None,
+            }
+        }
+        other => Error::connection(NAME, format!("connection to {at}: {other}"), other),
+    }
+}
+
+/// Connects and waits (bounded by the config's timeout) for the CONNACK.
+pub(crate) async fn connect(config: &MqttConfig, session: &Session) -> Result<(AsyncClient, EventLoop, ConnAck)> {
+    let (client, mut eventloop) = AsyncClient::new(options(config, session), 1000);
+    let wait = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => return Ok(ack),
+                Ok(_) => {}
+                Err(e) => return Err(map_connection_error(config, e)),
+            }
+        }
+    };
+    let ack = tokio::time::timeout(config.timeout * 2, wait)
+        .await
+        .map_err(|_| Error::Connection {
+            backend: NAME,
+            message: format!(
+                "no CONNACK from {}:{} within {:?}",
+                config.host,
+                config.port,
+                config.timeout * 2
+            ),
+            source: None,
+        })??;
+    Ok((client, eventloop, ack))
+}

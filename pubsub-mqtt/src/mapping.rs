@@ -1,0 +1,81 @@
+//! Topics, QoS and properties in MQTT terms.
+//!
+//! Properties become v5 user properties, the key the user property
+//! `pubsub.key`, and the `content-type` property the v5 content type field.
+
+use pubsub_core::{OutgoingMessage, Properties, Qos, Topic, CONTENT_TYPE_PROPERTY};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::mqttbytes::QoS;
+
+pub(crate) const KEY_PROPERTY: &str = "pubsub.key";
+
+/// `tenant/namespace/queue`.
+pub(crate) fn mqtt_topic(topic: &Topic) -> String {
+    topic.joined("/")
+}
+
+/// The shared-subscription filter of a subscription: `$share/{sub}/t/ns/q`.
+pub(crate) fn share_filter(subscription: &str, topic: &Topic) -> String {
+    format!("$share/{subscription}/{}", mqtt_topic(topic))
+}
+
+pub(crate) fn qos(q: Qos) -> QoS {
+    match q {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+        Qos::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+pub(crate) fn to_properties(m: &OutgoingMessage) -> PublishProperties {
+    let mut p = PublishProperties::default();
+    for (k, v) in &m.properties {
+        if k == CONTENT_TYPE_PROPERTY {
+            p.content_type = Some(v.clone());
+        } else {
+            p.user_properties.push((k.clone(), v.clone()));
+        }
+    }
+    if let Some(key) = &m.key {
+        p.user_properties.push((KEY_PROPERTY.into(), key.clone()));
+    }
+    p
+}
+
+pub(crate) fn from_properties(p: Option<&PublishProperties>) -> (Properties, Option<String>) {
+    let mut properties = Properties::new();
+    let mut key = None;
+    if let Some(p) = p {
+        if let Some(ct) = &p.content_type {
+            properties.insert(CONTENT_TYPE_PROPERTY.into(), ct.clone());
+        }
+        for (k, v) in &p.user_properties {
+            if k == KEY_PROPERTY {
+                key = Some(v.clone());
+            } else {
+                properties.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (properties, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_round_trip_through_v5_fields() {
+        let m = OutgoingMessage::new("x")
+            .with_property("a", "1")
+            .with_property(CONTENT_TYPE_PROPERTY, "application/json")
+            .with_key("k");
+        let p = to_properties(&m);
+        assert_eq!(p.content_type.as_deref(), Some("application/json"));
+        let (props, key) = from_properties(Some(&p));
+        assert_eq!(props, m.properties);
+        assert_eq!(key.as_deref(), Some("k"));
+        let t: Topic = "q1/tg/flow/x".parse().unwrap();
+        assert_eq!(share_filter("workers", &t), "$share/workers/tg/flow/x");
+    }
+}
