@@ -7,7 +7,12 @@
 #   NATS       127.0.0.1:4222   Debian nats-server, with JetStream (-js)
 #   Mosquitto  127.0.0.1:1883   Debian mosquitto (+ mosquitto-clients for the interop test)
 #
-# Kafka (9092) and Pulsar (6650) are added by their adapter issues (#7, #8).
+#   Kafka      127.0.0.1:9092   Tansu 0.6 from crates.io (`cargo install tansu
+#                               --no-default-features --features libsql`,
+#                               about 17 minutes on 2 cores, then cached in
+#                               ~/.cargo/bin), with sqlite storage
+#
+# Pulsar (6650) is added by its adapter issue (#8).
 # Runtime files (data, logs, pid files) go to target/brokers/.
 #
 # Exit status: non-zero if a broker could not be started. With CI=true that
@@ -86,8 +91,42 @@ CONF
     wait_port 1883 10
 }
 
+TANSU_VERSION=0.6.0
+start_kafka() {
+    port_open 9092 && { log "kafka already on 9092"; return 0; }
+    if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+        log "installing tansu $TANSU_VERSION from crates.io (about 17 minutes the first time)"
+        cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features --features libsql \
+            >"$RUN_DIR/tansu-install.log" 2>&1 || return 1
+    fi
+    local tansu
+    tansu=$(command -v tansu || echo "$HOME/.cargo/bin/tansu")
+    mkdir -p "$RUN_DIR/tansu"
+    # The sqlite path is relative to the working directory.
+    (cd "$RUN_DIR/tansu" && nohup "$tansu" broker \
+        --listener-url tcp://127.0.0.1:9092 \
+        --advertised-listener-url tcp://127.0.0.1:9092 \
+        --storage-engine sqlite://tansu.db >"$RUN_DIR/kafka.log" 2>&1 &
+        echo $! >"$RUN_DIR/kafka.pid")
+    wait_port 9092 20
+}
+
+# Independent clients for the interop tests, in a venv of our own.
+ensure_python_tools() {
+    local venv="$PWD/target/pyenv"
+    "$venv/bin/python" -c "import confluent_kafka" 2>/dev/null && return 0
+    log "making $venv with confluent-kafka"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q confluent-kafka
+}
+
 failed=()
-for broker in redis nats mosquitto; do
+if ensure_python_tools; then
+    log "python tools ready"
+else
+    log "python tools could NOT be installed"
+    failed+=("python-tools")
+fi
+for broker in redis nats mosquitto kafka; do
     if "start_$broker"; then
         log "$broker ready"
     else

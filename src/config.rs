@@ -233,7 +233,9 @@ impl BackendConfig {
                 Ok(Arc::new(pubsub_embedded::EmbeddedBackend::open(config)?))
             }
             #[cfg(feature = "kafka")]
-            BackendConfig::Kafka { .. } => Err(not_yet(kind, pubsub_kafka::PLANNED_ISSUE)),
+            BackendConfig::Kafka { bootstrap_servers } => Ok(Arc::new(
+                pubsub_kafka::KafkaBackend::connect(pubsub_kafka::KafkaConfig::new(bootstrap_servers.clone())).await?,
+            )),
             #[cfg(feature = "pulsar")]
             BackendConfig::Pulsar { .. } => Err(not_yet(kind, pubsub_pulsar::PLANNED_ISSUE)),
             #[cfg(feature = "mqtt")]

@@ -35,6 +35,12 @@ pub struct Capabilities {
     pub ack_timeout: bool,
     /// The redelivery count of a message is tracked.
     pub redelivery_count: bool,
+    /// An ack holds on its own across consumer restarts and rebalances, even
+    /// while earlier messages are unacked. Without it (Kafka on a broker
+    /// that drops commit metadata) the position is the contiguous acked
+    /// prefix: nothing unacked is ever lost, but acked messages above an
+    /// unacked one may be delivered again.
+    pub individual_acks: bool,
     /// `deliver_after` is honoured.
     pub delayed_delivery: bool,
     /// q2: broker-side de-duplication by message id and confirmed acks.
@@ -50,6 +56,12 @@ pub struct Capabilities {
     pub properties: bool,
     /// Message keys travel with the message.
     pub keys: bool,
+    /// The codec typed messages use unless told otherwise (Avro on Kafka,
+    /// as the seed design asks; JSON elsewhere). It is a [`Codec`] for any
+    /// type that is both serde and Avro: `producer.send_encoded(&caps.default_codec, &v)`.
+    ///
+    /// [`Codec`]: crate::codec::Codec
+    pub default_codec: crate::codec::CodecKind,
 }
 
 impl Capabilities {
@@ -67,6 +79,7 @@ impl Capabilities {
             nack_delay: false,
             ack_timeout: false,
             redelivery_count: false,
+            individual_acks: false,
             delayed_delivery: false,
             exactly_once: false,
             key_ordering: false,
@@ -74,6 +87,7 @@ impl Capabilities {
             max_payload: None,
             properties: false,
             keys: false,
+            default_codec: crate::codec::CodecKind::Json,
         }
     }
 

@@ -96,6 +96,7 @@ impl EmbeddedBackend {
             nack_delay: true,
             ack_timeout: true,
             redelivery_count: true,
+            individual_acks: true,
             delayed_delivery: true,
             exactly_once: true,
             key_ordering: true,

@@ -1,8 +1,34 @@
-//! The kafka adapter for the `pubsub` SDK, on the `rdkafka` client library.
+//! The Kafka adapter of the `pubsub` SDK, on rdkafka (bundled librdkafka).
 //!
-//! **Not implemented yet**: issue #7 brings it. This crate reserves its place
-//! in the workspace and exports only [`PLANNED_ISSUE`], so that the facade can
-//! say which issue delivers the backend instead of pretending to support it.
+//! | SDK | Kafka |
+//! |---|---|
+//! | topic `q1/t/ns/q` | topic `t.ns.q`, created on demand through the admin API (4 partitions by default) |
+//! | q0 | producer `acks=0`; consumer with auto commit |
+//! | q1 | producer `acks=all`, idempotent; manual commits of the contiguous acked prefix per partition, acks above it in the commit metadata |
+//! | q2 | not claimed (an idempotent producer only de-duplicates its own retries, and a commit cannot confirm an out-of-order ack): refused unless `allow_degraded_qos`, then run as q1 |
+//! | subscription | consumer group; Shared = group members sharing partitions (parallelism bounded by partitions; order per partition, so per key) |
+//! | Earliest / Latest | `auto.offset.reset`, and the start committed when the group first gets a partition |
+//! | nack (delay) | seek back to the nacked offset (after the delay): later records of that partition are fetched again but skipped if acked or still out |
+//! | properties, key, publish time | headers, key, timestamp |
+//! | Exclusive, Failover, KeyShared, ack timeout, `deliver_after` | not supported |
+//! | typed messages | Avro by default (`Capabilities::default_codec`) |
+//!
+//! ```no_run
+//! use pubsub_core::PubSubBackend;
+//! use pubsub_kafka::{KafkaBackend, KafkaConfig};
+//!
+//! # async fn demo() -> pubsub_core::Result<()> {
+//! let backend = KafkaBackend::connect(KafkaConfig::new("127.0.0.1:9092")).await?;
+//! assert_eq!(backend.name(), "kafka");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
 
-/// The issue that delivers this adapter.
-pub const PLANNED_ISSUE: u32 = 7;
+mod backend;
+mod config;
+mod consumer;
+mod headers;
+mod offsets;
+
+pub use backend::KafkaBackend;
+pub use config::KafkaConfig;

@@ -86,6 +86,7 @@ impl NatsBackend {
             nack_delay: true,
             ack_timeout: true,
             redelivery_count: true,
+            individual_acks: true,
             exactly_once: true,
             key_ordering: true,
             topic_ordering: true,

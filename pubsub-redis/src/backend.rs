@@ -93,6 +93,7 @@ impl RedisBackend {
             nack_delay: true,
             ack_timeout: true,
             redelivery_count: true,
+            individual_acks: true,
             delayed_delivery: true,
             exactly_once: true,
             key_ordering: true,

@@ -47,6 +47,32 @@ pub enum CodecKind {
     Avro,
 }
 
+impl<T> Codec<T> for CodecKind
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + apache_avro::AvroSchema,
+{
+    fn content_type(&self) -> &str {
+        match self {
+            CodecKind::Json => JSON_CONTENT_TYPE,
+            CodecKind::Avro => AVRO_CONTENT_TYPE,
+        }
+    }
+
+    fn encode(&self, value: &T) -> Result<Vec<u8>> {
+        match self {
+            CodecKind::Json => Json.encode(value),
+            CodecKind::Avro => Avro::<T>::new()?.encode(value),
+        }
+    }
+
+    fn decode(&self, payload: &[u8]) -> Result<T> {
+        match self {
+            CodecKind::Json => Json.decode(payload),
+            CodecKind::Avro => Avro::<T>::new()?.decode(payload),
+        }
+    }
+}
+
 /// An outgoing message whose payload is `value` encoded with `codec`, with
 /// the `content-type` property set.
 pub fn encode_message<T, C: Codec<T> + ?Sized>(codec: &C, value: &T) -> Result<OutgoingMessage> {

@@ -1,0 +1,330 @@
+//! The Kafka [`PubSubBackend`], topic creation and the producer.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pubsub_core::codec::CodecKind;
+use pubsub_core::{
+    ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
+    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+
+use crate::config::KafkaConfig;
+use crate::consumer::KafkaConsumer;
+use crate::headers::to_headers;
+
+pub(crate) const NAME: &str = "kafka";
+
+/// A client error as ours: transport and timeouts are `Connection`, the rest `Broker`.
+pub(crate) fn map_err(what: impl fmt::Display, e: KafkaError) -> Error {
+    let transport = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::MessageTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::NetworkException
+        )
+    );
+    if transport {
+        Error::connection(NAME, format!("{what}: {e}"), e)
+    } else {
+        Error::broker(NAME, format!("{what}: {e}"), e)
+    }
+}
+
+/// The Kafka topic of a pubsub topic: `tenant.namespace.queue`.
+pub(crate) fn kafka_topic(topic: &Topic) -> String {
+    topic.joined(".")
+}
+
+/// Kafka as a pub/sub backend, through rdkafka. See the crate docs.
+#[derive(Clone)]
+pub struct KafkaBackend {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: KafkaConfig,
+    caps: Capabilities,
+    closed: AtomicBool,
+    pub admin: AdminClient<DefaultClientContext>,
+    /// acks=all, idempotent: q1 (and q2 run as q1).
+    reliable: FutureProducer,
+    /// acks=0: q0.
+    best_effort: FutureProducer,
+    created: tokio::sync::Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for KafkaBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaBackend")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl KafkaBackend {
+    /// Connects and checks (bounded by `config.timeout`) that the cluster answers.
+    pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        let bad_config = |e: KafkaError| Error::InvalidConfiguration(format!("kafka client settings: {e}"));
+        let admin: AdminClient<DefaultClientContext> = config.client_config().create().map_err(bad_config)?;
+        let reliable: FutureProducer = config
+            .client_config()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", config.timeout.as_millis().to_string())
+            .create()
+            .map_err(bad_config)?;
+        let best_effort: FutureProducer = config
+            .client_config()
+            .set("acks", "0")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", config.timeout.as_millis().to_string())
+            .create()
+            .map_err(bad_config)?;
+        // Fail now, typed and bounded, if nothing answers.
+        let probe = reliable.clone();
+        let timeout = config.timeout;
+        tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, Timeout::After(timeout)))
+            .await
+            .map_err(|e| Error::broker(NAME, "metadata task failed", e))?
+            .map_err(|e| {
+                Error::connection(
+                    NAME,
+                    format!("no answer from {} within {timeout:?}: {e}", config.bootstrap_servers),
+                    e,
+                )
+            })?;
+        let caps = Capabilities {
+            persistence: true,
+            earliest: true,
+            shared: true,
+            nack: true,
+            redelivery_count: true,
+            key_ordering: true,
+            properties: true,
+            keys: true,
+            max_payload: Some(1_000_000),
+            default_codec: CodecKind::Avro,
+            ..Capabilities::none(NAME)
+        };
+        Ok(KafkaBackend {
+            inner: Arc::new(Inner {
+                config,
+                caps,
+                closed: AtomicBool::new(false),
+                admin,
+                reliable,
+                best_effort,
+                created: Default::default(),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "kafka backend")
+    }
+
+    /// Creates the topic through the admin API if this backend has not yet
+    /// (the broker may not auto-create topics; Tansu does not).
+    pub(crate) async fn ensure_topic(&self, topic: &Topic) -> Result<String> {
+        let name = kafka_topic(topic);
+        let mut created = self.created.lock().await;
+        if created.contains(&name) {
+            return Ok(name);
+        }
+        let new = NewTopic::new(
+            &name,
+            self.config.partitions,
+            TopicReplication::Fixed(self.config.replication),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(self.config.timeout)));
+        let results = self
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| map_err(format!("create topic {name}"), e))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, code)) => {
+                    return Err(Error::broker_msg(NAME, format!("create topic {t}: {code}")));
+                }
+            }
+        }
+        created.insert(name.clone());
+        Ok(name)
+    }
+}
+
+#[async_trait]
+impl PubSubBackend for KafkaBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        let name = self.inner.ensure_topic(topic).await?;
+        let timeout = options.send_timeout.unwrap_or(self.inner.config.timeout);
+        Ok(Box::new(KafkaProducer {
+            inner: self.inner.clone(),
+            topic: topic.clone(),
+            name,
+            timeout,
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    async fn create_consumer(
+        &self,
+        topic: &Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>> {
+        self.inner.ensure_open()?;
+        validate_subscription_name(subscription)?;
+        self.inner.caps.check_consumer(topic, &options)?;
+        let name = self.inner.ensure_topic(topic).await?;
+        Ok(Box::new(
+            KafkaConsumer::start(self.inner.clone(), topic.clone(), name, subscription, options).await?,
+        ))
+    }
+
+    async fn close(&self) -> Result<()> {
+        if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            let (a, b) = (self.inner.reliable.clone(), self.inner.best_effort.clone());
+            let t = self.inner.config.timeout;
+            tokio::task::spawn_blocking(move || {
+                let _ = a.flush(Timeout::After(t));
+                let _ = b.flush(Timeout::After(t));
+            })
+            .await
+            .map_err(|e| Error::broker(NAME, "flush task failed", e))?;
+        }
+        Ok(())
+    }
+}
+
+struct KafkaProducer {
+    inner: Arc<Inner>,
+    topic: Topic,
+    name: String,
+    timeout: std::time::Duration,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for KafkaProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaProducer").field("topic", &self.topic).finish()
+    }
+}
+
+impl KafkaProducer {
+    fn check(&self, m: &OutgoingMessage) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
+        self.inner.ensure_open()?;
+        m.validate(self.inner.caps.max_payload)?;
+        if m.deliver_after.is_some() {
+            return Err(Error::unsupported(
+                NAME,
+                "deliver_after (Kafka has no delayed delivery)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn producer(&self) -> &FutureProducer {
+        if self.topic.qos() == Qos::AtMostOnce {
+            &self.inner.best_effort
+        } else {
+            &self.inner.reliable
+        }
+    }
+
+    /// Queues one message; the future resolves with its delivery report.
+    fn enqueue(&self, m: &OutgoingMessage) -> Result<rdkafka::producer::DeliveryFuture> {
+        let mut record = FutureRecord::to(&self.name)
+            .payload(m.payload.as_ref())
+            .headers(to_headers(m));
+        if let Some(k) = &m.key {
+            record = record.key(k.as_str());
+        }
+        self.producer()
+            .send_result(record)
+            .map_err(|(e, _)| map_err(format!("send to {}", self.topic), e))
+    }
+
+    async fn delivered(&self, future: rdkafka::producer::DeliveryFuture) -> Result<MessageId> {
+        match tokio::time::timeout(self.timeout + std::time::Duration::from_secs(1), future).await {
+            Ok(Ok(Ok(d))) => Ok(MessageId::from_text(format!("{}:{}", d.partition, d.offset))),
+            Ok(Ok(Err((e, _)))) => Err(map_err(format!("send to {}", self.topic), e)),
+            Ok(Err(_cancelled)) => Err(Error::Closed("producer")),
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+}
+
+#[async_trait]
+impl Producer for KafkaProducer {
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<MessageId> {
+        self.check(&message)?;
+        let f = self.enqueue(&message)?;
+        self.delivered(f).await
+    }
+
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        for m in &messages {
+            self.check(m)?;
+        }
+        // Queue all (librdkafka batches them), then collect the reports in order.
+        let futures = messages.iter().map(|m| self.enqueue(m)).collect::<Result<Vec<_>>>()?;
+        let mut ids = Vec::with_capacity(futures.len());
+        for f in futures {
+            ids.push(self.delivered(f).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
+        let p = self.producer().clone();
+        let t = self.timeout;
+        tokio::task::spawn_blocking(move || p.flush(Timeout::After(t)))
+            .await
+            .map_err(|e| Error::broker(NAME, "flush task failed", e))?
+            .map_err(|e| map_err("flush", e))
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let r = self.flush().await;
+        self.closed.store(true, Ordering::Release);
+        r
+    }
+}

@@ -1,0 +1,102 @@
+//! Settings of the Kafka backend.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use pubsub_core::Secret;
+
+/// How to reach Kafka, and how to create topics on demand.
+///
+/// ```
+/// let cfg = pubsub_kafka::KafkaConfig::new("127.0.0.1:9092").with_partitions(8);
+/// assert_eq!(cfg.partitions, 8);
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]` (`KAFKA_BOOTSTRAP_SERVERS`).
+    pub bootstrap_servers: String,
+    /// Partitions of topics this backend creates (default 4). Consumers of
+    /// one subscription share a topic's partitions, so this bounds their
+    /// parallelism.
+    pub partitions: i32,
+    /// Replication factor of topics this backend creates (default 1).
+    pub replication: i32,
+    /// Bound on connecting, admin requests and delivery reports.
+    pub timeout: Duration,
+    /// SASL/PLAIN user name, if the cluster wants one.
+    pub sasl_username: Option<String>,
+    /// SASL/PLAIN password; never printed.
+    pub sasl_password: Option<Secret>,
+    /// Extra librdkafka settings for every client (e.g. `security.protocol`).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Defaults for the cluster at `bootstrap_servers`.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            partitions: 4,
+            replication: 1,
+            timeout: Duration::from_secs(10),
+            sasl_username: None,
+            sasl_password: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the partitions of created topics.
+    pub fn with_partitions(mut self, partitions: i32) -> Self {
+        self.partitions = partitions;
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets SASL/PLAIN credentials.
+    pub fn with_sasl(mut self, username: impl Into<String>, password: Secret) -> Self {
+        self.sasl_username = Some(username.into());
+        self.sasl_password = Some(password);
+        self
+    }
+
+    /// The librdkafka settings shared by every client.
+    pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("socket.timeout.ms", self.timeout.as_millis().to_string())
+            // Tansu drops the connection on snappy-compressed fetches: keep compression off.
+            .set("compression.type", "none")
+            .set("log_level", "3");
+        if let (Some(user), Some(pass)) = (&self.sasl_username, &self.sasl_password) {
+            c.set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanisms", "PLAIN")
+                .set("sasl.username", user)
+                .set("sasl.password", pass.expose());
+        }
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("partitions", &self.partitions)
+            .field("replication", &self.replication)
+            .field("timeout", &self.timeout)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password)
+            .field("extra", &self.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}

@@ -1,0 +1,604 @@
+//! A Kafka consumer: one group member per `KafkaConsumer`, group id = the
+//! subscription.
+//!
+//! A background loop polls rdkafka without pause (so rebalances are served
+//! even while the application is not receiving) into a local buffer of
+//! about `batch_size` messages; when the buffer is full the loop pauses the
+//! assigned partitions instead of stopping to poll.
+//!
+//! On assignment, a partition without a committed offset gets its start
+//! committed at once (the high watermark for `Latest`, the low one for
+//! `Earliest`), so the subscription's position is fixed when
+//! `create_consumer` returns; acks recorded in the commit metadata are
+//! restored (see `offsets`). On revocation the current position is
+//! committed and buffered messages of the partition are dropped (the new
+//! owner gets them).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pubsub_core::{
+    ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId, MessageParts, NoAck,
+    Qos, Result, Topic,
+};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Message as _, OwnedMessage};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::Notify;
+
+use crate::backend::{map_err, Inner, NAME};
+use crate::headers::from_headers;
+use crate::offsets::{Fetched, PartitionOffsets};
+
+type Partitions = Arc<std::sync::Mutex<HashMap<i32, PartitionOffsets>>>;
+
+#[derive(Clone, Copy)]
+enum Which<'a> {
+    All,
+    Changed,
+    These(&'a [i32]),
+}
+
+/// State the rebalance callbacks and the receive path share.
+struct Shared {
+    topic: Topic,
+    name: String,
+    subscription: String,
+    options: ConsumerOptions,
+    timeout: Duration,
+    partitions: Partitions,
+    buffer: std::sync::Mutex<VecDeque<Message>>,
+    /// Something was buffered, or the consumer closed.
+    arrived: Notify,
+    /// The application took from the buffer.
+    drained: Notify,
+    closed: AtomicBool,
+    /// At least one assignment (possibly empty) was handled.
+    assigned: tokio::sync::watch::Sender<bool>,
+    consumer: std::sync::OnceLock<Weak<StreamConsumer<Ctx>>>,
+}
+
+impl Shared {
+    fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "consumer")
+    }
+
+    fn acked_mode(&self) -> bool {
+        self.topic.qos() != Qos::AtMostOnce
+    }
+
+    /// Commit positions (and acks above them, as metadata): of every
+    /// partition, of the changed ones, or of the listed ones.
+    fn commit_list(&self, which: Which<'_>) -> TopicPartitionList {
+        let mut parts = self.partitions.lock().expect("partitions lock");
+        let mut tpl = TopicPartitionList::new();
+        for (p, st) in parts.iter_mut() {
+            let wanted = match which {
+                Which::All => true,
+                Which::Changed => st.dirty,
+                Which::These(list) => list.contains(p),
+            };
+            if !wanted {
+                continue;
+            }
+            st.dirty = false;
+            if tpl
+                .add_partition_offset(&self.name, *p, Offset::Offset(st.position()))
+                .is_ok()
+            {
+                if let Some(mut e) = tpl.find_partition(&self.name, *p) {
+                    e.set_metadata(st.metadata());
+                }
+            }
+        }
+        tpl
+    }
+}
+
+pub(crate) struct Ctx {
+    shared: std::sync::OnceLock<Arc<Shared>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Some(shared) = self.shared.get() else { return };
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if shared.acked_mode() {
+                    let commit = shared.commit_list(Which::These(&revoked));
+                    if commit.count() > 0 {
+                        if let Err(e) = base.commit(&commit, CommitMode::Sync) {
+                            tracing::warn!(topic = %shared.topic, error = %e, "commit on revoke failed");
+                        }
+                    }
+                    let mut parts = shared.partitions.lock().expect("partitions lock");
+                    for p in &revoked {
+                        parts.remove(p);
+                    }
+                }
+                let mut buffer = shared.buffer.lock().expect("buffer lock");
+                buffer.retain(|m| !revoked.contains(&partition_of(m)));
+            }
+            Rebalance::Assign(tpl) => {
+                if shared.acked_mode() {
+                    prepare_assignment(base, shared, tpl);
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(topic = %shared.topic, error = %e, "kafka rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _base: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Some(shared), Rebalance::Assign(_)) = (self.shared.get(), rebalance) {
+            shared.assigned.send_replace(true);
+        }
+    }
+}
+
+/// Fixes the start of partitions that have no committed offset yet and
+/// restores the acks above the committed ones.
+fn prepare_assignment(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &TopicPartitionList) {
+    let committed = match base.committed_offsets(tpl.clone(), Timeout::After(shared.timeout)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(topic = %shared.topic, error = %e, "reading committed offsets failed");
+            return;
+        }
+    };
+    let mut fresh = TopicPartitionList::new();
+    let mut parts = shared.partitions.lock().expect("partitions lock");
+    for e in committed.elements() {
+        let p = e.partition();
+        match e.offset() {
+            Offset::Offset(o) => {
+                parts.insert(p, PartitionOffsets::restore(o, e.metadata()));
+            }
+            _ => {
+                let start = match base.fetch_watermarks(&shared.name, p, Timeout::After(shared.timeout)) {
+                    Ok((low, high)) => match shared.options.initial_position {
+                        InitialPosition::Earliest => low,
+                        InitialPosition::Latest => high,
+                    },
+                    Err(e) => {
+                        tracing::warn!(topic = %shared.topic, partition = p, error = %e, "watermarks failed");
+                        continue;
+                    }
+                };
+                let _ = fresh.add_partition_offset(&shared.name, p, Offset::Offset(start));
+                parts.insert(p, PartitionOffsets::restore(start, ""));
+            }
+        }
+    }
+    drop(parts);
+    if fresh.count() > 0 {
+        if let Err(e) = base.commit(&fresh, CommitMode::Sync) {
+            tracing::warn!(topic = %shared.topic, error = %e, "committing the start of new partitions failed");
+        }
+    }
+}
+
+fn partition_of(m: &Message) -> i32 {
+    m.id()
+        .to_string()
+        .split(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(-1)
+}
+
+pub(crate) struct KafkaConsumer {
+    inner: Arc<Inner>,
+    shared: Arc<Shared>,
+    consumer: std::sync::Mutex<Option<Arc<StreamConsumer<Ctx>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for KafkaConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaConsumer")
+            .field("topic", &self.shared.topic)
+            .field("subscription", &self.shared.subscription)
+            .finish()
+    }
+}
+
+impl KafkaConsumer {
+    pub(crate) async fn start(
+        inner: Arc<Inner>,
+        topic: Topic,
+        name: String,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Self> {
+        let acked = topic.qos() != Qos::AtMostOnce;
+        let ctx = Ctx {
+            shared: std::sync::OnceLock::new(),
+        };
+        let consumer: StreamConsumer<Ctx> = inner
+            .config
+            .client_config()
+            .set("group.id", subscription)
+            .set("enable.auto.commit", if acked { "false" } else { "true" })
+            .set("enable.auto.offset.store", if acked { "false" } else { "true" })
+            .set(
+                "auto.offset.reset",
+                match options.initial_position {
+                    InitialPosition::Earliest => "earliest",
+                    InitialPosition::Latest => "latest",
+                },
+            )
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "100")
+            .create_with_context(ctx)
+            .map_err(|e| Error::InvalidConfiguration(format!("kafka consumer settings: {e}")))?;
+        let consumer = Arc::new(consumer);
+        let (assigned, mut assigned_rx) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(Shared {
+            topic,
+            name: name.clone(),
+            subscription: subscription.to_string(),
+            timeout: inner.config.timeout,
+            options,
+            partitions: Default::default(),
+            buffer: Default::default(),
+            arrived: Notify::new(),
+            drained: Notify::new(),
+            closed: AtomicBool::new(false),
+            assigned,
+            consumer: std::sync::OnceLock::new(),
+        });
+        let _ = consumer.context().shared.set(shared.clone());
+        let _ = shared.consumer.set(Arc::downgrade(&consumer));
+        consumer
+            .subscribe(&[&name])
+            .map_err(|e| map_err(format!("subscribe to {name}"), e))?;
+        let mut tasks = vec![tokio::spawn(poll_loop(shared.clone(), consumer.clone()))];
+        if acked {
+            tasks.push(tokio::spawn(commit_loop(shared.clone())));
+        }
+        let this = KafkaConsumer {
+            inner: inner.clone(),
+            shared,
+            consumer: std::sync::Mutex::new(Some(consumer)),
+            tasks,
+        };
+        // The subscription's position is fixed once the group assigned us.
+        let wait = inner.config.timeout * 3;
+        if tokio::time::timeout(wait, assigned_rx.wait_for(|a| *a)).await.is_err() {
+            this.shut().await;
+            return Err(Error::Connection {
+                backend: NAME,
+                message: format!("the group {subscription} did not assign partitions within {wait:?}"),
+                source: None,
+            });
+        }
+        Ok(this)
+    }
+
+    /// Stops polling, commits, leaves the group and drops the rdkafka
+    /// consumer on a blocking thread with a bounded wait: dropping a
+    /// StreamConsumer can hang (a known rdkafka issue), and must not block
+    /// the async runtime.
+    async fn shut(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.arrived.notify_waiters();
+        self.shared.drained.notify_waiters();
+        for t in &self.tasks {
+            t.abort();
+        }
+        let Some(consumer) = self.consumer.lock().expect("consumer lock").take() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let timeout = self.shared.timeout;
+        let closing = tokio::task::spawn_blocking(move || {
+            if shared.acked_mode() {
+                let tpl = shared.commit_list(Which::All);
+                if tpl.count() > 0 {
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                        tracing::warn!(topic = %shared.topic, error = %e, "final commit failed");
+                    }
+                }
+            }
+            consumer.unsubscribe();
+            // Wait for other holders (a receive in progress) to let go, then drop here.
+            let deadline = std::time::Instant::now() + timeout;
+            let mut consumer = consumer;
+            loop {
+                match Arc::try_unwrap(consumer) {
+                    Ok(c) => {
+                        drop(c);
+                        break;
+                    }
+                    Err(c) if std::time::Instant::now() < deadline => {
+                        consumer = c;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        if tokio::time::timeout(self.shared.timeout * 2, closing).await.is_err() {
+            tracing::warn!(topic = %self.shared.topic, "closing the kafka consumer did not finish in time; left to a background thread");
+        }
+    }
+
+    fn take(&self, max: usize) -> Vec<Message> {
+        let mut buffer = self.shared.buffer.lock().expect("buffer lock");
+        let n = buffer.len().min(max);
+        let out: Vec<Message> = buffer.drain(..n).collect();
+        drop(buffer);
+        if !out.is_empty() {
+            self.shared.drained.notify_one();
+        }
+        out
+    }
+
+    async fn take_waiting(&self, max: usize, deadline: Option<tokio::time::Instant>) -> Result<Vec<Message>> {
+        loop {
+            let arrived = self.shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            self.shared.ensure_open()?;
+            let got = self.take(max);
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, arrived).await.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+                None => arrived.await,
+            }
+        }
+    }
+}
+
+/// Polls rdkafka continuously; pauses the assignment while the buffer is full.
+async fn poll_loop(shared: Arc<Shared>, consumer: Arc<StreamConsumer<Ctx>>) {
+    let high_water = shared.options.batch_size.max(1) * 2;
+    let mut paused = false;
+    let mut backoff = Duration::from_millis(100);
+    while !shared.closed.load(Ordering::Acquire) {
+        let full = shared.buffer.lock().expect("buffer lock").len() >= high_water;
+        if full != paused {
+            if let Ok(assignment) = consumer.assignment() {
+                let r = if full {
+                    consumer.pause(&assignment)
+                } else {
+                    consumer.resume(&assignment)
+                };
+                if r.is_ok() {
+                    paused = full;
+                }
+            }
+        }
+        let received = tokio::select! {
+            r = consumer.recv() => r.map(|m| m.detach()),
+            _ = shared.drained.notified(), if paused => continue,
+        };
+        match received {
+            Ok(m) => {
+                backoff = Duration::from_millis(100);
+                if let Some(msg) = convert(&shared, m) {
+                    shared.buffer.lock().expect("buffer lock").push_back(msg);
+                    shared.arrived.notify_waiters();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(topic = %shared.topic, error = %e, retry_in = ?backoff, "kafka consumer poll failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// A fetched record as a message, unless it was acked already or is still out.
+fn convert(shared: &Arc<Shared>, m: OwnedMessage) -> Option<Message> {
+    let (p, o) = (m.partition(), m.offset());
+    let redeliveries = if shared.acked_mode() {
+        let mut parts = shared.partitions.lock().expect("partitions lock");
+        let st = parts.entry(p).or_insert_with(|| PartitionOffsets::restore(o, ""));
+        match st.fetched(o) {
+            Fetched::Deliver(n) => n,
+            Fetched::Skip => return None,
+        }
+    } else {
+        0
+    };
+    let mut parts = MessageParts::new(MessageId::from_text(format!("{p}:{o}")), shared.topic.clone());
+    parts.payload = m.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default();
+    parts.key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    parts.properties = from_headers(m.headers());
+    if let Some(ms) = m.timestamp().to_millis() {
+        parts.publish_time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    }
+    parts.redelivery_count = redeliveries;
+    if !shared.acked_mode() {
+        return Some(Message::new(parts, Arc::new(NoAck)));
+    }
+    Some(Message::new(
+        parts,
+        Arc::new(KafkaAck {
+            shared: shared.clone(),
+            partition: p,
+            offset: o,
+        }),
+    ))
+}
+
+/// Commits changed positions every 100 ms (asynchronously).
+async fn commit_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let Some(consumer) = shared.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let tpl = shared.commit_list(Which::Changed);
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(topic = %shared.topic, error = %e, "commit failed; retried with the next change");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    fn topic(&self) -> &Topic {
+        &self.shared.topic
+    }
+
+    fn subscription(&self) -> &str {
+        &self.shared.subscription
+    }
+
+    async fn receive(&self) -> Result<Message> {
+        let mut got = self.take_waiting(1, None).await?;
+        got.pop().ok_or(Error::Closed("consumer"))
+    }
+
+    async fn receive_timeout(&self, timeout: Duration) -> Result<Message> {
+        let mut got = self
+            .take_waiting(1, Some(tokio::time::Instant::now() + timeout))
+            .await?;
+        got.pop().ok_or(Error::Timeout(timeout))
+    }
+
+    async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.take_waiting(max, Some(tokio::time::Instant::now() + timeout))
+            .await
+    }
+
+    async fn unsubscribe(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        self.shut().await;
+        // The group and its committed offsets go; a new subscription of the
+        // same name starts at its initial position.
+        let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Timeout::After(self.shared.timeout)));
+        let results = self
+            .inner
+            .admin
+            .delete_groups(&[&self.shared.subscription], &opts)
+            .await
+            .map_err(|e| map_err(format!("delete group {}", self.shared.subscription), e))?;
+        for r in results {
+            if let Err((group, code)) = r {
+                if code != rdkafka::types::RDKafkaErrorCode::GroupIdNotFound {
+                    return Err(Error::broker_msg(NAME, format!("delete group {group}: {code}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shut().await;
+        Ok(())
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(consumer) = self.consumer.lock().ok().and_then(|mut c| c.take()) {
+            // Never drop an rdkafka consumer on the async runtime.
+            std::thread::spawn(move || drop(consumer));
+        }
+    }
+}
+
+/// Acks one record: marks it in the partition's offsets; the commit loop
+/// commits the contiguous prefix. Nack seeks the partition back.
+struct KafkaAck {
+    shared: Arc<Shared>,
+    partition: i32,
+    offset: i64,
+}
+
+impl fmt::Debug for KafkaAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KafkaAck({} {}:{})", self.shared.name, self.partition, self.offset)
+    }
+}
+
+#[async_trait]
+impl AckTarget for KafkaAck {
+    async fn ack(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        if let Some(st) = self
+            .shared
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .get_mut(&self.partition)
+        {
+            st.ack(self.offset);
+        }
+        Ok(())
+    }
+
+    async fn nack(&self, delay: Option<Duration>) -> Result<()> {
+        self.shared.ensure_open()?;
+        let nacked = match self
+            .shared
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .get_mut(&self.partition)
+        {
+            Some(st) => st.nack(self.offset),
+            None => false, // the partition moved to another consumer, which redelivers it
+        };
+        if !nacked {
+            return Ok(());
+        }
+        let delay = delay.unwrap_or(self.shared.options.nack_redelivery_delay);
+        let (shared, p, o) = (self.shared.clone(), self.partition, self.offset);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Seek back: this offset and everything after it in the partition
+            // is fetched again; what is acked or still out is skipped.
+            for _ in 0..20 {
+                let Some(consumer) = shared.consumer.get().and_then(Weak::upgrade) else {
+                    return;
+                };
+                let name = shared.name.clone();
+                let sought = tokio::task::spawn_blocking(move || {
+                    consumer.seek(&name, p, Offset::Offset(o), Timeout::After(Duration::from_secs(2)))
+                })
+                .await;
+                match sought {
+                    Ok(Ok(())) => return,
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            tracing::warn!(topic = %shared.topic, partition = p, offset = o, "seek for a nack failed; redelivered after a restart");
+        });
+        Ok(())
+    }
+}

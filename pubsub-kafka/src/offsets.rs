@@ -1,0 +1,234 @@
+//! Which offsets of a partition were delivered and acked, and what to commit.
+//!
+//! Acks may come in any order. Kafka keeps one committed offset per
+//! partition, so the adapter commits the *contiguous prefix*: the lowest
+//! offset not yet acked (never an offset past an unacked message). The acks
+//! above that point travel in the commit's metadata string (`"5,7-9"`,
+//! relative to nothing: absolute offsets), so a consumer that takes the
+//! partition over skips what was already acked instead of redelivering it.
+//! Metadata is bounded ([`MAX_METADATA`]); acks that do not fit are simply
+//! redelivered (at least once still holds).
+
+use std::collections::BTreeMap;
+
+/// Kafka's default `offset.metadata.max.bytes` is 4096.
+pub(crate) const MAX_METADATA: usize = 3500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Outstanding,
+    Acked,
+    Nacked,
+}
+
+/// What to do with a fetched offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    /// Hand it to the application, with this redelivery count.
+    Deliver(u32),
+    /// Already acked, or already in the application's hands: skip it.
+    Skip,
+}
+
+/// One partition's delivery state while this consumer owns it.
+#[derive(Debug, Default)]
+pub(crate) struct PartitionOffsets {
+    /// Offsets at or past the committed position that we know of.
+    states: BTreeMap<i64, State>,
+    redeliveries: BTreeMap<i64, u32>,
+    /// One past the highest offset seen.
+    high: i64,
+    /// The committed position when we took the partition over.
+    start: i64,
+    /// Changed since the last commit.
+    pub dirty: bool,
+}
+
+impl PartitionOffsets {
+    /// State restored from a committed offset (negative: none) and its metadata.
+    pub(crate) fn restore(committed: i64, metadata: &str) -> Self {
+        let start = committed.max(0);
+        let mut states = BTreeMap::new();
+        for o in decode_acked(metadata) {
+            if o >= start {
+                states.insert(o, State::Acked);
+            }
+        }
+        PartitionOffsets {
+            states,
+            redeliveries: BTreeMap::new(),
+            high: start,
+            start,
+            dirty: false,
+        }
+    }
+
+    /// Decides what to do with a fetched offset.
+    pub(crate) fn fetched(&mut self, offset: i64) -> Fetched {
+        if offset < self.start {
+            return Fetched::Skip;
+        }
+        self.high = self.high.max(offset + 1);
+        match self.states.get(&offset).copied() {
+            None => {
+                self.states.insert(offset, State::Outstanding);
+                Fetched::Deliver(0)
+            }
+            Some(State::Nacked) => {
+                self.states.insert(offset, State::Outstanding);
+                Fetched::Deliver(self.redeliveries.get(&offset).copied().unwrap_or(1))
+            }
+            Some(State::Acked) | Some(State::Outstanding) => Fetched::Skip,
+        }
+    }
+
+    /// Marks an offset acked. False if it was not outstanding or nacked.
+    pub(crate) fn ack(&mut self, offset: i64) -> bool {
+        match self.states.get_mut(&offset) {
+            Some(s @ (State::Outstanding | State::Nacked)) => {
+                *s = State::Acked;
+                self.redeliveries.remove(&offset);
+                self.compact();
+                self.dirty = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks an outstanding offset for redelivery. False if not outstanding.
+    pub(crate) fn nack(&mut self, offset: i64) -> bool {
+        match self.states.get_mut(&offset) {
+            Some(s @ State::Outstanding) => {
+                *s = State::Nacked;
+                *self.redeliveries.entry(offset).or_insert(0) += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The offset to commit: the lowest not acked, else one past the highest seen.
+    pub(crate) fn position(&self) -> i64 {
+        self.states
+            .iter()
+            .find(|(_, s)| **s != State::Acked)
+            .map(|(o, _)| *o)
+            .unwrap_or(self.high)
+    }
+
+    /// The acks above [`position`](Self::position), for the commit metadata.
+    pub(crate) fn metadata(&self) -> String {
+        let pos = self.position();
+        encode_acked(
+            self.states
+                .range(pos..)
+                .filter(|(_, s)| **s == State::Acked)
+                .map(|(o, _)| *o),
+        )
+    }
+
+    /// Forgets acked offsets below the commit position.
+    fn compact(&mut self) {
+        let pos = self.position();
+        self.states = self.states.split_off(&pos);
+    }
+}
+
+/// `"5,7-9"`, cut at [`MAX_METADATA`] bytes (later acks are then redelivered).
+pub(crate) fn encode_acked(offsets: impl Iterator<Item = i64>) -> String {
+    let mut out = String::new();
+    let mut run: Option<(i64, i64)> = None;
+    let push = |out: &mut String, (a, b): (i64, i64)| -> bool {
+        let piece = if a == b { a.to_string() } else { format!("{a}-{b}") };
+        if out.len() + piece.len() + 1 > MAX_METADATA {
+            return false;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&piece);
+        true
+    };
+    for o in offsets {
+        run = match run {
+            Some((a, b)) if o == b + 1 => Some((a, o)),
+            Some(r) => {
+                if !push(&mut out, r) {
+                    return out;
+                }
+                Some((o, o))
+            }
+            None => Some((o, o)),
+        };
+    }
+    if let Some(r) = run {
+        push(&mut out, r);
+    }
+    out
+}
+
+/// The offsets in metadata written by [`encode_acked`]; anything else is ignored.
+pub(crate) fn decode_acked(metadata: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for piece in metadata.split(',').filter(|p| !p.is_empty()) {
+        let parsed = match piece.split_once('-') {
+            Some((a, b)) => a.parse::<i64>().ok().zip(b.parse::<i64>().ok()),
+            None => piece.parse::<i64>().ok().map(|a| (a, a)),
+        };
+        match parsed {
+            Some((a, b)) if a <= b && b - a < 1_000_000 => out.extend(a..=b),
+            _ => return Vec::new(), // not ours: trust nothing in it
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_only_the_contiguous_prefix_and_carries_the_rest() {
+        let mut p = PartitionOffsets::restore(-1, "");
+        for o in 0..6 {
+            assert_eq!(p.fetched(o), Fetched::Deliver(0));
+        }
+        assert!(p.ack(5) && p.ack(1) && p.ack(2));
+        assert_eq!(p.position(), 0, "offset 0 is unacked: nothing past it is committed");
+        assert_eq!(p.metadata(), "1-2,5");
+        assert!(p.ack(0));
+        assert_eq!((p.position(), p.metadata().as_str()), (3, "5"));
+        assert!(!p.ack(0), "double ack is a no-op");
+        // A new owner restores that and skips the acked ones.
+        let mut q = PartitionOffsets::restore(3, "5");
+        assert_eq!(q.fetched(3), Fetched::Deliver(0));
+        assert_eq!(q.fetched(4), Fetched::Deliver(0));
+        assert_eq!(q.fetched(5), Fetched::Skip);
+        assert!(q.ack(3) && q.ack(4));
+        assert_eq!(q.position(), 6);
+    }
+
+    #[test]
+    fn nack_redelivers_after_a_seek_with_a_count() {
+        let mut p = PartitionOffsets::restore(10, "");
+        assert_eq!(p.fetched(10), Fetched::Deliver(0));
+        assert_eq!(p.fetched(11), Fetched::Deliver(0));
+        assert!(p.nack(10));
+        assert!(!p.nack(10), "only an outstanding offset can be nacked");
+        // The seek fetches 10 and 11 again: 10 comes back, 11 is still out.
+        assert_eq!(p.fetched(10), Fetched::Deliver(1));
+        assert_eq!(p.fetched(11), Fetched::Skip);
+        assert_eq!(p.position(), 10);
+    }
+
+    #[test]
+    fn metadata_round_trips_and_rejects_foreign_text() {
+        let offsets = vec![1, 2, 3, 7, 9, 10];
+        assert_eq!(decode_acked(&encode_acked(offsets.clone().into_iter())), offsets);
+        assert!(decode_acked("hello").is_empty());
+        assert!(decode_acked("5-1").is_empty());
+        let many = encode_acked((0..100_000).step_by(2));
+        assert!(many.len() <= MAX_METADATA);
+    }
+}
