@@ -33,6 +33,7 @@ mod ext;
 mod ident;
 mod message;
 mod options;
+pub mod processor;
 mod secret;
 mod topic;
 

@@ -15,6 +15,10 @@ use crate::{
     SubscriptionType,
 };
 
+pub use super::processor_cases::{
+    processor_retries_then_dead_letters, processor_shutdown_loses_nothing, request_response_routes_every_reply,
+};
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_dispatch {

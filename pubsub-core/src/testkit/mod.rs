@@ -22,6 +22,7 @@
 //! `PUBSUB_REQUIRE_BROKERS=1`, where it fails.
 
 pub mod cases;
+mod processor_cases;
 
 use std::future::Future;
 use std::io::Write;
@@ -242,6 +243,9 @@ macro_rules! __with_conformance_cases {
             unsubscribe_deletes_position,
             typed_values_and_codec_mismatch,
             stream_yields_messages,
+            processor_retries_then_dead_letters,
+            processor_shutdown_loses_nothing,
+            request_response_routes_every_reply,
         }
     };
 }

@@ -1,0 +1,355 @@
+//! The handler loop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::handler::{Handler, HandlerError};
+use super::options::{default_dead_letter_topic, ProcessorOptions};
+use super::shutdown::Shutdown;
+use crate::backend::{Consumer, Producer, PubSubBackend};
+use crate::error::{Error, Result};
+use crate::message::{Message, OutgoingMessage};
+use crate::topic::Topic;
+
+/// Property of a dead letter: why it failed (control characters replaced).
+pub const DEAD_LETTER_REASON: &str = "dead-letter-reason";
+/// Property of a dead letter: how many attempts were made.
+pub const DEAD_LETTER_ATTEMPTS: &str = "dead-letter-attempts";
+/// Property of a dead letter: the topic it came from.
+pub const DEAD_LETTER_ORIGIN: &str = "dead-letter-origin";
+
+/// What a processor did, returned when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessorReport {
+    /// Messages received.
+    pub received: u64,
+    /// Messages handled and acked.
+    pub acked: u64,
+    /// Failed attempts given back for a retry.
+    pub retried: u64,
+    /// Messages moved to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Receive, ack or publish errors (each retried or left for redelivery).
+    pub errors: u64,
+    /// Handlers still running at the end of the grace period (their
+    /// messages are redelivered).
+    pub abandoned: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    acked: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Runs a [`Handler`] over a subscription until shut down; see the module docs.
+pub struct Processor {
+    backend: Arc<dyn PubSubBackend>,
+    topic: Topic,
+    subscription: String,
+    options: ProcessorOptions,
+    handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Processor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Processor")
+            .field("backend", &self.backend.name())
+            .field("topic", &self.topic)
+            .field("subscription", &self.subscription)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Everything a handler task needs, shared.
+struct Context {
+    topic: Topic,
+    subscription: String,
+    options: ProcessorOptions,
+    handler: Arc<dyn Handler>,
+    dead_letters: Box<dyn Producer>,
+    counters: Counters,
+}
+
+impl Processor {
+    /// A processor of `topic` on `subscription` with default options.
+    pub fn new(
+        backend: Arc<dyn PubSubBackend>,
+        topic: Topic,
+        subscription: impl Into<String>,
+        handler: impl Handler,
+    ) -> Self {
+        Processor {
+            backend,
+            topic,
+            subscription: subscription.into(),
+            options: ProcessorOptions::default(),
+            handler: Arc::new(handler),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: ProcessorOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs until `shutdown` triggers: stops receiving, lets in-flight
+    /// handlers finish (up to `shutdown_grace`), closes everything, and
+    /// reports. Fails only if it cannot start (the dead-letter producer or
+    /// the first consumer cannot be created and shutdown came first).
+    pub async fn run(self, shutdown: Shutdown) -> Result<ProcessorReport> {
+        let dlq_topic = self
+            .options
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| default_dead_letter_topic(&self.topic));
+        let dead_letters = self.backend.create_producer(&dlq_topic, Default::default()).await?;
+        let ctx = Arc::new(Context {
+            topic: self.topic.clone(),
+            subscription: self.subscription.clone(),
+            options: self.options.clone(),
+            handler: self.handler.clone(),
+            dead_letters,
+            counters: Counters::default(),
+        });
+        let labels = [
+            ("topic", self.topic.to_string()),
+            ("subscription", self.subscription.clone()),
+        ];
+        let concurrency = self.options.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let key_slots: Vec<Arc<Mutex<()>>> = (0..concurrency).map(|_| Arc::new(Mutex::new(()))).collect();
+        let mut tasks = JoinSet::new();
+        let mut next_start = Instant::now();
+        let mut consumer = match self.connect(&ctx, &shutdown).await {
+            Some(c) => c,
+            None => return Ok(self.finish(ctx, tasks, None).await),
+        };
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                _ = shutdown.wait() => break,
+                p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            };
+            if let Some(rate) = self.options.rate_limit.filter(|r| *r > 0.0) {
+                let now = Instant::now();
+                next_start = next_start.max(now) + Duration::from_secs_f64(1.0 / rate);
+                let start_at = next_start - Duration::from_secs_f64(1.0 / rate);
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = tokio::time::sleep_until(start_at) => {}
+                }
+            }
+            let received = tokio::select! {
+                _ = shutdown.wait() => break,
+                r = consumer.receive() => r,
+            };
+            let msg = match received {
+                Ok(m) => m,
+                Err(Error::Closed(_)) if shutdown.is_triggered() => break,
+                Err(e) => {
+                    ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("pubsub_processor_errors_total", &labels).increment(1);
+                    tracing::warn!(topic = %self.topic, error = %e, "receive failed; reconnecting");
+                    let _ = consumer.close().await;
+                    match self.connect(&ctx, &shutdown).await {
+                        Some(c) => {
+                            consumer = c;
+                            continue;
+                        }
+                        None => return Ok(self.finish(ctx, tasks, None).await),
+                    }
+                }
+            };
+            ctx.counters.received.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("pubsub_processor_received_total", &labels).increment(1);
+            // Taking the key's slot here, in arrival order, keeps per-key order.
+            let key_guard = match (self.options.ordered_by_key, msg.key()) {
+                (true, key) => {
+                    let slot = (fnv(key.unwrap_or("")) % concurrency as u64) as usize;
+                    Some(key_slots[slot].clone().lock_owned().await)
+                }
+                _ => None,
+            };
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                handle_one(&ctx, msg, key_guard).await;
+            });
+        }
+        Ok(self.finish(ctx, tasks, Some(consumer)).await)
+    }
+
+    /// Creates the consumer, retrying with backoff; `None` if shut down first.
+    async fn connect(&self, ctx: &Context, shutdown: &Shutdown) -> Option<Box<dyn Consumer>> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = self
+                .backend
+                .create_consumer(&self.topic, &self.subscription, self.options.consumer.clone());
+            let result = tokio::select! {
+                _ = shutdown.wait() => return None,
+                r = attempt => r,
+            };
+            match result {
+                Ok(c) => return Some(c),
+                Err(e) if !e.is_retriable() => {
+                    tracing::error!(topic = %self.topic, error = %e, "cannot create the consumer; not retrying");
+                    shutdown.trigger();
+                    return None;
+                }
+                Err(e) => {
+                    ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(topic = %self.topic, error = %e, retry_in = ?delay, "cannot create the consumer; retrying");
+                    tokio::select! {
+                        _ = shutdown.wait() => return None,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(self.options.max_reconnect_delay);
+                }
+            }
+        }
+    }
+
+    /// Lets in-flight handlers finish (bounded), closes, and reports.
+    async fn finish(
+        &self,
+        ctx: Arc<Context>,
+        mut tasks: JoinSet<()>,
+        consumer: Option<Box<dyn Consumer>>,
+    ) -> ProcessorReport {
+        let drained = tokio::time::timeout(self.options.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        let abandoned = tasks.len() as u64;
+        if drained.is_err() {
+            tracing::warn!(topic = %self.topic, abandoned, "handlers still running after the grace period; their messages will be redelivered");
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        if let Some(c) = consumer {
+            if let Err(e) = c.close().await {
+                tracing::warn!(topic = %self.topic, error = %e, "closing the consumer");
+            }
+        }
+        if let Err(e) = ctx.dead_letters.close().await {
+            tracing::warn!(topic = %self.topic, error = %e, "closing the dead-letter producer");
+        }
+        let c = &ctx.counters;
+        ProcessorReport {
+            received: c.received.load(Ordering::Relaxed),
+            acked: c.acked.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            abandoned,
+        }
+    }
+}
+
+async fn handle_one(ctx: &Context, msg: Message, _key_guard: Option<OwnedMutexGuard<()>>) {
+    let attempt = msg.redelivery_count().saturating_add(1);
+    let labels = [
+        ("topic", ctx.topic.to_string()),
+        ("subscription", ctx.subscription.clone()),
+    ];
+    let span = tracing::info_span!(
+        "pubsub.handle",
+        topic = %ctx.topic,
+        subscription = %ctx.subscription,
+        message_id = %msg.id(),
+        attempt
+    );
+    async {
+        let started = Instant::now();
+        let outcome = match ctx.options.handler_timeout {
+            Some(t) => tokio::time::timeout(t, ctx.handler.handle(msg.clone()))
+                .await
+                .unwrap_or_else(|_| Err(HandlerError::retry(format!("handler timed out after {t:?}")))),
+            None => ctx.handler.handle(msg.clone()).await,
+        };
+        metrics::histogram!("pubsub_processor_handle_seconds", &labels).record(started.elapsed().as_secs_f64());
+        let settled = match &outcome {
+            Ok(()) => msg.ack().await.map(|_| "acked"),
+            Err(e @ HandlerError::Fatal(_)) => dead_letter(ctx, &msg, e, attempt).await,
+            Err(e) if attempt >= ctx.options.max_attempts => dead_letter(ctx, &msg, e, attempt).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "handler failed; retrying later");
+                msg.nack_after(ctx.options.backoff.delay(attempt))
+                    .await
+                    .map(|_| "retried")
+            }
+        };
+        match settled {
+            Ok(what) => {
+                let counter = match what {
+                    "acked" => &ctx.counters.acked,
+                    "retried" => &ctx.counters.retried,
+                    _ => &ctx.counters.dead_lettered,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let name = match what {
+                    "acked" => "pubsub_processor_acked_total",
+                    "retried" => "pubsub_processor_retried_total",
+                    _ => "pubsub_processor_dead_lettered_total",
+                };
+                metrics::counter!(name, &labels).increment(1);
+            }
+            Err(e) => {
+                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("pubsub_processor_errors_total", &labels).increment(1);
+                tracing::warn!(error = %e, "settling a message failed; it will be redelivered");
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Publishes the message with the error to the dead-letter topic, then acks
+/// it; if publishing fails the message is nacked (and comes back).
+async fn dead_letter(ctx: &Context, msg: &Message, error: &HandlerError, attempt: u32) -> Result<&'static str> {
+    let mut letter = OutgoingMessage::new(msg.payload().clone());
+    letter.properties = msg.properties().clone();
+    letter.key = msg.key().map(str::to_string);
+    let reason: String = error
+        .reason()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(1000)
+        .collect();
+    letter.properties.insert(DEAD_LETTER_REASON.into(), reason);
+    letter
+        .properties
+        .insert(DEAD_LETTER_ATTEMPTS.into(), attempt.to_string());
+    letter
+        .properties
+        .insert(DEAD_LETTER_ORIGIN.into(), ctx.topic.to_string());
+    match ctx.dead_letters.send(letter).await {
+        Ok(_) => {
+            tracing::warn!(error = %error, attempt, "message dead-lettered");
+            msg.ack().await.map(|_| "dead-lettered")
+        }
+        Err(e) => {
+            let _ = msg.nack_after(ctx.options.backoff.delay(attempt)).await;
+            Err(e)
+        }
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
