@@ -42,3 +42,42 @@ fn quickstart_prints_what_it_sent_and_received() {
     );
     assert!(stdout.trim_end().ends_with("done"), "{stdout}");
 }
+
+/// The processor example on embedded, and on every real backend compiled in
+/// and reachable, changing only PUBSUB_BACKEND.
+#[test]
+fn processor_runs_on_each_backend_with_one_env_var() {
+    let mut backends = vec!["embedded"];
+    for (name, feature) in [
+        ("redis", cfg!(feature = "redis")),
+        ("nats", cfg!(feature = "nats")),
+        ("mqtt", cfg!(feature = "mqtt")),
+        ("kafka", cfg!(feature = "kafka")),
+    ] {
+        if feature {
+            backends.push(name);
+        }
+    }
+    let run = std::process::id();
+    for backend in backends {
+        let out = Command::new(example("processor"))
+            .env("PUBSUB_BACKEND", backend)
+            .env("INPUT_TOPIC", format!("q1/example/r{run}/records"))
+            .env("OUTPUT_TOPIC", format!("q1/example/r{run}/results"))
+            .env("SUBSCRIPTION", format!("example-{run}"))
+            .args(["--demo", "3", "--max-messages", "3"])
+            .output()
+            .expect("run processor");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("connection failed") {
+            pubsub::testkit::broker_unavailable(&format!("processor example on {backend}"), &stderr);
+            continue;
+        }
+        assert!(out.status.success(), "{backend}: {stdout}\n{stderr}");
+        assert!(stdout.contains(&format!("backend: {backend}")), "{stdout}");
+        assert_eq!(stdout.matches("handled record").count(), 3, "{backend}: {stdout}");
+        assert!(stdout.contains("RECORD NUMBER 2"), "{stdout}");
+        assert!(stdout.contains("acked: 3"), "{backend}: {stdout}");
+    }
+}
