@@ -81,3 +81,35 @@ fn processor_runs_on_each_backend_with_one_env_var() {
         assert!(stdout.contains("acked: 3"), "{backend}: {stdout}");
     }
 }
+
+/// SIGTERM stops the processor gracefully: in-flight work is finished and
+/// acked, and it exits successfully with its report.
+#[test]
+fn processor_stops_gracefully_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(example("processor"))
+        .env("PUBSUB_BACKEND", "embedded")
+        .env_remove("PUBSUB_EMBEDDED_DIR")
+        .args(["--demo", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run processor");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut handled = 0;
+    while handled < 3 {
+        let line = lines.next().expect("output").unwrap();
+        handled += line.starts_with("handled record") as usize;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "exit after SIGTERM: {exit:?} {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("done:") && l.contains("acked: 3")),
+        "{rest:?}"
+    );
+}
