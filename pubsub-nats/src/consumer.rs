@@ -35,6 +35,13 @@ const NO_TIMEOUT_ACK_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// conformance case `acks_from_other_tasks_out_of_order`.
 const MIN_NAK_DELAY: Duration = Duration::from_millis(1);
 
+/// On close, how long to keep handing back a prefetched batch at most, how
+/// long a quiet stream means the batch is done, and the delay given to
+/// what is handed back then.
+const CLOSE_DRAIN_MAX: Duration = Duration::from_secs(2);
+const CLOSE_DRAIN_QUIET: Duration = Duration::from_millis(250);
+const CLOSE_NAK_DELAY: Duration = Duration::from_millis(500);
+
 fn nak(delay: Duration) -> AckKind {
     AckKind::Nak(Some(delay.max(MIN_NAK_DELAY)))
 }
@@ -217,8 +224,18 @@ impl JetStreamConsumer {
         self.shared.stop.notify_waiters();
         let stream = self.messages.lock().await.take();
         if let Some(mut stream) = stream {
-            while let Some(Some(Ok(m))) = stream.next().now_or_never() {
-                let _ = m.ack_with(nak(Duration::ZERO)).await;
+            // The pull request may still be delivering a prefetched batch:
+            // hand back whatever arrives until it goes quiet (bounded), with
+            // a short delay so it does not bounce back to this consumer.
+            let deadline = tokio::time::Instant::now() + CLOSE_DRAIN_MAX;
+            while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
+                match tokio::time::timeout(left.min(CLOSE_DRAIN_QUIET), stream.next()).await {
+                    Ok(Some(Ok(m))) => {
+                        let _ = m.ack_with(nak(CLOSE_NAK_DELAY)).await;
+                    }
+                    Ok(Some(Err(_))) => continue,
+                    _ => break,
+                }
             }
         }
         self.shared.release_held().await;
