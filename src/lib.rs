@@ -52,6 +52,18 @@ pub use pubsub_core::*;
 /// The embedded backend crate (feature `embedded`).
 #[cfg(feature = "embedded")]
 pub use pubsub_embedded as embedded;
+/// The Kafka adapter crate (feature `kafka`), for its own settings (`KafkaConfig`).
+#[cfg(feature = "kafka")]
+pub use pubsub_kafka as kafka;
+/// The MQTT adapter crate (feature `mqtt`).
+#[cfg(feature = "mqtt")]
+pub use pubsub_mqtt as mqtt;
+/// The NATS adapter crate (feature `nats`).
+#[cfg(feature = "nats")]
+pub use pubsub_nats as nats;
+/// The Redis adapter crate (feature `redis`).
+#[cfg(feature = "redis")]
+pub use pubsub_redis as redis;
 
 /// Connects to the backend a URL names; see [`BackendConfig::from_url`].
 pub async fn connect(url: &str) -> Result<Arc<dyn PubSubBackend>> {

@@ -19,8 +19,9 @@
 //!
 //! Brokers: Redis (`redis-server`, AOF with `appendfsync always`, so an
 //! acknowledged write survives a kill), NATS (`nats-server -js`, file
-//! storage) and MQTT (`mosquitto`, persistence saved on shutdown, optional
-//! password file) so far; Kafka and Pulsar come with their adapters.
+//! storage), MQTT (`mosquitto`, persistence saved on shutdown, optional
+//! password file) and Kafka (Tansu with sqlite storage); Pulsar comes with
+//! its adapter.
 
 use std::fmt;
 use std::net::{TcpListener, TcpStream};
@@ -57,7 +58,8 @@ impl fmt::Debug for TestBroker {
 
 struct Spec {
     binary: &'static str,
-    package: &'static str,
+    /// How to install the binary, for the error when it is missing.
+    install: &'static str,
     args: Vec<String>,
 }
 
@@ -72,7 +74,7 @@ fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, 
     Ok(match kind {
         BackendKind::Redis => Spec {
             binary: "redis-server",
-            package: "redis-server",
+            install: "apt-get install redis-server",
             args: [
                 "--port",
                 &port.to_string(),
@@ -96,7 +98,7 @@ fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, 
         },
         BackendKind::Nats => Spec {
             binary: "nats-server",
-            package: "nats-server",
+            install: "apt-get install nats-server",
             args: [
                 "-a",
                 "127.0.0.1",
@@ -141,8 +143,27 @@ fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, 
             std::fs::write(&conf_path, conf).map_err(|e| Error::broker("testing", "mosquitto.conf", e))?;
             Spec {
                 binary: "mosquitto",
-                package: "mosquitto",
+                install: "apt-get install mosquitto",
                 args: vec!["-c".into(), conf_path.display().to_string()],
+            }
+        }
+        BackendKind::Kafka => {
+            let url = format!("tcp://127.0.0.1:{port}");
+            Spec {
+                binary: "tansu",
+                install: "cargo install tansu --locked --no-default-features --features libsql",
+                // sqlite storage, relative to the working directory (the data dir).
+                args: [
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    "sqlite://tansu.db",
+                ]
+                .map(String::from)
+                .to_vec(),
             }
         }
         other => {
@@ -161,14 +182,16 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::connection("testing", "no free port", e))
 }
 
-fn binary_on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
-                .any(|d| d.join(name).is_file())
-        })
-        .unwrap_or(false)
+/// Where a broker binary is: PATH, the sbin directories, or cargo's bin
+/// directory (where `cargo install` puts Tansu).
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .chain(cargo_bin)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 impl TestBroker {
@@ -215,20 +238,20 @@ impl TestBroker {
 
     async fn launch(&mut self) -> Result<()> {
         let spec = spec(self.kind, self.port, self.dir.path(), self.credentials.as_ref())?;
-        if !binary_on_path(spec.binary) {
+        let Some(binary) = find_binary(spec.binary) else {
             return Err(Error::NotFound(format!(
-                "the {} broker binary `{}` is not installed; install it with `apt-get install {}` \
+                "the {} broker binary `{}` is not installed; install it with `{}` \
                  (scripts/brokers.sh does this)",
-                self.kind, spec.binary, spec.package
+                self.kind, spec.binary, spec.install
             )));
-        }
+        };
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("stdout.log"))
             .map_err(|e| Error::broker("testing", "log file", e))?;
         let err = out.try_clone().map_err(|e| Error::broker("testing", "log file", e))?;
-        let child = Command::new(spec.binary)
+        let child = Command::new(&binary)
             .args(&spec.args)
             .args(&self.extra_args)
             .current_dir(self.dir.path())

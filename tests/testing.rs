@@ -74,11 +74,15 @@ async fn brokers_side_by_side_restart_and_missing_binary() {
     // A broker kind without a harness yet, and a missing binary, are clear errors.
     let err = TestBroker::start(BackendKind::Pulsar).await.unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
-    let path = std::env::var_os("PATH");
+    let (path, home) = (std::env::var_os("PATH"), std::env::var_os("HOME"));
     std::env::set_var("PATH", "/nonexistent");
+    std::env::set_var("HOME", "/nonexistent");
     let err = TestBroker::start(BackendKind::Redis).await.unwrap_err();
     if let Some(p) = path {
         std::env::set_var("PATH", p);
+    }
+    if let Some(h) = home {
+        std::env::set_var("HOME", h);
     }
     assert!(
         matches!(&err, Error::NotFound(m) if m.contains("redis-server") && m.contains("apt-get install")),

@@ -92,7 +92,13 @@ pub async fn no_loss_across_restart(mut broker: TestBroker, how: Outage, total: 
         // Retry each message until the broker confirms it (the producer's
         // job in an at-least-once system), except during the outage, where a
         // send fails with a typed, retriable error (or is given up on).
-        loop {
+        for tries in 0.. {
+            // Bounded: a broker that never comes back fails the test, never hangs it.
+            assert!(
+                tries < 100,
+                "message {n} not confirmed after 100 tries; last broker log:\n{}",
+                broker.logs()
+            );
             attempts += 1;
             let sent = tokio::time::timeout(
                 Duration::from_secs(3),
