@@ -31,6 +31,7 @@ pub mod envelope;
 mod error;
 mod ext;
 mod ident;
+pub mod inbox;
 mod message;
 mod options;
 pub mod processor;

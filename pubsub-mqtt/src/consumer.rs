@@ -15,13 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pubsub_core::inbox::Inbox;
 use pubsub_core::{
     ensure_open, AckTarget, Consumer, ConsumerOptions, Error, Message, MessageId, MessageParts, NoAck, Qos, Result,
     Topic,
 };
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::backend::Inner;
 use crate::connection::{connect, Session, NAME};
@@ -77,7 +78,7 @@ impl Shared {
 /// A consumer of one MQTT shared subscription.
 pub(crate) struct MqttConsumer {
     shared: Arc<Shared>,
-    rx: Mutex<mpsc::UnboundedReceiver<Message>>,
+    inbox: Inbox<mpsc::UnboundedReceiver<Message>>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -146,7 +147,7 @@ impl MqttConsumer {
         let task = tokio::spawn(drive(shared.clone(), eventloop, Some(subscribed_tx)));
         let consumer = MqttConsumer {
             shared,
-            rx: Mutex::new(rx),
+            inbox: Inbox::new(rx),
             task: std::sync::Mutex::new(Some(task)),
         };
         // Latest means "everything after this returns": wait for the SUBACK.
@@ -270,32 +271,15 @@ impl Consumer for MqttConsumer {
     }
 
     async fn receive(&self) -> Result<Message> {
-        let stop = self.shared.stop.notified();
-        tokio::pin!(stop);
-        stop.as_mut().enable();
-        self.shared.ensure_open()?;
-        let mut rx = self.rx.lock().await;
-        tokio::select! {
-            m = rx.recv() => m.ok_or(Error::Closed("consumer")),
-            _ = stop => Err(Error::Closed("consumer")),
-        }
+        self.inbox
+            .receive(&self.shared.stop, || self.shared.ensure_open())
+            .await
     }
 
     async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        match self.receive_timeout(timeout).await {
-            Ok(m) => out.push(m),
-            Err(Error::Timeout(_)) => return Ok(out),
-            Err(e) => return Err(e),
-        }
-        let mut rx = self.rx.lock().await;
-        while out.len() < max {
-            match rx.try_recv() {
-                Ok(m) => out.push(m),
-                Err(_) => break,
-            }
-        }
-        Ok(out)
+        self.inbox
+            .receive_batch(&self.shared.stop, || self.shared.ensure_open(), max, timeout)
+            .await
     }
 
     async fn unsubscribe(&self) -> Result<()> {

@@ -18,13 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pubsub_core::inbox::Inbox;
 use pubsub_core::{
     ensure_open, envelope, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId,
     MessageParts, NoAck, Result, Topic,
 };
 use redis::aio::MultiplexedConnection;
 use redis::Value;
-use tokio::sync::{mpsc, Mutex, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -154,7 +155,7 @@ impl Shared {
 /// A q1/q2 consumer on a stream's consumer group.
 pub(crate) struct StreamConsumer {
     shared: Arc<Shared>,
-    rx: Mutex<mpsc::Receiver<Message>>,
+    inbox: Inbox<mpsc::Receiver<Message>>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -197,7 +198,7 @@ impl StreamConsumer {
         let task = tokio::spawn(fetch_loop(shared.clone(), tx, blocking));
         Ok(StreamConsumer {
             shared,
-            rx: Mutex::new(rx),
+            inbox: Inbox::new(rx),
             task: std::sync::Mutex::new(Some(task)),
         })
     }
@@ -425,32 +426,15 @@ impl Consumer for StreamConsumer {
     }
 
     async fn receive(&self) -> Result<Message> {
-        let stop = self.shared.stop.notified();
-        tokio::pin!(stop);
-        stop.as_mut().enable();
-        self.shared.ensure_open()?;
-        let mut rx = self.rx.lock().await;
-        tokio::select! {
-            m = rx.recv() => m.ok_or(Error::Closed("consumer")),
-            _ = stop => Err(Error::Closed("consumer")),
-        }
+        self.inbox
+            .receive(&self.shared.stop, || self.shared.ensure_open())
+            .await
     }
 
     async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        match self.receive_timeout(timeout).await {
-            Ok(m) => out.push(m),
-            Err(Error::Timeout(_)) => return Ok(out),
-            Err(e) => return Err(e),
-        }
-        let mut rx = self.rx.lock().await;
-        while out.len() < max {
-            match rx.try_recv() {
-                Ok(m) => out.push(m),
-                Err(_) => break,
-            }
-        }
-        Ok(out)
+        self.inbox
+            .receive_batch(&self.shared.stop, || self.shared.ensure_open(), max, timeout)
+            .await
     }
 
     async fn unsubscribe(&self) -> Result<()> {
@@ -543,7 +527,7 @@ pub(crate) struct PubSubConsumer {
     subscription: String,
     closed: Arc<AtomicBool>,
     stop: Arc<Notify>,
-    rx: Mutex<mpsc::Receiver<Message>>,
+    inbox: Inbox<mpsc::Receiver<Message>>,
 }
 
 impl fmt::Debug for PubSubConsumer {
@@ -618,7 +602,7 @@ impl PubSubConsumer {
             subscription: subscription.to_string(),
             closed,
             stop,
-            rx: Mutex::new(rx),
+            inbox: Inbox::new(rx),
         })
     }
 }
@@ -634,15 +618,16 @@ impl Consumer for PubSubConsumer {
     }
 
     async fn receive(&self) -> Result<Message> {
-        let stop = self.stop.notified();
-        tokio::pin!(stop);
-        stop.as_mut().enable();
-        ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
-        let mut rx = self.rx.lock().await;
-        tokio::select! {
-            m = rx.recv() => m.ok_or(Error::Closed("consumer")),
-            _ = stop => Err(Error::Closed("consumer")),
-        }
+        self.inbox
+            .receive(&self.stop, || {
+                ensure_open(self.closed.load(Ordering::Acquire), "consumer")
+            })
+            .await
+    }
+
+    async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        let open = || ensure_open(self.closed.load(Ordering::Acquire), "consumer");
+        self.inbox.receive_batch(&self.stop, open, max, timeout).await
     }
 
     async fn unsubscribe(&self) -> Result<()> {
