@@ -21,38 +21,10 @@ async fn restart_loses_no_confirmed_message() {
 /// A consumer keeps receiving after a graceful restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_resumes_after_graceful_restart() {
-    let Some(mut broker) = broker(BackendKind::Nats, &[]).await else {
+    let Some(b) = broker(BackendKind::Nats, &[]).await else {
         return;
     };
-    let backend = broker.backend().await.unwrap();
-    let topic: Topic = "q1/reliability/nats/resume".parse().unwrap();
-    let c = backend
-        .create_consumer(&topic, "s", ConsumerOptions::default())
-        .await
-        .unwrap();
-    let p = backend.create_producer(&topic, Default::default()).await.unwrap();
-    p.send(OutgoingMessage::new("before")).await.unwrap();
-    c.receive_timeout(Duration::from_secs(10))
-        .await
-        .unwrap()
-        .ack()
-        .await
-        .unwrap();
-    broker.restart().await.unwrap();
-    let mut sent = false;
-    for _ in 0..100 {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), p.send(OutgoingMessage::new("after"))).await {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(sent, "the producer reconnects");
-    let m = c
-        .receive_timeout(Duration::from_secs(30))
-        .await
-        .expect("the consumer reconnects");
-    assert_eq!(m.payload().as_ref(), b"after");
+    common::consumer_resumes_after_restart(b).await;
 }
 
 /// Nothing listening: a typed connection error within a bounded time.

@@ -104,36 +104,8 @@ async fn unreachable_server_is_a_connection_error_without_secrets() {
 /// connection and group come back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_resumes_after_graceful_restart() {
-    let Some(mut broker) = broker(BackendKind::Redis, &[]).await else {
+    let Some(b) = broker(BackendKind::Redis, &[]).await else {
         return;
     };
-    let backend = broker.backend().await.unwrap();
-    let topic: Topic = "q1/reliability/redis/resume".parse().unwrap();
-    let c = backend
-        .create_consumer(&topic, "s", ConsumerOptions::default())
-        .await
-        .unwrap();
-    let p = backend.create_producer(&topic, Default::default()).await.unwrap();
-    p.send(OutgoingMessage::new("before")).await.unwrap();
-    c.receive_timeout(Duration::from_secs(10))
-        .await
-        .unwrap()
-        .ack()
-        .await
-        .unwrap();
-    broker.restart().await.unwrap();
-    let mut sent = false;
-    for _ in 0..100 {
-        if p.send(OutgoingMessage::new("after")).await.is_ok() {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(sent, "the producer reconnects");
-    let m = c
-        .receive_timeout(Duration::from_secs(20))
-        .await
-        .expect("the consumer reconnects");
-    assert_eq!(m.payload().as_ref(), b"after");
+    common::consumer_resumes_after_restart(b).await;
 }

@@ -1,3 +1,6 @@
+// Each test binary uses some of these helpers, not all.
+#![allow(dead_code)]
+
 //! Shared by the per-backend fault tests.
 
 use std::collections::BTreeSet;
@@ -22,7 +25,7 @@ pub async fn broker(kind: BackendKind, args: &[&str]) -> Option<TestBroker> {
 
 /// How the broker goes down in [`no_loss_across_restart`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // each test binary uses one
+
 pub enum Outage {
     /// SIGKILL, as a crash.
     Kill,
@@ -138,4 +141,38 @@ pub async fn no_loss_across_restart(mut broker: TestBroker, how: Outage, total: 
         confirmed.len() >= total - outage,
         "sends before and after the outage are confirmed"
     );
+}
+
+/// A consumer keeps receiving after its broker restarts gracefully (its
+/// connection and subscription come back), and so does the producer.
+pub async fn consumer_resumes_after_restart(mut broker: TestBroker) {
+    let backend = broker.backend().await.unwrap();
+    let topic: Topic = format!("q1/reliability/{}/resume", broker.kind()).parse().unwrap();
+    let c = backend
+        .create_consumer(&topic, "s", ConsumerOptions::default())
+        .await
+        .unwrap();
+    let p = backend.create_producer(&topic, Default::default()).await.unwrap();
+    p.send(OutgoingMessage::new("before")).await.unwrap();
+    c.receive_timeout(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .ack()
+        .await
+        .unwrap();
+    broker.restart().await.unwrap();
+    let mut sent = false;
+    for _ in 0..100 {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), p.send(OutgoingMessage::new("after"))).await {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent, "the producer reconnects");
+    let m = c
+        .receive_timeout(Duration::from_secs(30))
+        .await
+        .expect("the consumer reconnects");
+    assert_eq!(m.payload().as_ref(), b"after");
 }
