@@ -1,6 +1,7 @@
 //! What a backend can and cannot do, stated honestly.
 
 use crate::error::{Error, Result};
+use crate::message::OutgoingMessage;
 use crate::options::{ConsumerOptions, InitialPosition, SubscriptionType};
 use crate::topic::{Qos, Topic};
 
@@ -122,6 +123,17 @@ impl Capabilities {
                 self.backend,
                 "InitialPosition::Earliest (the broker keeps no history)",
             ));
+        }
+        Ok(())
+    }
+
+    /// The checks every producer makes on a message before sending it:
+    /// property rules, the payload limit, and `deliver_after` only where
+    /// [`delayed_delivery`](Self::delayed_delivery) is claimed.
+    pub fn check_message(&self, message: &OutgoingMessage) -> Result<()> {
+        message.validate(self.max_payload)?;
+        if message.deliver_after.is_some() && !self.delayed_delivery {
+            return Err(Error::unsupported(self.backend, "deliver_after (delayed delivery)"));
         }
         Ok(())
     }

@@ -252,7 +252,7 @@ impl Producer for EmbeddedProducer {
 
     async fn send(&self, message: OutgoingMessage) -> Result<MessageId> {
         self.ensure_open()?;
-        message.validate(Some(self.broker.config.max_payload))?;
+        self.broker.caps.check_message(&message)?;
         let mut ids = self.topic.append(vec![message]).await?;
         Ok(ids.pop().expect("one id per message"))
     }
@@ -260,7 +260,7 @@ impl Producer for EmbeddedProducer {
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
         self.ensure_open()?;
         for m in &messages {
-            m.validate(Some(self.broker.config.max_payload))?;
+            self.broker.caps.check_message(m)?;
         }
         self.topic.append(messages).await
     }

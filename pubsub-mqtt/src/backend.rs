@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pubsub_core::{
-    ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
-    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+    ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, MessageId, OutgoingMessage,
+    Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
 };
 
 use crate::config::MqttConfig;
@@ -152,11 +152,7 @@ impl MqttProducer {
     fn check(&self, message: &OutgoingMessage) -> Result<()> {
         ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
         self.inner.ensure_open()?;
-        message.validate(self.inner.caps.max_payload)?;
-        if message.deliver_after.is_some() {
-            return Err(Error::unsupported(NAME, "deliver_after (MQTT has no delayed delivery)"));
-        }
-        Ok(())
+        self.inner.caps.check_message(message)
     }
 }
 

@@ -221,13 +221,7 @@ impl NatsProducer {
     /// Validates and builds the headers; checks payload plus headers
     /// against the server's `max_payload`.
     fn prepare(&self, m: &OutgoingMessage) -> Result<async_nats::HeaderMap> {
-        m.validate(self.inner.caps.max_payload)?;
-        if m.deliver_after.is_some() {
-            return Err(Error::unsupported(
-                NAME,
-                "deliver_after (no scheduled delivery in this NATS server)",
-            ));
-        }
+        self.inner.caps.check_message(m)?;
         let dedup = m.dedup_id.as_deref().filter(|_| self.topic.qos() == Qos::ExactlyOnce);
         let (headers, header_size) = to_headers(m, dedup);
         let total = m.payload.len() + header_size;

@@ -193,7 +193,7 @@ impl RedisProducer {
     }
 
     fn check(&self, m: &OutgoingMessage) -> Result<()> {
-        m.validate(self.inner.caps.max_payload)?;
+        self.inner.caps.check_message(m)?;
         if self.topic.qos() == Qos::AtMostOnce && m.deliver_after.is_some() {
             return Err(Error::unsupported(
                 NAME,
