@@ -178,4 +178,24 @@ mod tests {
             Err(Error::Unsupported { .. })
         ));
     }
+
+    #[test]
+    fn message_checks_follow_the_claims() {
+        let mut caps = Capabilities {
+            max_payload: Some(4),
+            ..Capabilities::none("test")
+        };
+        let later = OutgoingMessage::new("x").with_deliver_after(std::time::Duration::from_secs(1));
+        assert!(matches!(caps.check_message(&later), Err(Error::Unsupported { .. })));
+        caps.delayed_delivery = true;
+        caps.check_message(&later).unwrap();
+        assert!(matches!(
+            caps.check_message(&OutgoingMessage::new("12345")),
+            Err(Error::PayloadTooLarge { .. })
+        ));
+        assert!(matches!(
+            caps.check_message(&OutgoingMessage::new("x").with_property("bad name", "v")),
+            Err(Error::InvalidProperty { .. })
+        ));
+    }
 }
