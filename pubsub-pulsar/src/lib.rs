@@ -1,8 +1,40 @@
-//! The pulsar adapter for the `pubsub` SDK, on the `pulsar` client library.
+//! The Apache Pulsar adapter of the `pubsub` SDK, on the [`pulsar`] crate (tokio).
 //!
-//! **Not implemented yet**: issue #8 brings it. This crate reserves its place
-//! in the workspace and exports only [`PLANNED_ISSUE`], so that the facade can
-//! say which issue delivers the backend instead of pretending to support it.
+//! | SDK | Pulsar |
+//! |---|---|
+//! | topic `q0/t/ns/q` | `non-persistent://t/ns/q`: nothing stored, nothing kept for absent consumers |
+//! | topic `q1/t/ns/q` | `persistent://t/ns/q`; `send` returns on the broker's receipt |
+//! | q2 | not supported: Pulsar de-duplicates by producer name and sequence id, and the `pulsar` crate numbers sequences itself, so a message's dedup id cannot become one. Refused with `Error::Unsupported` (or run as q1 with `allow_degraded_qos`) |
+//! | Shared, Exclusive, Failover, KeyShared | the subscription types of the same names |
+//! | Earliest / Latest | the subscription's initial position |
+//! | ack / nack | individual ack / negative ack (redelivery); a nack delay waits on the client, as Pulsar clients do |
+//! | ack timeout | the client's unacked-message redelivery |
+//! | `max_redeliveries` | the client's dead-letter policy; without a `dead_letter_topic`, Pulsar's `<topic>-<subscription>-DLQ` (nothing is dropped); dead letters carry `REAL_TOPIC` and `ORIGIN_MESSAGE_ID` |
+//! | `deliver_after` | `deliver_at_time` (Shared and KeyShared subscriptions) |
+//! | properties, key | message properties, partition key |
+//! | publish time | the broker's publish time |
+//! | redelivery count | deliveries of the message to this consumer (the crate does not expose the broker's count) |
+//! | max payload | `max_message_size` (5 MiB) minus 64 KiB for metadata; no chunking (the crate has none): larger payloads get `Error::PayloadTooLarge` |
+//! | token auth | `PULSAR_API_KEY`, never printed |
+//! | broker implementation | [`PulsarBroker`]: Apache Pulsar (default) or pulsar-lite (`?broker=lite`), which lacks `deliver_after` and a safe Exclusive refusal, so those are refused there |
+//! | advertised listener | not supported by the crate: `PULSAR_LISTENER` set is `Error::Unsupported` at connect |
+//!
+//! ```no_run
+//! use pubsub_core::PubSubBackend;
+//! use pubsub_pulsar::{PulsarBackend, PulsarConfig};
+//!
+//! # async fn demo() -> pubsub_core::Result<()> {
+//! let backend = PulsarBackend::connect(PulsarConfig::new("pulsar://127.0.0.1:6650")).await?;
+//! assert_eq!(backend.name(), "pulsar");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
 
-/// The issue that delivers this adapter.
-pub const PLANNED_ISSUE: u32 = 8;
+mod backend;
+mod config;
+mod consumer;
+mod errors;
+mod naming;
+
+pub use backend::PulsarBackend;
+pub use config::{PulsarBroker, PulsarConfig, DEFAULT_MAX_MESSAGE_SIZE, METADATA_RESERVE};

@@ -1,0 +1,284 @@
+//! The Pulsar [`PubSubBackend`] and its producer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pubsub_core::{
+    ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
+    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Result, Topic,
+};
+use pulsar::producer::SendFuture;
+use pulsar::{Authentication, ConnectionRetryOptions, OperationRetryOptions, Pulsar, TokioExecutor};
+use tokio::sync::Mutex;
+
+use crate::config::{PulsarBroker, PulsarConfig};
+use crate::consumer::PulsarConsumer;
+use crate::errors::{convert, NAME};
+use crate::naming::{message_id, pulsar_topic};
+
+/// Pulsar as a pub/sub backend. See the crate docs for the mapping.
+#[derive(Clone)]
+pub struct PulsarBackend {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: PulsarConfig,
+    pub client: Pulsar<TokioExecutor>,
+    pub caps: Capabilities,
+    pub closed: AtomicBool,
+}
+
+impl Inner {
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "pulsar backend")
+    }
+}
+
+impl fmt::Debug for PulsarBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PulsarBackend")
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl PulsarBackend {
+    /// Connects, bounded by `config.timeout`: an unreachable broker is a
+    /// retriable [`Error::Connection`] after that long.
+    pub async fn connect(config: PulsarConfig) -> Result<Self> {
+        if let Some(listener) = &config.listener {
+            return Err(Error::unsupported(
+                NAME,
+                format!(
+                    "advertised listener {listener:?} (PULSAR_LISTENER): the pulsar crate sends no listener name in \
+                     its lookups; unset it and give the listener's address as the URL"
+                ),
+            ));
+        }
+        let shown = pubsub_core::redact_url(&config.url);
+        // Back off up to 1 s between attempts, for `reconnect_for` in all.
+        let max_backoff = Duration::from_secs(1);
+        let retries = (config.reconnect_for.as_millis() / max_backoff.as_millis()).max(1) as u32;
+        let mut builder = Pulsar::builder(config.url.as_str(), TokioExecutor)
+            .with_connection_retry_options(ConnectionRetryOptions {
+                min_backoff: Duration::from_millis(50),
+                max_backoff,
+                max_retries: retries,
+                connection_timeout: config.timeout,
+                ..Default::default()
+            })
+            .with_operation_retry_options(OperationRetryOptions {
+                operation_timeout: config.timeout,
+                retry_delay: Duration::from_millis(200),
+                max_retries: Some(20),
+            });
+        if let Some(token) = &config.token {
+            builder = builder.with_auth(Authentication {
+                name: "token".into(),
+                data: token.expose().as_bytes().to_vec(),
+            });
+        }
+        let client = tokio::time::timeout(config.timeout, builder.build())
+            .await
+            .map_err(|_| Error::Connection {
+                backend: NAME,
+                message: format!("no answer from {shown} within {:?}", config.timeout),
+                source: None,
+            })?
+            .map_err(|e| convert(format!("connect to {shown}"), e))?;
+        let full = config.broker == PulsarBroker::Apache;
+        let caps = Capabilities {
+            persistence: true,
+            earliest: true,
+            shared: true,
+            exclusive: full,
+            failover: true,
+            key_shared: true,
+            nack: true,
+            nack_delay: true,
+            ack_timeout: true,
+            redelivery_count: true,
+            individual_acks: true,
+            delayed_delivery: full,
+            key_ordering: true,
+            topic_ordering: true,
+            max_payload: Some(config.max_payload()),
+            properties: true,
+            keys: true,
+            ..Capabilities::none(NAME)
+        };
+        Ok(PulsarBackend {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                caps,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+#[async_trait]
+impl PubSubBackend for PulsarBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.inner.caps
+    }
+
+    async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        let mut builder = self.inner.client.producer().with_topic(pulsar_topic(topic));
+        if let Some(name) = &options.name {
+            builder = builder.with_name(name.clone());
+        }
+        let producer = tokio::time::timeout(self.inner.config.timeout, builder.build())
+            .await
+            .map_err(|_| Error::Timeout(self.inner.config.timeout))?
+            .map_err(|e| convert(format!("create producer for {topic}"), e))?;
+        Ok(Box::new(PulsarProducer {
+            inner: self.inner.clone(),
+            topic: topic.clone(),
+            send_timeout: options.send_timeout.unwrap_or(self.inner.config.timeout * 3),
+            producer: Mutex::new(producer),
+            closed: AtomicBool::new(false),
+        }))
+    }
+
+    async fn create_consumer(
+        &self,
+        topic: &Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Box<dyn Consumer>> {
+        self.inner.ensure_open()?;
+        validate_subscription_name(subscription)?;
+        self.inner.caps.check_consumer(topic, &options)?;
+        Ok(Box::new(
+            PulsarConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
+        ))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+struct PulsarProducer {
+    inner: Arc<Inner>,
+    topic: Topic,
+    send_timeout: Duration,
+    /// `pulsar::Producer::send_non_blocking` takes `&mut self`; the lock is
+    /// held only to hand the message over, not while waiting for its receipt.
+    producer: Mutex<pulsar::Producer<TokioExecutor>>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for PulsarProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PulsarProducer").field("topic", &self.topic).finish()
+    }
+}
+
+/// One of ours as a Pulsar message: properties as properties, the key as
+/// the partition key, `deliver_after` as `deliver_at_time`.
+fn to_pulsar(m: OutgoingMessage) -> pulsar::producer::Message {
+    let deliver_at_time = m.deliver_after.map(|d| {
+        let at = SystemTime::now() + d;
+        at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64
+    });
+    pulsar::producer::Message {
+        payload: m.payload.to_vec(),
+        properties: m.properties.into_iter().collect::<HashMap<_, _>>(),
+        partition_key: m.key,
+        deliver_at_time,
+        ..Default::default()
+    }
+}
+
+impl PulsarProducer {
+    fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
+        self.inner.ensure_open()
+    }
+
+    /// Hands the messages to the client in order; the receipts come later.
+    async fn hand_over(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<SendFuture>> {
+        let mut producer = self.producer.lock().await;
+        let mut receipts = Vec::with_capacity(messages.len());
+        for m in messages {
+            let receipt = producer
+                .send_non_blocking(to_pulsar(m))
+                .await
+                .map_err(|e| convert(format!("send to {}", self.topic), e))?;
+            receipts.push(receipt);
+        }
+        Ok(receipts)
+    }
+
+    /// Waits for a receipt: the broker stored the message (q1/q2) or took it (q0).
+    async fn confirmed(&self, receipt: SendFuture) -> Result<MessageId> {
+        let receipt = tokio::time::timeout(self.send_timeout, receipt)
+            .await
+            .map_err(|_| Error::Timeout(self.send_timeout))?
+            .map_err(|e| convert(format!("send to {}", self.topic), e))?;
+        Ok(match &receipt.message_id {
+            Some(id) => message_id(id),
+            None => MessageId::from_seq(receipt.sequence_id),
+        })
+    }
+}
+
+#[async_trait]
+impl Producer for PulsarProducer {
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    async fn send(&self, message: OutgoingMessage) -> Result<MessageId> {
+        self.ensure_open()?;
+        self.inner.caps.check_message(&message)?;
+        let receipt = self.hand_over(vec![message]).await?.remove(0);
+        self.confirmed(receipt).await
+    }
+
+    async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
+        self.ensure_open()?;
+        for m in &messages {
+            self.inner.caps.check_message(m)?;
+        }
+        // All handed over first, then the receipts awaited together: one
+        // round trip of latency for the batch.
+        let receipts = self.hand_over(messages).await?;
+        let mut ids = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            ids.push(self.confirmed(r).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn flush(&self) -> Result<()> {
+        // `send` returns only with the broker's receipt: nothing is buffered.
+        self.ensure_open()
+    }
+
+    async fn close(&self) -> Result<()> {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let mut producer = self.producer.lock().await;
+            if let Err(e) = producer.close().await {
+                // The broker drops the producer with the connection anyway.
+                tracing::debug!(topic = %self.topic, error = %e, "closing the pulsar producer");
+            }
+        }
+        Ok(())
+    }
+}

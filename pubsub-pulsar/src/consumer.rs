@@ -1,0 +1,383 @@
+//! Consumers: one `pulsar::Consumer` per SDK consumer, owned by a
+//! background task. `pulsar::Consumer` needs `&mut self` to receive, ack
+//! and nack, so the task does all three; messages reach the application
+//! through a bounded [`Inbox`] and acks come back as commands.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use pubsub_core::inbox::Inbox;
+use pubsub_core::{
+    ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageParts, Result,
+    SubscriptionType, Topic,
+};
+use pulsar::consumer::{DeadLetterPolicy, InitialPosition as PulsarPosition};
+use pulsar::proto::MessageIdData;
+use pulsar::{SubType, TokioExecutor};
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+use tokio::task::JoinHandle;
+
+use crate::backend::Inner;
+use crate::errors::{convert, is_consumer_busy};
+use crate::naming::{message_id, pulsar_topic};
+
+type RawConsumer = pulsar::Consumer<Vec<u8>, TokioExecutor>;
+
+/// What the application asks of the task that owns the Pulsar consumer.
+enum Command {
+    Ack(MessageIdData),
+    Nack(MessageIdData),
+    Close(oneshot::Sender<Result<()>>),
+    Unsubscribe(oneshot::Sender<Result<()>>),
+}
+
+/// A message id as a map key (`MessageIdData` is not `Hash` on every field we need).
+type IdKey = (u64, u64, i32, i32);
+
+fn id_key(id: &MessageIdData) -> IdKey {
+    (
+        id.ledger_id,
+        id.entry_id,
+        id.partition.unwrap_or(-1),
+        id.batch_index.unwrap_or(-1),
+    )
+}
+
+/// State shared by the consumer handle and the ack handles of its messages.
+struct Shared {
+    topic: Topic,
+    closed: AtomicBool,
+    commands: mpsc::UnboundedSender<Command>,
+    nack_delay: Duration,
+}
+
+impl Shared {
+    fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "consumer")
+    }
+
+    fn command(&self, c: Command) -> Result<()> {
+        self.ensure_open()?;
+        self.commands.send(c).map_err(|_| Error::Closed("consumer"))
+    }
+}
+
+/// A Pulsar subscription consumer. See the crate docs for the mapping.
+pub(crate) struct PulsarConsumer {
+    backend: Arc<Inner>,
+    shared: Arc<Shared>,
+    subscription: String,
+    inbox: Inbox<mpsc::Receiver<Message>>,
+    stop: Notify,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl fmt::Debug for PulsarConsumer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PulsarConsumer")
+            .field("topic", &self.shared.topic)
+            .field("subscription", &self.subscription)
+            .finish()
+    }
+}
+
+fn sub_type(kind: SubscriptionType) -> SubType {
+    match kind {
+        SubscriptionType::Shared => SubType::Shared,
+        SubscriptionType::Exclusive => SubType::Exclusive,
+        SubscriptionType::Failover => SubType::Failover,
+        SubscriptionType::KeyShared => SubType::KeyShared,
+    }
+}
+
+impl PulsarConsumer {
+    pub(crate) async fn start(
+        backend: Arc<Inner>,
+        topic: Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Self> {
+        let ptopic = pulsar_topic(&topic);
+        let position = match options.initial_position {
+            InitialPosition::Earliest => PulsarPosition::Earliest,
+            InitialPosition::Latest => PulsarPosition::Latest,
+        };
+        let mut builder = backend
+            .client
+            .consumer()
+            .with_topic(ptopic.clone())
+            .with_subscription(subscription)
+            .with_subscription_type(sub_type(options.subscription_type))
+            .with_batch_size(options.batch_size.min(u32::MAX as usize) as u32)
+            .with_options(
+                pulsar::ConsumerOptions::default()
+                    .durable(true)
+                    .with_initial_position(position),
+            )
+            // The client redelivers what stays unacked this long.
+            .with_unacked_message_resend_delay(options.ack_timeout);
+        if let Some(name) = &options.name {
+            builder = builder.with_consumer_name(name.clone());
+        }
+        if let Some(max) = options.max_redeliveries {
+            // Pulsar's own convention names the topic when none is given.
+            let dead_letter_topic = match &options.dead_letter_topic {
+                Some(t) => pulsar_topic(t),
+                None => format!("{ptopic}-{subscription}-DLQ"),
+            };
+            builder = builder.with_dead_letter_policy(DeadLetterPolicy {
+                max_redeliver_count: max as usize,
+                dead_letter_topic,
+            });
+        }
+        let timeout = backend.config.timeout;
+        let consumer: RawConsumer = tokio::time::timeout(timeout, builder.build())
+            .await
+            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(|e| {
+                if is_consumer_busy(&e) {
+                    Error::ConsumerBusy {
+                        subscription: subscription.to_string(),
+                    }
+                } else {
+                    convert(format!("subscribe {subscription} to {topic}"), e)
+                }
+            })?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(options.batch_size.max(1));
+        let shared = Arc::new(Shared {
+            topic: topic.clone(),
+            closed: AtomicBool::new(false),
+            commands,
+            nack_delay: options.nack_redelivery_delay,
+        });
+        let pump = Pump {
+            shared: shared.clone(),
+            consumer,
+            ptopic,
+            deliveries: HashMap::new(),
+        };
+        let task = tokio::spawn(pump.run(command_rx, tx));
+        Ok(PulsarConsumer {
+            backend,
+            shared,
+            subscription: subscription.to_string(),
+            inbox: Inbox::new(rx),
+            stop: Notify::new(),
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        self.backend.ensure_open()
+    }
+
+    /// Marks the consumer closed, asks the task to end the Pulsar consumer
+    /// (`unsubscribe` first if asked) and waits for it, bounded.
+    async fn shut(&self, unsubscribe: bool) -> Result<()> {
+        let Some(task) = self.task.lock().await.take() else {
+            return Ok(()); // closed before
+        };
+        let (reply, answer) = oneshot::channel();
+        let command = if unsubscribe {
+            Command::Unsubscribe(reply)
+        } else {
+            Command::Close(reply)
+        };
+        // Sent before marking closed: acks queued earlier still go out first.
+        let sent = self.shared.commands.send(command).is_ok();
+        self.shared.closed.store(true, Ordering::Release);
+        self.stop.notify_waiters();
+        let timeout = self.backend.config.timeout;
+        let result = if sent {
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Ok(()), // the task had ended already
+                Err(_) => Err(Error::Timeout(timeout)),
+            }
+        } else {
+            Ok(())
+        };
+        task.abort();
+        result
+    }
+}
+
+/// The task owning the Pulsar consumer.
+struct Pump {
+    shared: Arc<Shared>,
+    consumer: RawConsumer,
+    ptopic: String,
+    /// Deliveries to this consumer of each message not yet acked: its
+    /// redelivery count (the `pulsar` crate does not expose the broker's).
+    deliveries: HashMap<IdKey, u32>,
+}
+
+impl Pump {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::Sender<Message>) {
+        loop {
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Ack(id)) => {
+                        self.deliveries.remove(&id_key(&id));
+                        if let Err(e) = self.consumer.ack_with_id(&self.ptopic, id).await {
+                            tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar ack failed");
+                        }
+                    }
+                    Some(Command::Nack(id)) => {
+                        if let Err(e) = self.consumer.nack_with_id(&self.ptopic, id).await {
+                            tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar nack failed");
+                        }
+                    }
+                    Some(Command::Close(reply)) => {
+                        let r = self.consumer.close().await;
+                        let _ = reply.send(r.map_err(|e| convert("close consumer", e)));
+                        return;
+                    }
+                    Some(Command::Unsubscribe(reply)) => {
+                        let r = self.consumer.unsubscribe().await;
+                        let _ = self.consumer.close().await;
+                        let _ = reply.send(r.map_err(|e| convert("unsubscribe", e)));
+                        return;
+                    }
+                    None => return,
+                },
+                // The consumer handle is gone (dropped without close).
+                _ = tx.closed() => {
+                    let _ = self.consumer.close().await;
+                    return;
+                }
+                // Room in the inbox: take the next message. (Only this task
+                // sends, so the room is still there when the message comes.)
+                next = self.consumer.next(), if tx.capacity() > 0 => match next {
+                    Some(Ok(m)) => {
+                        let m = self.convert(m);
+                        if tx.try_send(m).is_err() {
+                            return; // the inbox closed in between
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar consumer error");
+                    }
+                    None => {
+                        tracing::warn!(topic = %self.shared.topic, "pulsar consumer stream ended");
+                        return;
+                    }
+                },
+                // The inbox is full: wait for room without holding it.
+                permit = tx.reserve(), if tx.capacity() == 0 => {
+                    if permit.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn convert(&mut self, m: pulsar::consumer::Message<Vec<u8>>) -> Message {
+        let id = m.message_id.id.clone();
+        let count = self.deliveries.entry(id_key(&id)).or_insert(0);
+        let redelivery_count = *count;
+        *count += 1;
+        let metadata = &m.payload.metadata;
+        let properties = metadata
+            .properties
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect();
+        let parts = MessageParts {
+            properties,
+            key: metadata.partition_key.clone(),
+            publish_time: UNIX_EPOCH + Duration::from_millis(metadata.publish_time),
+            redelivery_count,
+            payload: m.payload.data.into(),
+            ..MessageParts::new(message_id(&id), self.shared.topic.clone())
+        };
+        let ack = PulsarAck {
+            shared: self.shared.clone(),
+            id,
+        };
+        Message::new(parts, Arc::new(ack))
+    }
+}
+
+/// Acks and nacks one message through its consumer's task.
+struct PulsarAck {
+    shared: Arc<Shared>,
+    id: MessageIdData,
+}
+
+impl fmt::Debug for PulsarAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PulsarAck({})", message_id(&self.id))
+    }
+}
+
+#[async_trait]
+impl AckTarget for PulsarAck {
+    async fn ack(&self) -> Result<()> {
+        self.shared.command(Command::Ack(self.id.clone()))
+    }
+
+    /// Pulsar clients delay nacks on the client side (the Java client's
+    /// negative-ack tracker does too): the nack is sent when the delay is over.
+    async fn nack(&self, delay: Option<Duration>) -> Result<()> {
+        self.shared.ensure_open()?;
+        let delay = delay.unwrap_or(self.shared.nack_delay);
+        if delay.is_zero() {
+            return self.shared.command(Command::Nack(self.id.clone()));
+        }
+        let shared = self.shared.clone();
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // A consumer closed meanwhile gave the message back already.
+            let _ = shared.command(Command::Nack(id));
+        });
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Consumer for PulsarConsumer {
+    fn topic(&self) -> &Topic {
+        &self.shared.topic
+    }
+
+    fn subscription(&self) -> &str {
+        &self.subscription
+    }
+
+    async fn receive(&self) -> Result<Message> {
+        self.inbox.receive(&self.stop, || self.ensure_open()).await
+    }
+
+    async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        self.inbox
+            .receive_batch(&self.stop, || self.ensure_open(), max, timeout)
+            .await
+    }
+
+    async fn unsubscribe(&self) -> Result<()> {
+        self.ensure_open()?;
+        self.shut(true).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shut(false).await
+    }
+}
+
+impl Drop for PulsarConsumer {
+    fn drop(&mut self) {
+        // The task sees the inbox close and ends the Pulsar consumer.
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,62 @@
+//! `pulsar::Error` as `pubsub_core::Error`: connection trouble is
+//! retriable `Error::Connection`, a busy exclusive subscription is
+//! `Error::ConsumerBusy`, an oversized message `Error::PayloadTooLarge`.
+
+use pubsub_core::Error;
+use pulsar::error::{ConnectionError, ConsumerError, ProducerError, ServiceDiscoveryError};
+use pulsar::proto::ServerError;
+
+pub(crate) const NAME: &str = "pulsar";
+
+/// The server error code inside a pulsar error, if there is one.
+fn server_error(e: &pulsar::Error) -> Option<ServerError> {
+    let conn = match e {
+        pulsar::Error::Connection(c) => c,
+        pulsar::Error::Consumer(ConsumerError::Connection(c)) => c,
+        pulsar::Error::Producer(ProducerError::Connection(c)) => c,
+        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Query(code, _)) => return *code,
+        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Connection(c)) => c,
+        _ => return None,
+    };
+    match conn {
+        ConnectionError::PulsarError(code, _) => *code,
+        _ => None,
+    }
+}
+
+/// Whether the error means the broker could not be reached or the
+/// connection broke (as opposed to the broker refusing the request).
+fn is_connection(e: &pulsar::Error) -> bool {
+    let conn = match e {
+        pulsar::Error::Connection(c) => c,
+        pulsar::Error::Consumer(ConsumerError::Connection(c)) => c,
+        pulsar::Error::Producer(ProducerError::Connection(c)) => c,
+        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Connection(c)) => c,
+        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::DnsLookupError) => return true,
+        pulsar::Error::Consumer(ConsumerError::Io(_)) | pulsar::Error::Producer(ProducerError::Io(_)) => return true,
+        _ => return false,
+    };
+    !matches!(conn, ConnectionError::PulsarError(..))
+}
+
+/// `what` failed with `e`.
+pub(crate) fn convert(what: impl std::fmt::Display, e: pulsar::Error) -> Error {
+    if is_connection(&e) {
+        return Error::connection(NAME, format!("{what}: {e}"), e);
+    }
+    match server_error(&e) {
+        Some(ServerError::ServiceNotReady) | Some(ServerError::TooManyRequests) => {
+            Error::connection(NAME, format!("{what}: {e}"), e)
+        }
+        Some(ServerError::AuthenticationError) | Some(ServerError::AuthorizationError) => {
+            Error::connection(NAME, format!("{what}: not authorized: {e}"), e)
+        }
+        _ => Error::broker(NAME, format!("{what}: {e}"), e),
+    }
+}
+
+/// Whether subscribing failed because an exclusive or failover-exclusive
+/// subscription already has its consumer.
+pub(crate) fn is_consumer_busy(e: &pulsar::Error) -> bool {
+    server_error(e) == Some(ServerError::ConsumerBusy)
+}
