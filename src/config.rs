@@ -237,7 +237,16 @@ impl BackendConfig {
                 pubsub_kafka::KafkaBackend::connect(pubsub_kafka::KafkaConfig::new(bootstrap_servers.clone())).await?,
             )),
             #[cfg(feature = "pulsar")]
-            BackendConfig::Pulsar { .. } => Err(not_yet(kind, pubsub_pulsar::PLANNED_ISSUE)),
+            BackendConfig::Pulsar { url, api_key, listener } => {
+                let mut config = pubsub_pulsar::PulsarConfig::new(url.clone());
+                if let Some(token) = api_key {
+                    config = config.with_token(token.clone());
+                }
+                if let Some(name) = listener {
+                    config = config.with_listener(name.clone());
+                }
+                Ok(Arc::new(pubsub_pulsar::PulsarBackend::connect(config).await?))
+            }
             #[cfg(feature = "mqtt")]
             BackendConfig::Mqtt {
                 host,
@@ -263,14 +272,6 @@ impl BackendConfig {
             _ => unreachable!("is_compiled() checked above"),
         }
     }
-}
-
-#[allow(dead_code)] // used only when an unimplemented adapter's feature is on
-fn not_yet(kind: BackendKind, issue: u32) -> Error {
-    Error::unsupported(
-        kind.as_str(),
-        format!("connecting yet: its adapter crate is a placeholder until issue #{issue} lands"),
-    )
 }
 
 /// Command-line flags (each also read from its environment variable) that

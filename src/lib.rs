@@ -61,6 +61,9 @@ pub use pubsub_mqtt as mqtt;
 /// The NATS adapter crate (feature `nats`).
 #[cfg(feature = "nats")]
 pub use pubsub_nats as nats;
+/// The Pulsar adapter crate (feature `pulsar`), for its own settings (`PulsarConfig`).
+#[cfg(feature = "pulsar")]
+pub use pubsub_pulsar as pulsar;
 /// The Redis adapter crate (feature `redis`).
 #[cfg(feature = "redis")]
 pub use pubsub_redis as redis;

@@ -20,8 +20,15 @@
 //! Brokers: Redis (`redis-server`, AOF with `appendfsync always`, so an
 //! acknowledged write survives a kill), NATS (`nats-server -js`, file
 //! storage), MQTT (`mosquitto`, persistence saved on shutdown, optional
-//! password file) and Kafka (Tansu with sqlite storage); Pulsar comes with
-//! its adapter.
+//! password file), Kafka (Tansu with sqlite storage) and Pulsar (pulsar-lite
+//! from PyPI, behind the `pulsar-lite-relay` of this workspace, which adds
+//! the frame checksum the Rust client needs; the relay stays up across
+//! [`TestBroker::restart`], so the URL does not change).
+//!
+//! Binaries are looked up on `PATH`, in `/usr/sbin`, `~/.cargo/bin`, the
+//! directories in `PUBSUB_TEST_BIN_DIRS` (`:`-separated), and the
+//! workspace's `target/debug` and `target/pyenv/bin` (where
+//! `scripts/brokers.sh` puts the relay and pulsar-lite).
 
 use std::fmt;
 use std::net::{TcpListener, TcpStream};
@@ -45,6 +52,10 @@ pub struct TestBroker {
     extra_args: Vec<String>,
     credentials: Option<(String, Secret)>,
     child: Option<Child>,
+    /// Pulsar only: the port pulsar-lite listens on, behind the relay on `port`.
+    inner_port: u16,
+    /// Pulsar only: the relay process.
+    relay: Option<Child>,
 }
 
 impl fmt::Debug for TestBroker {
@@ -166,14 +177,38 @@ fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, 
                 .to_vec(),
             }
         }
-        other => {
+        BackendKind::Pulsar => {
+            let conf = dir.join("pulsar-lite.toml");
+            std::fs::write(&conf, "[metrics]\nenabled = false\n")
+                .map_err(|e| Error::broker("testing", "pulsar-lite config", e))?;
+            Spec {
+                binary: "pulsar-lite",
+                install: "pip install pulsar-lite==0.2.0 and link pulsar_lite/bin/pulsar-lite onto PATH",
+                args: [
+                    "--config",
+                    &conf.display().to_string(),
+                    "--addr",
+                    &format!("127.0.0.1:{port}"),
+                    "--db-path",
+                    &format!("{d}/data"),
+                    "--log-level",
+                    "warn",
+                ]
+                .map(String::from)
+                .to_vec(),
+            }
+        }
+        BackendKind::Embedded => {
             return Err(Error::unsupported(
                 "testing",
-                format!("TestBroker for {other} (it comes with that backend's adapter)"),
+                "a TestBroker for the embedded backend (it runs in process: use embedded://memory or a temp dir)",
             ))
         }
     })
 }
+
+/// The relay pulsar-lite needs (tools/pulsar-lite-relay; `cargo build -p pulsar-lite-relay`).
+const PULSAR_RELAY: &str = "pulsar-lite-relay";
 
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::connection("testing", "no free port", e))?;
@@ -182,16 +217,53 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::connection("testing", "no free port", e))
 }
 
-/// Where a broker binary is: PATH, the sbin directories, or cargo's bin
-/// directory (where `cargo install` puts Tansu).
+/// Where a broker binary is: PATH, the sbin directories, cargo's bin
+/// directory (where `cargo install` puts Tansu), `PUBSUB_TEST_BIN_DIRS`,
+/// and the target directory this test binary was built in.
 fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
+    let extra = std::env::var_os("PUBSUB_TEST_BIN_DIRS").unwrap_or_default();
     let cargo_bin = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin"));
+    // Test binaries live in target/<profile>/deps.
+    let target_dirs = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(Path::to_path_buf))
+        .map(|profile| vec![profile.clone(), profile.join("../pyenv/bin")])
+        .unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
         .chain(cargo_bin)
+        .chain(std::env::split_paths(&extra))
+        .chain(target_dirs)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// Waits until something accepts connections on the loopback `port`.
+async fn wait_for_port(port: u16, child: &mut Child, what: &str, logs: impl Fn() -> String) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            return Err(Error::broker_msg(
+                "testing",
+                format!("{what} exited during start-up; its log:\n{}", logs()),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(Error::Timeout(START_TIMEOUT));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn missing(kind: BackendKind, binary: &str, install: &str) -> Error {
+    Error::NotFound(format!(
+        "the {kind} broker binary `{binary}` is not installed; install it with `{install}` \
+         (scripts/brokers.sh does this)"
+    ))
 }
 
 impl TestBroker {
@@ -224,59 +296,75 @@ impl TestBroker {
             .prefix(&format!("pubsub-{kind}-"))
             .tempdir()
             .map_err(|e| Error::broker("testing", "temp dir", e))?;
+        let port = free_port()?;
+        let inner_port = if kind == BackendKind::Pulsar {
+            free_port()?
+        } else {
+            port
+        };
         let mut broker = TestBroker {
             kind,
-            port: free_port()?,
+            port,
             dir,
             extra_args,
             credentials,
             child: None,
+            inner_port,
+            relay: None,
         };
         broker.launch().await?;
         Ok(broker)
     }
 
     async fn launch(&mut self) -> Result<()> {
-        let spec = spec(self.kind, self.port, self.dir.path(), self.credentials.as_ref())?;
-        let Some(binary) = find_binary(spec.binary) else {
-            return Err(Error::NotFound(format!(
-                "the {} broker binary `{}` is not installed; install it with `{}` \
-                 (scripts/brokers.sh does this)",
-                self.kind, spec.binary, spec.install
-            )));
+        let spec = spec(self.kind, self.inner_port, self.dir.path(), self.credentials.as_ref())?;
+        let binary = find_binary(spec.binary).ok_or_else(|| missing(self.kind, spec.binary, spec.install))?;
+        // The relay is looked for before anything starts, so a missing one
+        // is the same clear error as a missing broker.
+        let relay = match self.kind {
+            BackendKind::Pulsar if self.relay.is_none() => Some(
+                find_binary(PULSAR_RELAY)
+                    .ok_or_else(|| missing(self.kind, PULSAR_RELAY, "cargo build -p pulsar-lite-relay"))?,
+            ),
+            _ => None,
         };
+        let mut child = self.spawn(&binary, &spec.args, &self.extra_args)?;
+        let dir = self.dir.path().to_path_buf();
+        let result = wait_for_port(self.inner_port, &mut child, spec.binary, || read_logs(&dir)).await;
+        self.child = Some(child);
+        result?;
+        if let Some(relay) = relay {
+            let args = [
+                "--listen".to_string(),
+                format!("127.0.0.1:{}", self.port),
+                "--broker".to_string(),
+                format!("127.0.0.1:{}", self.inner_port),
+            ];
+            let mut child = self.spawn(&relay, &args, &[])?;
+            let result = wait_for_port(self.port, &mut child, PULSAR_RELAY, || read_logs(&dir)).await;
+            self.relay = Some(child);
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Runs `binary` in the data dir, its output appended to stdout.log.
+    fn spawn(&self, binary: &Path, args: &[String], extra_args: &[String]) -> Result<Child> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("stdout.log"))
             .map_err(|e| Error::broker("testing", "log file", e))?;
         let err = out.try_clone().map_err(|e| Error::broker("testing", "log file", e))?;
-        let child = Command::new(&binary)
-            .args(&spec.args)
-            .args(&self.extra_args)
+        Command::new(binary)
+            .args(args)
+            .args(extra_args)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|e| Error::broker("testing", format!("cannot run {}: {e}", spec.binary), e))?;
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if !self.is_running() {
-                return Err(Error::broker_msg(
-                    "testing",
-                    format!("{} exited during start-up; its log:\n{}", spec.binary, self.logs()),
-                ));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Timeout(START_TIMEOUT));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            .map_err(|e| Error::broker("testing", format!("cannot run {}: {e}", binary.display()), e))
     }
 
     /// The backend kind.
@@ -304,7 +392,7 @@ impl TestBroker {
                 None => format!("mqtt://127.0.0.1:{}", self.port),
             },
             BackendKind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
-            BackendKind::Pulsar => format!("pulsar://127.0.0.1:{}", self.port),
+            BackendKind::Pulsar => format!("pulsar://127.0.0.1:{}?broker=lite", self.port),
             BackendKind::Embedded => format!("embedded://{}", self.dir.path().display()),
         }
     }
@@ -363,17 +451,21 @@ impl TestBroker {
 
     /// The broker's log so far, for failure reports.
     pub fn logs(&self) -> String {
-        ["broker.log", "stdout.log"]
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(self.dir.path().join(f)).ok())
-            .collect::<Vec<_>>()
-            .join("\n")
+        read_logs(self.dir.path())
     }
+}
+
+fn read_logs(dir: &Path) -> String {
+    ["broker.log", "stdout.log"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in [self.child.take(), self.relay.take()].into_iter().flatten() {
             let _ = child.kill();
             let _ = child.wait();
         }

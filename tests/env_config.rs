@@ -71,13 +71,17 @@ async fn environment_chooses_and_configures_the_backend() {
         "{err}"
     );
 
-    // A backend whose feature is off names the feature; one whose adapter
-    // is still a placeholder says so. (scripts/test.sh runs this test with
-    // default features too, so both branches run.)
+    // A backend whose feature is off names the feature; with the feature,
+    // PULSAR_LISTENER reaches the adapter, which cannot honour it and says
+    // so. (scripts/test.sh runs this test with default features too, so
+    // both branches run.)
     std::env::set_var("PUBSUB_BACKEND", "pulsar");
+    std::env::set_var("PULSAR_LISTENER", "internal");
     let err = pubsub::from_env().await.unwrap_err();
+    std::env::remove_var("PULSAR_LISTENER");
     if cfg!(feature = "pulsar") {
         assert!(matches!(err, Error::Unsupported { backend: "pulsar", .. }), "{err:?}");
+        assert!(err.to_string().contains("\"internal\""), "{err}");
     } else {
         assert!(matches!(err, Error::InvalidConfiguration(_)), "{err:?}");
         assert!(err.to_string().contains("cargo feature \"pulsar\""), "{err}");

@@ -71,8 +71,8 @@ async fn brokers_side_by_side_restart_and_missing_binary() {
     a.stop().await.unwrap();
     assert!(!a.is_running());
 
-    // A broker kind without a harness yet, and a missing binary, are clear errors.
-    let err = TestBroker::start(BackendKind::Pulsar).await.unwrap_err();
+    // A kind with nothing to start, and a missing binary, are clear errors.
+    let err = TestBroker::start(BackendKind::Embedded).await.unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err:?}");
     let (path, home) = (std::env::var_os("PATH"), std::env::var_os("HOME"));
     std::env::set_var("PATH", "/nonexistent");

@@ -95,23 +95,28 @@ fn sub_type(kind: SubscriptionType) -> SubType {
     }
 }
 
-impl PulsarConsumer {
-    pub(crate) async fn start(
-        backend: Arc<Inner>,
-        topic: Topic,
-        subscription: &str,
-        options: ConsumerOptions,
-    ) -> Result<Self> {
-        let ptopic = pulsar_topic(&topic);
+/// Everything needed to subscribe, again after the connection broke.
+struct Recipe {
+    backend: Arc<Inner>,
+    ptopic: String,
+    subscription: String,
+    options: ConsumerOptions,
+}
+
+impl Recipe {
+    /// Subscribes, bounded by the backend's timeout.
+    async fn subscribe(&self) -> std::result::Result<RawConsumer, SubscribeError> {
+        let options = &self.options;
         let position = match options.initial_position {
             InitialPosition::Earliest => PulsarPosition::Earliest,
             InitialPosition::Latest => PulsarPosition::Latest,
         };
-        let mut builder = backend
+        let mut builder = self
+            .backend
             .client
             .consumer()
-            .with_topic(ptopic.clone())
-            .with_subscription(subscription)
+            .with_topic(self.ptopic.clone())
+            .with_subscription(self.subscription.clone())
             .with_subscription_type(sub_type(options.subscription_type))
             .with_batch_size(options.batch_size.min(u32::MAX as usize) as u32)
             .with_options(
@@ -128,39 +133,61 @@ impl PulsarConsumer {
             // Pulsar's own convention names the topic when none is given.
             let dead_letter_topic = match &options.dead_letter_topic {
                 Some(t) => pulsar_topic(t),
-                None => format!("{ptopic}-{subscription}-DLQ"),
+                None => format!("{}-{}-DLQ", self.ptopic, self.subscription),
             };
             builder = builder.with_dead_letter_policy(DeadLetterPolicy {
                 max_redeliver_count: max as usize,
                 dead_letter_topic,
             });
         }
-        let timeout = backend.config.timeout;
-        let consumer: RawConsumer = tokio::time::timeout(timeout, builder.build())
-            .await
-            .map_err(|_| Error::Timeout(timeout))?
-            .map_err(|e| {
-                if is_consumer_busy(&e) {
-                    Error::ConsumerBusy {
-                        subscription: subscription.to_string(),
-                    }
-                } else {
-                    convert(format!("subscribe {subscription} to {topic}"), e)
-                }
-            })?;
+        let timeout = self.backend.config.timeout;
+        match tokio::time::timeout(timeout, builder.build()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(SubscribeError::Pulsar(e)),
+            Err(_) => Err(SubscribeError::Timeout(timeout)),
+        }
+    }
+}
+
+enum SubscribeError {
+    Pulsar(pulsar::Error),
+    Timeout(Duration),
+}
+
+impl PulsarConsumer {
+    pub(crate) async fn start(
+        backend: Arc<Inner>,
+        topic: Topic,
+        subscription: &str,
+        options: ConsumerOptions,
+    ) -> Result<Self> {
+        let recipe = Recipe {
+            backend: backend.clone(),
+            ptopic: pulsar_topic(&topic),
+            subscription: subscription.to_string(),
+            options,
+        };
+        let consumer = recipe.subscribe().await.map_err(|e| match e {
+            SubscribeError::Timeout(t) => Error::Timeout(t),
+            SubscribeError::Pulsar(e) if is_consumer_busy(&e) => Error::ConsumerBusy {
+                subscription: subscription.to_string(),
+            },
+            SubscribeError::Pulsar(e) => convert(format!("subscribe {subscription} to {topic}"), e),
+        })?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::channel(options.batch_size.max(1));
+        let (tx, rx) = mpsc::channel(recipe.options.batch_size.max(1));
         let shared = Arc::new(Shared {
             topic: topic.clone(),
             closed: AtomicBool::new(false),
             commands,
-            nack_delay: options.nack_redelivery_delay,
+            nack_delay: recipe.options.nack_redelivery_delay,
         });
         let pump = Pump {
             shared: shared.clone(),
-            consumer,
-            ptopic,
+            consumer: Some(consumer),
+            recipe,
             deliveries: HashMap::new(),
+            unsent_acks: Vec::new(),
         };
         let task = tokio::spawn(pump.run(command_rx, tx));
         Ok(PulsarConsumer {
@@ -209,54 +236,74 @@ impl PulsarConsumer {
     }
 }
 
+/// Longest wait between attempts to subscribe again.
+const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(1);
+
 /// The task owning the Pulsar consumer.
 struct Pump {
     shared: Arc<Shared>,
-    consumer: RawConsumer,
-    ptopic: String,
+    /// `None` while the connection is broken and the task subscribes again.
+    consumer: Option<RawConsumer>,
+    recipe: Recipe,
     /// Deliveries to this consumer of each message not yet acked: its
     /// redelivery count (the `pulsar` crate does not expose the broker's).
     deliveries: HashMap<IdKey, u32>,
+    /// Acks given while there was no consumer, sent once there is one.
+    unsent_acks: Vec<MessageIdData>,
+}
+
+/// What the task does after a command.
+enum Next {
+    Continue,
+    Stop,
 }
 
 impl Pump {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::Sender<Message>) {
+        let mut backoff = Duration::from_millis(50);
         loop {
+            let Some(consumer) = self.consumer.as_mut() else {
+                // The `pulsar` consumer ends its stream when its connection
+                // breaks (a broker restart): subscribe again, with backoff.
+                // Meanwhile acks are kept for later and a close ends the task.
+                if tx.is_closed() {
+                    return;
+                }
+                while let Ok(c) = commands.try_recv() {
+                    if let Next::Stop = self.handle(c).await {
+                        return;
+                    }
+                }
+                match self.recipe.subscribe().await {
+                    Ok(c) => {
+                        tracing::info!(topic = %self.shared.topic, "pulsar consumer subscribed again");
+                        self.consumer = Some(c);
+                        backoff = Duration::from_millis(50);
+                        for id in std::mem::take(&mut self.unsent_acks) {
+                            self.handle(Command::Ack(id)).await;
+                        }
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
+                    }
+                }
+                continue;
+            };
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(Command::Ack(id)) => {
-                        self.deliveries.remove(&id_key(&id));
-                        if let Err(e) = self.consumer.ack_with_id(&self.ptopic, id).await {
-                            tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar ack failed");
-                        }
-                    }
-                    Some(Command::Nack(id)) => {
-                        if let Err(e) = self.consumer.nack_with_id(&self.ptopic, id).await {
-                            tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar nack failed");
-                        }
-                    }
-                    Some(Command::Close(reply)) => {
-                        let r = self.consumer.close().await;
-                        let _ = reply.send(r.map_err(|e| convert("close consumer", e)));
-                        return;
-                    }
-                    Some(Command::Unsubscribe(reply)) => {
-                        let r = self.consumer.unsubscribe().await;
-                        let _ = self.consumer.close().await;
-                        let _ = reply.send(r.map_err(|e| convert("unsubscribe", e)));
-                        return;
-                    }
+                    Some(c) => if let Next::Stop = self.handle(c).await { return },
                     None => return,
                 },
                 // The consumer handle is gone (dropped without close).
                 _ = tx.closed() => {
-                    let _ = self.consumer.close().await;
+                    let _ = consumer.close().await;
                     return;
                 }
                 // Room in the inbox: take the next message. (Only this task
                 // sends, so the room is still there when the message comes.)
-                next = self.consumer.next(), if tx.capacity() > 0 => match next {
+                next = consumer.next(), if tx.capacity() > 0 => match next {
                     Some(Ok(m)) => {
                         let m = self.convert(m);
                         if tx.try_send(m).is_err() {
@@ -267,8 +314,8 @@ impl Pump {
                         tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar consumer error");
                     }
                     None => {
-                        tracing::warn!(topic = %self.shared.topic, "pulsar consumer stream ended");
-                        return;
+                        tracing::warn!(topic = %self.shared.topic, "pulsar consumer lost its connection; subscribing again");
+                        self.consumer = None;
                     }
                 },
                 // The inbox is full: wait for room without holding it.
@@ -279,6 +326,52 @@ impl Pump {
                 }
             }
         }
+    }
+
+    async fn handle(&mut self, command: Command) -> Next {
+        let Some(consumer) = self.consumer.as_mut() else {
+            match command {
+                Command::Ack(id) => self.unsent_acks.push(id),
+                // Redelivered anyway: the broker gives unacked messages back
+                // when their consumer's connection goes.
+                Command::Nack(_) => {}
+                Command::Close(reply) | Command::Unsubscribe(reply) => {
+                    let _ = reply.send(Err(Error::Connection {
+                        backend: crate::errors::NAME,
+                        message: "the consumer was reconnecting; closed without reaching the broker".into(),
+                        source: None,
+                    }));
+                    return Next::Stop;
+                }
+            }
+            return Next::Continue;
+        };
+        let ptopic = &self.recipe.ptopic;
+        match command {
+            Command::Ack(id) => {
+                self.deliveries.remove(&id_key(&id));
+                if let Err(e) = consumer.ack_with_id(ptopic, id).await {
+                    tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar ack failed");
+                }
+            }
+            Command::Nack(id) => {
+                if let Err(e) = consumer.nack_with_id(ptopic, id).await {
+                    tracing::warn!(topic = %self.shared.topic, error = %e, "pulsar nack failed");
+                }
+            }
+            Command::Close(reply) => {
+                let r = consumer.close().await;
+                let _ = reply.send(r.map_err(|e| convert("close consumer", e)));
+                return Next::Stop;
+            }
+            Command::Unsubscribe(reply) => {
+                let r = consumer.unsubscribe().await;
+                let _ = consumer.close().await;
+                let _ = reply.send(r.map_err(|e| convert("unsubscribe", e)));
+                return Next::Stop;
+            }
+        }
+        Next::Continue
     }
 
     fn convert(&mut self, m: pulsar::consumer::Message<Vec<u8>>) -> Message {
