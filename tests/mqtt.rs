@@ -221,3 +221,11 @@ async fn interop_with_mosquitto_clients() {
     assert_eq!(m.key(), Some("k-1"));
     m.ack().await.unwrap();
 }
+
+/// Nothing listening: a typed, retriable connection error within a bounded
+/// time, without the password.
+#[tokio::test]
+async fn unreachable_broker_is_a_connection_error() {
+    let url = format!("mqtt://user:mqtt-s3cret@127.0.0.1:{}", common::unused_port());
+    common::unreachable_is_a_connection_error(&url, "mqtt-s3cret").await;
+}

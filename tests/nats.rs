@@ -30,17 +30,8 @@ async fn consumer_resumes_after_graceful_restart() {
 /// Nothing listening: a typed connection error within a bounded time.
 #[tokio::test]
 async fn unreachable_server_is_a_connection_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("nats://127.0.0.1:{port}");
-    let result = tokio::time::timeout(Duration::from_secs(30), pubsub::connect(&url))
-        .await
-        .expect("bounded wait");
-    let err = result.unwrap_err();
-    assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+    let url = format!("nats://tok-nats-s3cret@127.0.0.1:{}", common::unused_port());
+    common::unreachable_is_a_connection_error(&url, "tok-nats-s3cret").await;
 }
 
 /// The payload limit leaves room for headers; payload plus headers beyond

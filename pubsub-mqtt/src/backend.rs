@@ -152,7 +152,8 @@ impl MqttProducer {
     fn check(&self, message: &OutgoingMessage) -> Result<()> {
         ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
         self.inner.ensure_open()?;
-        self.inner.caps.check_message(message)
+        self.inner.caps.check_message(message)?;
+        crate::mapping::check_mqtt_strings(message)
     }
 }
 

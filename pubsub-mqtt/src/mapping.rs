@@ -27,6 +27,23 @@ pub(crate) fn qos(q: Qos) -> QoS {
     }
 }
 
+/// MQTT strings must not carry control characters (MQTT 5, 1.5.4; Mosquitto
+/// drops the connection on one, "Malformed UTF-8"). The core rules allow a
+/// tab in property values; here it is refused before sending.
+pub(crate) fn check_mqtt_strings(m: &OutgoingMessage) -> pubsub_core::Result<()> {
+    let control = |s: &str| s.chars().find(|c| c.is_control());
+    let strings = m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    for (name, value) in strings.chain(m.key.as_deref().map(|k| ("key", k))) {
+        if let Some(c) = control(value) {
+            return Err(pubsub_core::Error::InvalidProperty {
+                name: name.to_string(),
+                reason: format!("MQTT strings cannot carry control characters such as {c:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn to_properties(m: &OutgoingMessage) -> PublishProperties {
     let mut p = PublishProperties::default();
     for (k, v) in &m.properties {
@@ -63,6 +80,16 @@ pub(crate) fn from_properties(p: Option<&PublishProperties>) -> (Properties, Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_refused_before_sending() {
+        let tab = OutgoingMessage::new("x").with_property("a", "x\ty");
+        assert!(matches!(
+            check_mqtt_strings(&tab),
+            Err(pubsub_core::Error::InvalidProperty { name, .. }) if name == "a"
+        ));
+        check_mqtt_strings(&OutgoingMessage::new("x").with_property("a", "grüße ✓").with_key("ключ")).unwrap();
+    }
 
     #[test]
     fn properties_round_trip_through_v5_fields() {

@@ -33,11 +33,23 @@ pub enum Outage {
     Stop,
 }
 
-/// The q1 no-loss proof: `total` numbered messages are sent while the
-/// broker goes down (at message `total / 3`) and is started again `outage`
-/// messages later; a consumer acks what it gets. Every send that returned
-/// Ok must be received. Prints sent/confirmed/received/duplicates.
+/// `PUBSUB_SOAK_MESSAGES`: how many messages the no-loss tests send instead
+/// of their modest default (`scripts/soak.sh` sets it).
+pub fn soak_messages() -> Option<usize> {
+    let v = std::env::var("PUBSUB_SOAK_MESSAGES").ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("PUBSUB_SOAK_MESSAGES={v:?} is not a number")),
+    )
+}
+
+/// The q1 no-loss proof: `total` numbered messages (or
+/// `PUBSUB_SOAK_MESSAGES`) are sent while the broker goes down (at message
+/// `total / 3`) and is started again `outage` messages later; a consumer
+/// acks what it gets. Every send that returned Ok must be received. Prints
+/// sent/confirmed/received/duplicates.
 pub async fn no_loss_across_restart(mut broker: TestBroker, how: Outage, total: usize, outage: usize) {
+    let total = soak_messages().unwrap_or(total);
     let kind = broker.kind();
     let backend = broker.backend().await.expect("connect");
     assert!(backend.capabilities().persistence, "the test broker persists");
@@ -175,4 +187,27 @@ pub async fn consumer_resumes_after_restart(mut broker: TestBroker) {
         .await
         .expect("the consumer reconnects");
     assert_eq!(m.payload().as_ref(), b"after");
+}
+
+/// A loopback port nothing listens on.
+pub fn unused_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connecting to `url` where nothing listens fails with a retriable
+/// `Error::Connection` within 30 s, and the error shows no secret of the URL.
+pub async fn unreachable_is_a_connection_error(url: &str, secret: &str) {
+    let result = tokio::time::timeout(Duration::from_secs(30), pubsub::connect(url))
+        .await
+        .unwrap_or_else(|_| panic!("connect to {} did not give up within 30 s", pubsub::redact_url(url)));
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Connection { .. }) && err.is_retriable(), "{err:?}");
+    assert!(
+        !format!("{err} {err:?}").contains(secret),
+        "the error shows the secret: {err:?}"
+    );
 }

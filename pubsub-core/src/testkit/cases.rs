@@ -721,6 +721,145 @@ pub async fn invalid_input_gives_typed_errors(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// What a refused input must be refused with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Property,
+    TooLarge,
+}
+
+fn refused_as(e: &Error) -> Option<Refusal> {
+    match e {
+        Error::InvalidProperty { .. } => Some(Refusal::Property),
+        Error::PayloadTooLarge { .. } => Some(Refusal::TooLarge),
+        _ => None,
+    }
+}
+
+/// One table of bad (and borderline good) input, sent alone and inside a
+/// batch: every bad message gets its typed error, a batch holding one is
+/// refused whole, and afterwards exactly the accepted messages arrive.
+pub async fn bad_input_table(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "bad-table");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    let mut bad: Vec<(&str, OutgoingMessage, Refusal)> = vec![
+        (
+            "name with a space",
+            numbered(0).with_property("a b", "v"),
+            Refusal::Property,
+        ),
+        (
+            "name with a slash",
+            numbered(0).with_property("a/b", "v"),
+            Refusal::Property,
+        ),
+        (
+            "name with a NUL",
+            numbered(0).with_property("a\0b", "v"),
+            Refusal::Property,
+        ),
+        (
+            "name with a newline",
+            numbered(0).with_property("a\nb", "v"),
+            Refusal::Property,
+        ),
+        (
+            "non-ASCII name",
+            numbered(0).with_property("grüße", "v"),
+            Refusal::Property,
+        ),
+        ("empty name", numbered(0).with_property("", "v"), Refusal::Property),
+        (
+            "over-long name",
+            numbered(0).with_property("n".repeat(crate::MAX_PROPERTY_NAME_LEN + 1), "v"),
+            Refusal::Property,
+        ),
+        (
+            "reserved prefix",
+            numbered(0).with_property("pubsub.x", "v"),
+            Refusal::Property,
+        ),
+        (
+            "value with a newline",
+            numbered(0).with_property("ok", "a\nb"),
+            Refusal::Property,
+        ),
+        (
+            "value with a carriage return",
+            numbered(0).with_property("ok", "a\rb"),
+            Refusal::Property,
+        ),
+        (
+            "value with a NUL",
+            numbered(0).with_property("ok", "a\0b"),
+            Refusal::Property,
+        ),
+        (
+            "value with an escape",
+            numbered(0).with_property("ok", "\u{1b}[31m"),
+            Refusal::Property,
+        ),
+        ("key with a newline", numbered(0).with_key("k\n"), Refusal::Property),
+        ("empty dedup id", numbered(0).with_dedup_id(""), Refusal::Property),
+    ];
+    if let Some(max) = ctx.caps.max_payload {
+        bad.push((
+            "payload one byte over the limit",
+            OutgoingMessage::new(vec![7u8; max + 1]),
+            Refusal::TooLarge,
+        ));
+    }
+    for (what, m, expected) in &bad {
+        match p.send(m.clone()).await {
+            Err(e) => assert_eq!(refused_as(&e), Some(*expected), "{what}: got {e:?}"),
+            Ok(id) => panic!("{what}: accepted as {id}"),
+        }
+        let batch = vec![numbered(0), m.clone(), numbered(0)];
+        match p.send_batch(batch).await {
+            Err(e) => assert_eq!(refused_as(&e), Some(*expected), "{what} in a batch: got {e:?}"),
+            Ok(_) => panic!("{what} in a batch: accepted"),
+        }
+    }
+    // A tab in a value: the core rules allow it, a backend may refuse it
+    // (MQTT strings cannot carry control characters), but only with a
+    // typed error, and the producer keeps working.
+    let tab = numbered(1).with_property("tab", "a\tb");
+    let mut good = Vec::new();
+    match p.send(tab.clone()).await {
+        Ok(_) => good.push(tab),
+        Err(Error::InvalidProperty { .. }) => {}
+        Err(e) => panic!("a tab in a property value: expected Ok or InvalidProperty, got {e:?}"),
+    }
+    // Borderline but valid: each is accepted and arrives unchanged.
+    let borderline = [
+        numbered(2).with_property("unicode-value", "grüße ✓"),
+        numbered(3).with_property("n".repeat(crate::MAX_PROPERTY_NAME_LEN), "longest name"),
+        numbered(4).with_key("ключ 🔑"),
+        numbered(5).with_property("empty-value", ""),
+    ];
+    for (i, m) in borderline.into_iter().enumerate() {
+        p.send(m.clone())
+            .await
+            .unwrap_or_else(|e| panic!("valid message {}: {e}", i + 2));
+        good.push(m);
+    }
+    let got = receive_n(c.as_ref(), good.len(), true).await;
+    let mut by_number: Vec<_> = got.iter().map(|m| (number_of(m), m)).collect();
+    by_number.sort_by_key(|(n, _)| *n);
+    for ((n, m), sent) in by_number.into_iter().zip(&good) {
+        assert_eq!(m.payload(), &sent.payload, "message {n}");
+        for (k, v) in &sent.properties {
+            assert_eq!(m.property(k), Some(v.as_str()), "message {n}, property {k}");
+        }
+        if ctx.caps.keys {
+            assert_eq!(m.key(), sent.key.as_deref(), "message {n}");
+        }
+    }
+    expect_quiet(c.as_ref(), "nothing refused may arrive").await;
+    Outcome::Passed
+}
+
 /// q0 keeps nothing for a subscription nobody listens on, and still
 /// delivers to a listening one.
 pub async fn q0_does_not_retain(ctx: &Ctx) -> Outcome {

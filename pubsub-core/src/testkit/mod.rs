@@ -237,6 +237,7 @@ macro_rules! __with_conformance_cases {
             closed_handles_give_closed,
             double_ack_is_harmless,
             invalid_input_gives_typed_errors,
+            bad_input_table,
             q0_does_not_retain,
             q2_drops_duplicate_sends,
             delayed_delivery,
