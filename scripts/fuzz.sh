@@ -23,13 +23,17 @@ for target in topic_parse codecs record_decode; do
     corpus="target/fuzz-corpus/$target"
     mkdir -p "$corpus"
     echo "fuzz: $target for ${seconds}s" >&2
+    log="target/fuzz-logs/$target.log"
+    mkdir -p target/fuzz-logs
+    set +e
     cargo fuzz run --fuzz-dir fuzz "$target" "$corpus" "fuzz/seeds/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
-        grep -E "^(stat::number_of_executed_units|stat::new_units_added|INFO: Seed|==|SUMMARY|Done|ERROR)" || true
-    # grep hides the progress lines; the exit status that counts is cargo fuzz's.
-    status=${PIPESTATUS[0]}
+        -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1
+    status=$?
+    set -e
+    grep -E "^(stat::number_of_executed_units|stat::new_units_added|Done)" "$log" || true
     if [ "$status" -ne 0 ]; then
-        echo "fuzz: $target FAILED (exit $status); the input is in fuzz/artifacts/$target/" >&2
+        tail -40 "$log" >&2
+        echo "fuzz: $target FAILED (exit $status); the input is in fuzz/artifacts/$target/, the log in $log" >&2
         exit 1
     fi
 done

@@ -40,6 +40,9 @@ else
     cargo test --workspace --all-features --no-fail-fast 2>&1 | tee target/nextest.log || status=$?
 fi
 
+echo "== fuzz (FUZZ_SECONDS=${FUZZ_SECONDS:=20} per target)"
+FUZZ_SECONDS="$FUZZ_SECONDS" scripts/fuzz.sh || status=1
+
 echo "== unsupported and skipped cases"
 sort -u "$PUBSUB_TEST_REPORT"
 [ -s "$PUBSUB_TEST_REPORT" ] || echo "(none)"

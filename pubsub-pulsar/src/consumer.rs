@@ -100,7 +100,23 @@ struct Recipe {
     backend: Arc<Inner>,
     ptopic: String,
     subscription: String,
+    /// `options.name`, or one that sorts in creation order: brokers pick a
+    /// Failover subscription's active consumer by name (or by arrival), so
+    /// either way the first consumer is the active one. Kept across
+    /// resubscribing.
+    consumer_name: String,
     options: ConsumerOptions,
+}
+
+/// A consumer name unique to this process that sorts in creation order.
+fn ordered_name(subscription: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{subscription}-{micros:020}-{n:08}-{:08x}", std::process::id())
 }
 
 impl Recipe {
@@ -125,10 +141,8 @@ impl Recipe {
                     .with_initial_position(position),
             )
             // The client redelivers what stays unacked this long.
-            .with_unacked_message_resend_delay(options.ack_timeout);
-        if let Some(name) = &options.name {
-            builder = builder.with_consumer_name(name.clone());
-        }
+            .with_unacked_message_resend_delay(options.ack_timeout)
+            .with_consumer_name(self.consumer_name.clone());
         if let Some(max) = options.max_redeliveries {
             // Pulsar's own convention names the topic when none is given.
             let dead_letter_topic = match &options.dead_letter_topic {
@@ -165,6 +179,7 @@ impl PulsarConsumer {
             backend: backend.clone(),
             ptopic: pulsar_topic(&topic),
             subscription: subscription.to_string(),
+            consumer_name: options.name.clone().unwrap_or_else(|| ordered_name(subscription)),
             options,
         };
         let consumer = recipe.subscribe().await.map_err(|e| match e {

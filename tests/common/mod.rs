@@ -182,11 +182,25 @@ pub async fn consumer_resumes_after_restart(mut broker: TestBroker) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(sent, "the producer reconnects");
-    let m = c
-        .receive_timeout(Duration::from_secs(30))
-        .await
-        .expect("the consumer reconnects");
-    assert_eq!(m.payload().as_ref(), b"after");
+    // "before" may come back once: an ack the broker had not stored when it
+    // stopped is redelivered (at-least-once). What matters is that "after"
+    // arrives on the same consumer.
+    for redeliveries in 0.. {
+        assert!(redeliveries < 5, "\"before\" keeps coming back");
+        let m = c
+            .receive_timeout(Duration::from_secs(30))
+            .await
+            .expect("the consumer reconnects");
+        m.ack().await.unwrap();
+        match m.payload().as_ref() {
+            b"after" => break,
+            b"before" => eprintln!(
+                "{}: the ack of \"before\" was redelivered after the restart",
+                broker.kind()
+            ),
+            other => panic!("unexpected message {other:?}"),
+        }
+    }
 }
 
 /// A loopback port nothing listens on.

@@ -35,9 +35,19 @@ pub struct Avro<T> {
     _type: PhantomData<fn() -> T>,
 }
 
+/// The most apache-avro may allocate for one string, bytes or array block
+/// while decoding (its process-wide `max_allocation_bytes`, set by the first
+/// `Avro::new` unless the application set it before). apache-avro reserves
+/// an array's memory from the item count written in the payload, so with its
+/// 512 MiB default a 90-byte payload made it reserve 7.5 GB (found by the
+/// `codecs` fuzz target; the input is in `fuzz/seeds/codecs/`). 16 MiB is
+/// the largest payload any backend accepts.
+pub const AVRO_MAX_ALLOCATION: usize = 16 * 1024 * 1024;
+
 impl<T: AvroSchema> Avro<T> {
     /// A codec for `T`, with the schema derived from the type.
     pub fn new() -> Result<Self> {
+        apache_avro::util::max_allocation_bytes(AVRO_MAX_ALLOCATION);
         let schema = T::get_schema();
         let header = RabinFingerprintHeader::from_schema(&schema).build_header();
         let reader =
@@ -114,6 +124,27 @@ mod tests {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, apache_avro::AvroSchema)]
     struct Other {
         x: i64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, apache_avro::AvroSchema)]
+    struct Batch {
+        items: Vec<i64>,
+    }
+
+    /// An array announcing 400 million items in a few bytes is refused by
+    /// the allocation limit, not reserved (the fuzz finding).
+    #[test]
+    fn huge_array_counts_are_refused_before_allocating() {
+        let codec = Avro::<Batch>::new().unwrap();
+        let mut payload = codec.header.clone();
+        let mut n: u64 = 400_000_000 << 1; // zig-zag encoded block count
+        while n >= 0x80 {
+            payload.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        payload.push(n as u8);
+        let err = codec.decode(&payload).unwrap_err().to_string();
+        assert!(err.contains(&AVRO_MAX_ALLOCATION.to_string()), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@
 mod avro;
 mod json;
 
-pub use avro::{Avro, AVRO_CONTENT_TYPE};
+pub use avro::{Avro, AVRO_CONTENT_TYPE, AVRO_MAX_ALLOCATION};
 pub(crate) use json::to_json_bytes;
 pub use json::{Json, JSON_CONTENT_TYPE};
 
