@@ -1,0 +1,206 @@
+//! `pubsub-bench`: the SDK against the raw client library on the same
+//! broker, side by side in one run, and the embedded backend against tokio
+//! channels. Prints a Markdown table.
+//!
+//! ```text
+//! scripts/brokers.sh
+//! cargo run --release -p pubsub-bench -- [--messages 20000] [--backends embedded,redis,nats,...]
+//! ```
+//!
+//! Brokers are found as the tests find them (`REDIS_URL`, `NATS_URL`,
+//! `MQTT_HOST`, `KAFKA_BOOTSTRAP_SERVERS`, `PULSAR_HOST`, defaulting to the
+//! loopback ports scripts/brokers.sh uses). Figures from a shared 2-core
+//! machine are noisy: compare the ratios within one run, not runs.
+
+mod raw;
+mod sdk;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use pubsub::{PubSubBackend, Qos};
+use sdk::Split;
+use stats::{print_table, quantile_us, rate, Row};
+
+#[derive(Parser)]
+struct Args {
+    /// Messages per throughput workload.
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Backends to measure.
+    #[arg(long, value_delimiter = ',', default_value = "embedded,redis,nats,mqtt,kafka,pulsar")]
+    backends: Vec<String>,
+    /// Messages per second of the latency workload.
+    #[arg(long, default_value_t = 200)]
+    latency_rate: u32,
+    /// Seconds of the latency workload.
+    #[arg(long, default_value_t = 3)]
+    latency_seconds: u32,
+    /// Unacked messages held by the embedded backend for the memory figure (0: skip).
+    #[arg(long, default_value_t = 1_000_000)]
+    rss_messages: usize,
+}
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn url_of(backend: &str) -> String {
+    match backend {
+        "embedded" => "embedded://memory".into(),
+        "redis" => env("REDIS_URL", "redis://127.0.0.1:6379"),
+        "nats" => env("NATS_URL", "nats://127.0.0.1:4222"),
+        "mqtt" => format!("mqtt://{}:{}", env("MQTT_HOST", "127.0.0.1"), env("MQTT_PORT", "1883")),
+        "kafka" => format!("kafka://{}", env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
+        "pulsar" => env("PULSAR_HOST", "pulsar://127.0.0.1:6650?broker=lite"),
+        other => other.to_string(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args = Args::parse();
+    let mut rows = Vec::new();
+    for name in &args.backends {
+        match pubsub::connect(&url_of(name)).await {
+            Ok(backend) => {
+                if let Err(e) = measure(name, backend, &args, &mut rows).await {
+                    eprintln!("{name}: {e}");
+                }
+            }
+            Err(e) => eprintln!("{name}: cannot connect, skipped: {e}"),
+        }
+    }
+    print_table(&rows);
+    if args.rss_messages > 0 && args.backends.iter().any(|b| b == "embedded") {
+        match embedded_rss(args.rss_messages).await {
+            Ok((before, after)) => println!(
+                "\nembedded, {} unacked 100-byte messages: RSS {before:.0} MiB before, {after:.0} MiB after (+{:.0} MiB, {:.0} bytes per message)",
+                args.rss_messages,
+                after - before,
+                (after - before) * 1024.0 * 1024.0 / args.rss_messages as f64
+            ),
+            Err(e) => eprintln!("embedded RSS: {e}"),
+        }
+    }
+}
+
+async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows: &mut Vec<Row>) -> pubsub::Result<()> {
+    let n = args.messages;
+    let caps = backend.capabilities().clone();
+    for (qos, size) in [
+        (Qos::AtMostOnce, 100),
+        (Qos::AtLeastOnce, 100),
+        (Qos::AtLeastOnce, 10 * 1024),
+    ] {
+        if caps.max_payload.is_some_and(|m| m < size) {
+            continue;
+        }
+        let label = format!("{} {}B", qos.as_str(), size);
+        // Publish throughput (q1 only: a q0 publish measures only the socket).
+        if qos == Qos::AtLeastOnce {
+            let took = sdk::publish(backend.as_ref(), &sdk::fresh_topic(qos, "publish"), n, size).await?;
+            let mut row = Row::new(name, format!("publish {label}"), "msg/s");
+            row.sdk = Some(rate(n, took));
+            row.raw = raw_publish(name, n, size).await;
+            rows.push(row);
+        }
+        // q0 with one consumer only: on some brokers (Redis Pub/Sub) every
+        // q0 consumer gets every message, so "4 consumers" is not comparable.
+        let consumer_counts: &[usize] = if qos == Qos::AtMostOnce { &[1] } else { &[1, 4] };
+        for &consumers in consumer_counts {
+            let topic = sdk::fresh_topic(qos, "e2e");
+            let (took, got) = sdk::end_to_end(backend.clone(), &topic, n, size, consumers, Split::Shared).await?;
+            let delivered = if got < n {
+                format!(" ({:.0}% delivered)", got as f64 * 100.0 / n as f64)
+            } else {
+                String::new()
+            };
+            let mut row = Row::new(
+                name,
+                format!("end-to-end {label}, {consumers} consumer(s){delivered}"),
+                "msg/s",
+            );
+            row.sdk = Some(rate(got, took));
+            row.raw = raw_end_to_end(name, qos, n, size, consumers).await;
+            rows.push(row);
+        }
+    }
+    if name == "embedded" {
+        let topic = sdk::fresh_topic(Qos::AtLeastOnce, "fan-out");
+        let (took, _) = sdk::end_to_end(backend.clone(), &topic, n, 100, 4, Split::FanOut).await?;
+        let mut row = Row::new(
+            name,
+            "fan-out q1 100B to 4 subscriptions (raw: tokio broadcast)".into(),
+            "msg/s",
+        );
+        row.sdk = Some(rate(n, took));
+        row.raw = Some(rate(n, raw::broadcast_fan_out(n, 100, 4).await));
+        rows.push(row);
+    }
+    let samples = sdk::latency(
+        backend.clone(),
+        &sdk::fresh_topic(Qos::AtLeastOnce, "latency"),
+        args.latency_rate,
+        args.latency_seconds,
+    )
+    .await?;
+    for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+        let mut row = Row::new(
+            name,
+            format!("latency q1 100B at {} msg/s, {label}", args.latency_rate),
+            "µs",
+        );
+        row.sdk = Some(quantile_us(&samples, q));
+        rows.push(row);
+    }
+    let _ = backend.close().await;
+    Ok(())
+}
+
+/// The raw client's publish figure, where one is written.
+async fn raw_publish(name: &str, n: usize, size: usize) -> Option<f64> {
+    let took = match name {
+        "nats" => raw::nats_publish(&url_of(name), n, size).await,
+        "redis" => raw::redis_publish(&url_of(name), n, size).await,
+        _ => return None,
+    };
+    match took {
+        Ok(d) => Some(rate(n, d)),
+        Err(e) => {
+            eprintln!("{name} raw publish: {e}");
+            None
+        }
+    }
+}
+
+/// The raw client's (or, for embedded, tokio mpsc's) end-to-end figure.
+async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: usize) -> Option<f64> {
+    let took: Result<Duration, Box<dyn std::error::Error + Send + Sync>> = match (name, qos, consumers) {
+        ("embedded", _, _) => Ok(raw::mpsc_end_to_end(n, size, consumers).await),
+        ("nats", Qos::AtLeastOnce, 1) => raw::nats_end_to_end(&url_of(name), n, size).await,
+        ("redis", Qos::AtLeastOnce, 1) => raw::redis_end_to_end(&url_of(name), n, size).await,
+        _ => return None,
+    };
+    match took {
+        Ok(d) => Some(rate(n, d)),
+        Err(e) => {
+            eprintln!("{name} raw end-to-end: {e}");
+            None
+        }
+    }
+}
+
+/// RSS before and after the embedded backend holds `n` unacked messages.
+async fn embedded_rss(n: usize) -> pubsub::Result<(f64, f64)> {
+    let backend = pubsub::connect("embedded://memory").await?;
+    let topic = sdk::fresh_topic(Qos::AtLeastOnce, "rss");
+    // The subscription exists, so every message is kept until acked.
+    let _consumer = backend.create_consumer(&topic, "holder", Default::default()).await?;
+    let before = stats::rss_mib().unwrap_or(f64::NAN);
+    sdk::publish(backend.as_ref(), &topic, n, 100).await?;
+    let after = stats::rss_mib().unwrap_or(f64::NAN);
+    Ok((before, after))
+}

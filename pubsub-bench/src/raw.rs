@@ -1,0 +1,253 @@
+//! The same workloads written directly against the client libraries (the
+//! baseline of the SDK/raw ratio), and tokio channels (the baseline of the
+//! embedded backend).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures::StreamExt;
+
+use crate::sdk::BATCH;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn unique(prefix: &str) -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}{n}")
+}
+
+/// NATS JetStream: publish `n` messages in pipelined batches of [`BATCH`]
+/// (the PubAcks awaited per batch, as the SDK's `send_batch` does).
+pub async fn nats_publish(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let client = async_nats::connect(url).await?;
+    let js = jetstream::new(client);
+    let name = unique("RAW");
+    js.get_or_create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![name.to_lowercase()],
+        ..Default::default()
+    })
+    .await?;
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    nats_send(&js, &name.to_lowercase(), n, &payload).await?;
+    let took = started.elapsed();
+    js.delete_stream(&name).await?;
+    Ok(took)
+}
+
+async fn nats_send(js: &jetstream::Context, subject: &str, n: usize, payload: &bytes::Bytes) -> Result<(), BoxError> {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let mut acks = Vec::with_capacity(k);
+        for _ in 0..k {
+            acks.push(js.publish(subject.to_string(), payload.clone()).await?);
+        }
+        for a in acks {
+            a.await?;
+        }
+        left -= k;
+    }
+    Ok(())
+}
+
+/// NATS JetStream end to end: one durable pull consumer acks each message
+/// while `n` are published.
+pub async fn nats_end_to_end(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let client = async_nats::connect(url).await?;
+    let js = jetstream::new(client);
+    let name = unique("RAW");
+    let subject = name.to_lowercase();
+    let s = js
+        .get_or_create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await?;
+    let consumer = s
+        .create_consumer(pull::Config {
+            durable_name: Some("bench".into()),
+            ..Default::default()
+        })
+        .await?;
+    let receiver = tokio::spawn(async move {
+        let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
+        let mut got = 0;
+        while got < n {
+            let m = messages.next().await.ok_or("stream ended")??;
+            m.ack().await?;
+            got += 1;
+        }
+        Ok::<Instant, BoxError>(Instant::now())
+    });
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    nats_send(&js, &subject, n, &payload).await?;
+    let finished = receiver.await??;
+    js.delete_stream(&name).await?;
+    Ok(finished - started)
+}
+
+/// Redis Streams: `XADD` in pipelines of [`BATCH`].
+pub async fn redis_publish(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let key = unique("raw:");
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    redis_send(&mut conn, &key, n, &payload).await?;
+    let took = started.elapsed();
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+    Ok(took)
+}
+
+async fn redis_send(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    n: usize,
+    payload: &[u8],
+) -> Result<(), BoxError> {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            pipe.cmd("XADD").arg(key).arg("*").arg("p").arg(payload);
+        }
+        let _: Vec<String> = pipe.query_async(conn).await?;
+        left -= k;
+    }
+    Ok(())
+}
+
+/// Redis Streams end to end: one group consumer (`XREADGROUP` of up to
+/// [`BATCH`], one `XACK` per batch) while `n` are published.
+pub async fn redis_end_to_end(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let key = unique("raw:");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await?;
+    let mut reader = client.get_multiplexed_async_connection().await?;
+    let read_key = key.clone();
+    let receiver = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg("g")
+                .arg("c")
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("BLOCK")
+                .arg(200)
+                .arg("STREAMS")
+                .arg(&read_key)
+                .arg(">")
+                .query_async(&mut reader)
+                .await?;
+            for k in reply.keys {
+                let ids: Vec<String> = k.ids.iter().map(|e| e.id.clone()).collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                got += ids.len();
+                let _: i64 = redis::cmd("XACK")
+                    .arg(&read_key)
+                    .arg("g")
+                    .arg(&ids)
+                    .query_async(&mut reader)
+                    .await?;
+            }
+        }
+        Ok::<Instant, BoxError>(Instant::now())
+    });
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    redis_send(&mut conn, &key, n, &payload).await?;
+    let finished = receiver.await??;
+    let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+    Ok(finished - started)
+}
+
+/// tokio mpsc: one producer, `consumers` competing receivers (behind a
+/// mutex, as a work queue), `n` messages of `size` bytes.
+pub async fn mpsc_end_to_end(n: usize, size: usize, consumers: usize) -> Duration {
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1000);
+    let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let (rx, received) = (rx.clone(), received.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let mut rx = rx.lock().await;
+                let mut buf = Vec::with_capacity(BATCH);
+                if rx.recv_many(&mut buf, BATCH).await == 0 {
+                    break;
+                }
+                drop(rx);
+                if received.fetch_add(buf.len(), Ordering::AcqRel) + buf.len() >= n {
+                    break;
+                }
+            }
+        }));
+    }
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    for _ in 0..n {
+        if tx.send(payload.clone()).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    for t in tasks {
+        let _ = t.await;
+    }
+    started.elapsed()
+}
+
+/// tokio broadcast: every one of `subscribers` receivers gets all `n` messages.
+pub async fn broadcast_fan_out(n: usize, size: usize, subscribers: usize) -> Duration {
+    let (tx, _) = tokio::sync::broadcast::channel::<bytes::Bytes>(1024);
+    let mut tasks = Vec::new();
+    for _ in 0..subscribers {
+        let mut rx = tx.subscribe();
+        tasks.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < n {
+                match rx.recv().await {
+                    Ok(_) => got += 1,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => got += k as usize,
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    for _ in 0..n {
+        let _ = tx.send(payload.clone());
+        // Let receivers keep up rather than lag (a fair fan-out loses nothing).
+        if tx.len() > 512 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    started.elapsed()
+}
