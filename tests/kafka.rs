@@ -6,6 +6,8 @@
 //! and service.rs:337), whether it was killed or stopped cleanly. See the
 //! README's Kafka notes.
 
+mod common;
+
 use std::time::Duration;
 
 use pubsub::{Error, Secret};
@@ -13,11 +15,7 @@ use pubsub::{Error, Secret};
 /// Nothing listening: a typed connection error within a bounded time.
 #[tokio::test]
 async fn unreachable_broker_is_a_connection_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::unused_port();
     let config = pubsub::kafka::KafkaConfig::new(format!("127.0.0.1:{port}")).with_timeout(Duration::from_secs(2));
     let result = tokio::time::timeout(Duration::from_secs(30), pubsub::kafka::KafkaBackend::connect(config)).await;
     let err = result.expect("bounded wait").unwrap_err();

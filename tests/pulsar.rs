@@ -35,11 +35,7 @@ async fn consumer_resumes_after_graceful_restart() {
 /// Nothing listening: a typed, retriable connection error within the timeout.
 #[tokio::test]
 async fn unreachable_broker_is_a_connection_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::unused_port();
     let config = PulsarConfig::new(format!("pulsar://127.0.0.1:{port}"))
         .with_timeout(Duration::from_secs(2))
         .with_token(Secret::new("tok-unreachable-123"));
@@ -103,6 +99,20 @@ fn python() -> Option<PathBuf> {
     ok.then_some(p)
 }
 
+/// A broker and the venv's Python with `pulsar-client`, or `None` (skipped,
+/// or a failure under CI).
+async fn broker_and_python() -> Option<(pubsub::testing::TestBroker, PathBuf)> {
+    let b = broker(BackendKind::Pulsar, &[]).await?;
+    let Some(py) = python() else {
+        pubsub::testkit::broker_unavailable(
+            "pulsar interop",
+            &"no target/pyenv with pulsar-client (scripts/brokers.sh makes it)",
+        );
+        return None;
+    };
+    Some((b, py))
+}
+
 /// The official client's URL for the test broker (without our `?broker=` hint).
 fn service_url(b: &pubsub::testing::TestBroker) -> String {
     b.url().split('?').next().unwrap().to_string()
@@ -129,14 +139,8 @@ c.close()
 /// What the SDK sends, the official Python client reads (payload, key, properties).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_to_official_python_client() {
-    let Some(b) = broker(BackendKind::Pulsar, &[]).await else {
+    let Some((b, py)) = broker_and_python().await else {
         return;
-    };
-    let Some(py) = python() else {
-        return pubsub::testkit::broker_unavailable(
-            "pulsar interop",
-            &"no target/pyenv with pulsar-client (scripts/brokers.sh makes it)",
-        );
     };
     let backend = b.backend().await.unwrap();
     let topic: Topic = "q1/interop/sdk/to-python".parse().unwrap();
@@ -169,14 +173,8 @@ async fn sdk_to_official_python_client() {
 /// What the official Python client sends, the SDK reads (payload, key, properties).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_client_to_sdk() {
-    let Some(b) = broker(BackendKind::Pulsar, &[]).await else {
+    let Some((b, py)) = broker_and_python().await else {
         return;
-    };
-    let Some(py) = python() else {
-        return pubsub::testkit::broker_unavailable(
-            "pulsar interop",
-            &"no target/pyenv with pulsar-client (scripts/brokers.sh makes it)",
-        );
     };
     let backend = b.backend().await.unwrap();
     let topic: Topic = "q1/interop/python/to-sdk".parse().unwrap();
