@@ -87,9 +87,9 @@ pub async fn end_to_end(
                 }
                 idle = 0;
                 last = Instant::now();
-                for m in &batch {
-                    m.ack().await?;
-                }
+                // Acks of a batch go out together (each backend pipelines or
+                // coalesces them), as an application handling a batch would.
+                futures::future::try_join_all(batch.iter().map(|m| m.ack())).await?;
                 received.fetch_add(batch.len(), Ordering::AcqRel);
             }
             c.close().await?;
