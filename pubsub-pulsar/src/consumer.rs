@@ -350,10 +350,16 @@ impl Pump {
                 // Redelivered anyway: the broker gives unacked messages back
                 // when their consumer's connection goes.
                 Command::Nack(_) => {}
-                Command::Close(reply) | Command::Unsubscribe(reply) => {
+                // Closed already on the broker's side: the connection is gone,
+                // and with it everything this consumer held.
+                Command::Close(reply) => {
+                    let _ = reply.send(Ok(()));
+                    return Next::Stop;
+                }
+                Command::Unsubscribe(reply) => {
                     let _ = reply.send(Err(Error::Connection {
                         backend: crate::errors::NAME,
-                        message: "the consumer was reconnecting; closed without reaching the broker".into(),
+                        message: "the consumer was reconnecting: the subscription was not deleted".into(),
                         source: None,
                     }));
                     return Next::Stop;
