@@ -249,11 +249,7 @@ impl NatsProducer {
             self.inner.ensure_stream(&self.topic).await?;
         }
         for attempt in 0..2 {
-            let sent = self
-                .inner
-                .js
-                .publish_with_headers(self.subject.clone(), headers.clone(), payload.clone())
-                .await;
+            let sent = self.js_publish(headers.clone(), payload.clone()).await;
             let acked = match sent {
                 Ok(ack_future) => ack_future.await,
                 Err(e) => Err(e),
@@ -272,6 +268,24 @@ impl NatsProducer {
 }
 
 impl NatsProducer {
+    /// A JetStream publish; without headers as a plain PUB, which the server
+    /// handles faster than an HPUB with an empty header block (measured by
+    /// pubsub-bench: 0.65 of the raw client for 100-byte messages before).
+    async fn js_publish(
+        &self,
+        headers: async_nats::HeaderMap,
+        payload: bytes::Bytes,
+    ) -> std::result::Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        if headers.is_empty() {
+            self.inner.js.publish(self.subject.clone(), payload).await
+        } else {
+            self.inner
+                .js
+                .publish_with_headers(self.subject.clone(), headers, payload)
+                .await
+        }
+    }
+
     fn publish_error(&self, e: async_nats::jetstream::context::PublishError, size: usize) -> Error {
         match e.kind() {
             PublishErrorKind::MaxPayloadExceeded => Error::PayloadTooLarge {
@@ -317,11 +331,7 @@ impl Producer for NatsProducer {
         // one round trip of latency for the whole batch.
         let mut acks = Vec::with_capacity(messages.len());
         for (h, m) in prepared.into_iter().zip(messages) {
-            let sent = self
-                .inner
-                .js
-                .publish_with_headers(self.subject.clone(), h, m.payload)
-                .await;
+            let sent = self.js_publish(h, m.payload).await;
             acks.push(sent.map_err(|e| self.publish_error(e, 0))?);
         }
         let mut ids = Vec::with_capacity(acks.len());
