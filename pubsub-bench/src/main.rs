@@ -160,11 +160,17 @@ async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
     Ok(())
 }
 
+/// The Pulsar service URL without the SDK's `?broker=` hint.
+fn pulsar_url() -> String {
+    url_of("pulsar").split('?').next().unwrap_or_default().to_string()
+}
+
 /// The raw client's publish figure, where one is written.
 async fn raw_publish(name: &str, n: usize, size: usize) -> Option<f64> {
     let took = match name {
         "nats" => raw::nats_publish(&url_of(name), n, size).await,
         "redis" => raw::redis_publish(&url_of(name), n, size).await,
+        "pulsar" => raw::pulsar_publish(&pulsar_url(), n, size).await,
         _ => return None,
     };
     match took {
@@ -182,6 +188,7 @@ async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: 
         ("embedded", _, _) => Ok(raw::mpsc_end_to_end(n, size, consumers).await),
         ("nats", Qos::AtLeastOnce, 1) => raw::nats_end_to_end(&url_of(name), n, size).await,
         ("redis", Qos::AtLeastOnce, 1) => raw::redis_end_to_end(&url_of(name), n, size).await,
+        ("pulsar", Qos::AtLeastOnce, 1) => raw::pulsar_end_to_end(&pulsar_url(), n, size).await,
         _ => return None,
     };
     match took {

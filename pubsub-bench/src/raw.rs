@@ -251,3 +251,65 @@ pub async fn broadcast_fan_out(n: usize, size: usize, subscribers: usize) -> Dur
     }
     started.elapsed()
 }
+
+/// Pulsar: send `n` messages in batches of [`BATCH`] handed over with
+/// `send_non_blocking`, the receipts awaited per batch (as the SDK's
+/// `send_batch` does).
+pub async fn pulsar_publish(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let client = pulsar::Pulsar::builder(url, pulsar::TokioExecutor).build().await?;
+    let topic = format!("persistent://bench/raw/{}", unique("p"));
+    let mut producer = client.producer().with_topic(&topic).build().await?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    pulsar_send(&mut producer, n, &payload).await?;
+    Ok(started.elapsed())
+}
+
+async fn pulsar_send(
+    producer: &mut pulsar::Producer<pulsar::TokioExecutor>,
+    n: usize,
+    payload: &[u8],
+) -> Result<(), BoxError> {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let mut receipts = Vec::with_capacity(k);
+        for _ in 0..k {
+            receipts.push(producer.send_non_blocking(payload.to_vec()).await?);
+        }
+        for r in receipts {
+            r.await?;
+        }
+        left -= k;
+    }
+    Ok(())
+}
+
+/// Pulsar end to end: one Shared consumer acks each message while `n` are published.
+pub async fn pulsar_end_to_end(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let client = pulsar::Pulsar::builder(url, pulsar::TokioExecutor).build().await?;
+    let topic = format!("persistent://bench/raw/{}", unique("e"));
+    let mut consumer: pulsar::Consumer<Vec<u8>, _> = client
+        .consumer()
+        .with_topic(&topic)
+        .with_subscription("bench")
+        .with_subscription_type(pulsar::SubType::Shared)
+        .with_batch_size(1000)
+        .build()
+        .await?;
+    let receiver = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            let m = consumer.next().await.ok_or("stream ended")??;
+            consumer.ack(&m).await?;
+            got += 1;
+        }
+        Ok::<Instant, BoxError>(Instant::now())
+    });
+    let mut producer = client.producer().with_topic(&topic).build().await?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    pulsar_send(&mut producer, n, &payload).await?;
+    let finished = receiver.await??;
+    Ok(finished - started)
+}
