@@ -8,17 +8,23 @@ use pulsar::proto::ServerError;
 
 pub(crate) const NAME: &str = "pulsar";
 
+/// The connection error a pulsar error wraps, if it wraps one.
+fn connection_error(e: &pulsar::Error) -> Option<&ConnectionError> {
+    match e {
+        pulsar::Error::Connection(c)
+        | pulsar::Error::Consumer(ConsumerError::Connection(c))
+        | pulsar::Error::Producer(ProducerError::Connection(c))
+        | pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Connection(c)) => Some(c),
+        _ => None,
+    }
+}
+
 /// The server error code inside a pulsar error, if there is one.
 fn server_error(e: &pulsar::Error) -> Option<ServerError> {
-    let conn = match e {
-        pulsar::Error::Connection(c) => c,
-        pulsar::Error::Consumer(ConsumerError::Connection(c)) => c,
-        pulsar::Error::Producer(ProducerError::Connection(c)) => c,
-        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Query(code, _)) => return *code,
-        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Connection(c)) => c,
-        _ => return None,
-    };
-    match conn {
+    if let pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Query(code, _)) = e {
+        return *code;
+    }
+    match connection_error(e)? {
         ConnectionError::PulsarError(code, _) => *code,
         _ => None,
     }
@@ -27,16 +33,12 @@ fn server_error(e: &pulsar::Error) -> Option<ServerError> {
 /// Whether the error means the broker could not be reached or the
 /// connection broke (as opposed to the broker refusing the request).
 fn is_connection(e: &pulsar::Error) -> bool {
-    let conn = match e {
-        pulsar::Error::Connection(c) => c,
-        pulsar::Error::Consumer(ConsumerError::Connection(c)) => c,
-        pulsar::Error::Producer(ProducerError::Connection(c)) => c,
-        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::Connection(c)) => c,
-        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::DnsLookupError) => return true,
-        pulsar::Error::Consumer(ConsumerError::Io(_)) | pulsar::Error::Producer(ProducerError::Io(_)) => return true,
-        _ => return false,
-    };
-    !matches!(conn, ConnectionError::PulsarError(..))
+    match e {
+        pulsar::Error::ServiceDiscovery(ServiceDiscoveryError::DnsLookupError)
+        | pulsar::Error::Consumer(ConsumerError::Io(_))
+        | pulsar::Error::Producer(ProducerError::Io(_)) => true,
+        _ => connection_error(e).is_some_and(|c| !matches!(c, ConnectionError::PulsarError(..))),
+    }
 }
 
 /// `what` failed with `e`.
