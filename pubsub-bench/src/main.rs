@@ -47,13 +47,25 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
+fn mqtt_host() -> String {
+    env("MQTT_HOST", "127.0.0.1")
+}
+
+fn mqtt_port() -> u16 {
+    env("MQTT_PORT", "1883").parse().unwrap_or(1883)
+}
+
+fn kafka_bootstrap() -> String {
+    env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+}
+
 fn url_of(backend: &str) -> String {
     match backend {
         "embedded" => "embedded://memory".into(),
         "redis" => env("REDIS_URL", "redis://127.0.0.1:6379"),
         "nats" => env("NATS_URL", "nats://127.0.0.1:4222"),
-        "mqtt" => format!("mqtt://{}:{}", env("MQTT_HOST", "127.0.0.1"), env("MQTT_PORT", "1883")),
-        "kafka" => format!("kafka://{}", env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
+        "mqtt" => format!("mqtt://{}:{}", mqtt_host(), mqtt_port()),
+        "kafka" => format!("kafka://{}", kafka_bootstrap()),
         "pulsar" => env("PULSAR_HOST", "pulsar://127.0.0.1:6650?broker=lite"),
         other => other.to_string(),
     }
@@ -171,6 +183,8 @@ async fn raw_publish(name: &str, n: usize, size: usize) -> Option<f64> {
         "nats" => raw::nats_publish(&url_of(name), n, size).await,
         "redis" => raw::redis_publish(&url_of(name), n, size).await,
         "pulsar" => raw::pulsar_publish(&pulsar_url(), n, size).await,
+        "kafka" => raw::kafka_publish(&kafka_bootstrap(), n, size).await,
+        "mqtt" => raw::mqtt_publish(&mqtt_host(), mqtt_port(), n, size).await,
         _ => return None,
     };
     match took {
@@ -189,6 +203,8 @@ async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: 
         ("nats", Qos::AtLeastOnce, 1) => raw::nats_end_to_end(&url_of(name), n, size).await,
         ("redis", Qos::AtLeastOnce, 1) => raw::redis_end_to_end(&url_of(name), n, size).await,
         ("pulsar", Qos::AtLeastOnce, 1) => raw::pulsar_end_to_end(&pulsar_url(), n, size).await,
+        ("kafka", Qos::AtLeastOnce, 1) => raw::kafka_end_to_end(&kafka_bootstrap(), n, size).await,
+        ("mqtt", Qos::AtLeastOnce, 1) => raw::mqtt_end_to_end(&mqtt_host(), mqtt_port(), n, size).await,
         _ => return None,
     };
     match took {

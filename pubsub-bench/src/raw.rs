@@ -313,3 +313,187 @@ pub async fn pulsar_end_to_end(url: &str, n: usize, size: usize) -> Result<Durat
     let finished = receiver.await??;
     Ok(finished - started)
 }
+
+/// A fresh Kafka topic of `partitions`, created through the admin API
+/// (Tansu does not auto-create topics).
+async fn kafka_topic(bootstrap: &str, partitions: i32) -> Result<String, BoxError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka_config(bootstrap).create()?;
+    let name = unique("raw-");
+    let new = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+    for r in admin.create_topics([&new], &AdminOptions::new()).await? {
+        r.map_err(|(t, code)| format!("create topic {t}: {code}"))?;
+    }
+    Ok(name)
+}
+
+fn kafka_config(bootstrap: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap).set("log_level", "3");
+    c
+}
+
+/// The producer settings the SDK uses for q1: acks=all, idempotent, linger 1 ms.
+fn kafka_producer(bootstrap: &str) -> Result<rdkafka::producer::FutureProducer, BoxError> {
+    Ok(kafka_config(bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("compression.type", "none")
+        .create()?)
+}
+
+async fn kafka_send(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    n: usize,
+    payload: &[u8],
+) -> Result<(), BoxError> {
+    use rdkafka::producer::FutureRecord;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let mut deliveries = Vec::with_capacity(k);
+        for _ in 0..k {
+            let record = FutureRecord::<(), [u8]>::to(topic).payload(payload);
+            deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+        for d in deliveries {
+            d.await?.map_err(|(e, _)| e)?;
+        }
+        left -= k;
+    }
+    Ok(())
+}
+
+/// Kafka (rdkafka): publish `n` messages in batches of [`BATCH`], the
+/// delivery reports awaited per batch, to a topic of 4 partitions (the
+/// SDK's default).
+pub async fn kafka_publish(bootstrap: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let topic = kafka_topic(bootstrap, 4).await?;
+    let producer = kafka_producer(bootstrap)?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    kafka_send(&producer, &topic, n, &payload).await?;
+    Ok(started.elapsed())
+}
+
+/// Kafka end to end: one group member of a `StreamConsumer` stores each
+/// message's offset after handling it (the usual at-least-once loop, with
+/// auto-commit of stored offsets) while `n` are published.
+pub async fn kafka_end_to_end(bootstrap: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let topic = kafka_topic(bootstrap, 4).await?;
+    let consumer: StreamConsumer = kafka_config(bootstrap)
+        .set("group.id", unique("raw-group-"))
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100")
+        .create()?;
+    consumer.subscribe(&[&topic])?;
+    let consumer = Arc::new(consumer);
+    let receiving = consumer.clone();
+    let receiver = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            let m = receiving.recv().await?;
+            receiving.store_offset_from_message(&m)?;
+            got += 1;
+        }
+        Ok::<Instant, BoxError>(Instant::now())
+    });
+    let producer = kafka_producer(bootstrap)?;
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    kafka_send(&producer, &topic, n, &payload).await?;
+    let finished = receiver.await??;
+    // Dropping a StreamConsumer can hang (an rdkafka issue): leave the group
+    // and drop it off the runtime.
+    consumer.unsubscribe();
+    tokio::task::spawn_blocking(move || drop(consumer));
+    Ok(finished - started)
+}
+
+/// MQTT v5 (rumqttc): a connection that counts the broker's PUBACKs.
+async fn mqtt_connect(
+    host: &str,
+    port: u16,
+    manual_acks: bool,
+) -> Result<(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop), BoxError> {
+    use rumqttc::v5::{mqttbytes::v5::Packet, Event};
+    let mut o = rumqttc::v5::MqttOptions::new(unique("raw-"), host, port);
+    o.set_keep_alive(Duration::from_secs(10));
+    o.set_manual_acks(manual_acks);
+    o.set_max_packet_size(Some(268_435_455));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 1000);
+    loop {
+        if let Event::Incoming(Packet::ConnAck(_)) = eventloop.poll().await? {
+            return Ok((client, eventloop));
+        }
+    }
+}
+
+/// Publishes `n` q1 messages in batches of [`BATCH`], each batch's PUBACKs
+/// awaited (as the SDK's `send_batch` does).
+async fn mqtt_send(host: &str, port: u16, topic: &str, n: usize, size: usize) -> Result<(), BoxError> {
+    use rumqttc::v5::{mqttbytes::v5::Packet, mqttbytes::QoS, Event};
+    let (client, mut eventloop) = mqtt_connect(host, port, false).await?;
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH);
+        for _ in 0..k {
+            client
+                .publish_bytes(topic.to_string(), QoS::AtLeastOnce, false, payload.clone())
+                .await?;
+        }
+        let mut acked = 0;
+        while acked < k {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
+                acked += 1;
+            }
+        }
+        left -= k;
+    }
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+/// MQTT: publish `n` q1 messages.
+pub async fn mqtt_publish(host: &str, port: u16, n: usize, size: usize) -> Result<Duration, BoxError> {
+    let topic = unique("raw/bench/");
+    let started = Instant::now();
+    mqtt_send(host, port, &topic, n, size).await?;
+    Ok(started.elapsed())
+}
+
+/// MQTT end to end: one q1 shared-subscription member acks each message
+/// while `n` are published.
+pub async fn mqtt_end_to_end(host: &str, port: u16, n: usize, size: usize) -> Result<Duration, BoxError> {
+    use rumqttc::v5::{mqttbytes::v5::Packet, mqttbytes::QoS, Event};
+    let topic = unique("raw/bench/");
+    let (client, mut eventloop) = mqtt_connect(host, port, true).await?;
+    client
+        .subscribe(format!("$share/bench/{topic}"), QoS::AtLeastOnce)
+        .await?;
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await? {
+            break;
+        }
+    }
+    let receiver = tokio::spawn(async move {
+        let mut got = 0;
+        while got < n {
+            if let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await? {
+                client.ack(&p).await?;
+                got += 1;
+            }
+        }
+        Ok::<Instant, BoxError>(Instant::now())
+    });
+    let started = Instant::now();
+    mqtt_send(host, port, &topic, n, size).await?;
+    let finished = receiver.await??;
+    Ok(finished - started)
+}

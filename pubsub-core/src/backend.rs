@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::admin::Admin;
 use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageId, OutgoingMessage};
@@ -22,6 +23,10 @@ pub trait PubSubBackend: Send + Sync + fmt::Debug {
 
     /// What this backend supports.
     fn capabilities(&self) -> &Capabilities;
+
+    /// Topic management, subscription backlog and health checks; what the
+    /// broker cannot do is in [`Capabilities::admin`].
+    fn admin(&self) -> &dyn Admin;
 
     /// A producer for `topic`. Creates the topic on the broker if needed.
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>>;

@@ -63,6 +63,8 @@ pub struct Capabilities {
     ///
     /// [`Codec`]: crate::codec::Codec
     pub default_codec: crate::codec::CodecKind,
+    /// What the [`Admin`](crate::Admin) interface can do here.
+    pub admin: crate::admin::AdminCapabilities,
 }
 
 impl Capabilities {
@@ -89,6 +91,7 @@ impl Capabilities {
             properties: false,
             keys: false,
             default_codec: crate::codec::CodecKind::Json,
+            admin: crate::admin::AdminCapabilities::NONE,
         }
     }
 

@@ -24,6 +24,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod admin;
 mod backend;
 mod capabilities;
 pub mod codec;
@@ -41,6 +42,9 @@ mod topic;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+pub use admin::{
+    check_namespace, parse_joined, topics_in_namespace, Admin, AdminCapabilities, SubscriptionInfo, TopicOptions,
+};
 pub use backend::{Consumer, Producer, PubSubBackend};
 pub use capabilities::Capabilities;
 pub use error::{BoxError, Error, Result};

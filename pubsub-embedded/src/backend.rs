@@ -9,8 +9,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use pubsub_core::{
-    validate_subscription_name, AckTarget, Capabilities, Consumer, ConsumerOptions, Error, Message, MessageId,
-    MessageParts, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Result, Topic,
+    validate_subscription_name, AckTarget, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
+    Message, MessageId, MessageParts, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Result, Topic,
 };
 use tokio::time::Instant;
 
@@ -51,13 +51,13 @@ pub const DEAD_LETTER_REDELIVERIES_PROPERTY: &str = "pubsub.dead-letter.redelive
 /// ```
 #[derive(Clone)]
 pub struct EmbeddedBackend {
-    broker: Arc<Broker>,
+    pub(crate) broker: Arc<Broker>,
 }
 
-struct Broker {
-    config: Arc<EmbeddedConfig>,
+pub(crate) struct Broker {
+    pub(crate) config: Arc<EmbeddedConfig>,
     caps: Capabilities,
-    topics: Mutex<HashMap<Topic, Arc<TopicHandle>>>,
+    pub(crate) topics: Mutex<HashMap<Topic, Arc<TopicHandle>>>,
     closed: AtomicBool,
     next_consumer: AtomicU64,
 }
@@ -104,6 +104,14 @@ impl EmbeddedBackend {
             max_payload: Some(config.max_payload),
             properties: true,
             keys: true,
+            admin: AdminCapabilities {
+                topics: true,
+                q0_topics: true,
+                delete_topic: true,
+                list_topics: true,
+                partitions: false,
+                subscriptions: true,
+            },
             ..Capabilities::none(NAME)
         };
         let config = Arc::new(config);
@@ -141,24 +149,36 @@ impl EmbeddedBackend {
 }
 
 impl Broker {
-    fn ensure_open(&self) -> Result<()> {
+    pub(crate) fn ensure_open(&self) -> Result<()> {
         pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "embedded backend")
     }
 
     fn topic(&self, topic: &Topic) -> Result<Arc<TopicHandle>> {
+        self.open_topic(topic).map(|(handle, _)| handle)
+    }
+
+    /// The topic's handle, opened (and created) if needed; `true` if it was created now.
+    pub(crate) fn open_topic(&self, topic: &Topic) -> Result<(Arc<TopicHandle>, bool)> {
         self.ensure_open()?;
         let mut topics = self.topics.lock();
         if let Some(t) = topics.get(topic) {
-            return Ok(t.clone());
+            return Ok((t.clone(), false));
         }
-        let dir = self
-            .config
+        let handle = Arc::new(TopicHandle::open(
+            topic.clone(),
+            self.config.clone(),
+            self.topic_dir(topic),
+        )?);
+        topics.insert(topic.clone(), handle.clone());
+        Ok((handle, true))
+    }
+
+    /// Where a topic's files live, in data-dir mode.
+    pub(crate) fn topic_dir(&self, topic: &Topic) -> Option<std::path::PathBuf> {
+        self.config
             .data_dir
             .as_ref()
-            .map(|d| d.join("topics").join(topic_dir_name(topic)));
-        let handle = Arc::new(TopicHandle::open(topic.clone(), self.config.clone(), dir)?);
-        topics.insert(topic.clone(), handle.clone());
-        Ok(handle)
+            .map(|d| d.join("topics").join(topic_dir_name(topic)))
     }
 }
 
@@ -170,6 +190,10 @@ impl PubSubBackend for EmbeddedBackend {
 
     fn capabilities(&self) -> &Capabilities {
         &self.broker.caps
+    }
+
+    fn admin(&self) -> &dyn Admin {
+        self
     }
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {

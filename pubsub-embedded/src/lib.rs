@@ -43,6 +43,7 @@
 //! records are also held in memory.
 #![warn(missing_docs)]
 
+mod admin;
 mod backend;
 mod config;
 mod log;

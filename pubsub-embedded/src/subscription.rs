@@ -369,6 +369,17 @@ impl Subscription {
         self.volatile.push_back(record);
     }
 
+    /// Messages not yet acked: of a q1/q2 log ending at `end`, or (q0)
+    /// those buffered and in flight.
+    pub(crate) fn backlog(&self, end: u64, volatile: bool) -> u64 {
+        if volatile {
+            return (self.volatile.len() + self.in_flight.len()) as u64;
+        }
+        let floor = self.acks.floor().min(end);
+        let acked_above = self.acks.above().filter(|&o| o < end).count() as u64;
+        end - floor - acked_above
+    }
+
     /// Lowest offset this subscription may still need.
     pub(crate) fn low_watermark(&self) -> u64 {
         self.acks.floor()

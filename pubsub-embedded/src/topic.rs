@@ -8,12 +8,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use pubsub_core::{ConsumerOptions, Error, InitialPosition, MessageId, OutgoingMessage, Qos, Result, Topic};
+use pubsub_core::{
+    ConsumerOptions, Error, InitialPosition, MessageId, OutgoingMessage, Qos, Result, SubscriptionInfo, Topic,
+};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -46,6 +48,8 @@ pub(crate) struct TopicHandle {
     synced_end: AtomicU64,
     /// Serialises durable subscription writes: name -> last version written.
     persist_lock: tokio::sync::Mutex<HashMap<String, u64>>,
+    /// Deleted through the admin API: handles still held fail with `NotFound`.
+    deleted: AtomicBool,
 }
 
 struct TopicState {
@@ -111,6 +115,7 @@ impl TopicHandle {
             sync_lock: tokio::sync::Mutex::new(()),
             synced_end: AtomicU64::new(end),
             persist_lock: tokio::sync::Mutex::new(HashMap::new()),
+            deleted: AtomicBool::new(false),
         };
         handle.state.lock().trim(&handle.config)?;
         Ok(handle)
@@ -126,6 +131,7 @@ impl TopicHandle {
         let now = now_ms();
         let target = {
             let mut st = self.state.lock();
+            self.ensure_not_deleted()?;
             let dedup = self.topic.qos() == Qos::ExactlyOnce;
             let mut ids = Vec::with_capacity(messages.len());
             let mut fresh: Vec<Arc<Record>> = Vec::with_capacity(messages.len());
@@ -226,6 +232,7 @@ impl TopicHandle {
     /// Joins (creating if needed) a subscription.
     pub(crate) fn attach(&self, name: &str, consumer: u64, opts: &ConsumerOptions) -> Result<()> {
         let mut st = self.state.lock();
+        self.ensure_not_deleted()?;
         if !st.subscriptions.contains_key(name) {
             let start = match opts.initial_position {
                 InitialPosition::Earliest => st.log.base(),
@@ -374,6 +381,43 @@ impl TopicHandle {
             }
         }
         self.notify.notify_waiters();
+        Ok(())
+    }
+
+    fn ensure_not_deleted(&self) -> Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(Error::NotFound(format!("topic {} was deleted", self.topic)));
+        }
+        Ok(())
+    }
+
+    /// The subscriptions with their backlog, sorted by name.
+    pub(crate) fn subscriptions(&self) -> Vec<SubscriptionInfo> {
+        let st = self.state.lock();
+        let mut out: Vec<_> = st
+            .subscriptions
+            .iter()
+            .map(|(name, sub)| SubscriptionInfo::new(name, Some(sub.backlog(st.visible_end, self.is_volatile()))))
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Marks the topic deleted, unless a consumer is attached to it; later
+    /// sends and subscribes through handles still held fail with `NotFound`.
+    pub(crate) fn mark_deleted(&self) -> Result<()> {
+        let st = self.state.lock();
+        let attached: usize = st.subscriptions.values().map(Subscription::consumer_count).sum();
+        if attached > 0 {
+            return Err(Error::broker_msg(
+                "embedded",
+                format!(
+                    "topic {} still has {attached} consumer(s); close them first",
+                    self.topic
+                ),
+            ));
+        }
+        self.deleted.store(true, Ordering::Release);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use crate::{
     SubscriptionType,
 };
 
+pub use super::admin_cases::{admin_subscription_backlog, admin_topic_lifecycle};
 pub use super::processor_cases::{
     processor_retries_then_dead_letters, processor_shutdown_loses_nothing, request_response_routes_every_reply,
 };

@@ -21,6 +21,7 @@
 //! `SKIPPED <case>: ...` and pass, unless `CI=true` or
 //! `PUBSUB_REQUIRE_BROKERS=1`, where it fails.
 
+mod admin_cases;
 pub mod cases;
 mod processor_cases;
 
@@ -247,6 +248,8 @@ macro_rules! __with_conformance_cases {
             processor_retries_then_dead_letters,
             processor_shutdown_loses_nothing,
             request_response_routes_every_reply,
+            admin_topic_lifecycle,
+            admin_subscription_backlog,
         }
     };
 }
