@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use pubsub_core::{
-    ensure_open, envelope, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
+    ensure_open, Admin, AdminCapabilities, envelope, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
     OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
 };
 use redis::aio::ConnectionManager;
@@ -101,6 +101,14 @@ impl RedisBackend {
             max_payload: Some(max_payload),
             properties: true,
             keys: true,
+            admin: AdminCapabilities {
+                topics: true,
+                q0_topics: false,
+                delete_topic: true,
+                list_topics: true,
+                partitions: false,
+                subscriptions: true,
+            },
             ..Capabilities::none(NAME)
         };
         Ok(RedisBackend {
@@ -135,6 +143,10 @@ impl PubSubBackend for RedisBackend {
 
     fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
+    }
+
+    fn admin(&self) -> &dyn Admin {
+        self
     }
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
