@@ -8,8 +8,8 @@ use std::sync::Arc;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_trait::async_trait;
 use pubsub_core::{
-    ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
-    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+    ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
+    MessageId, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
 };
 
 use crate::config::NatsConfig;
@@ -93,6 +93,14 @@ impl NatsBackend {
             max_payload: Some(server_max_payload.saturating_sub(config.header_reserve)),
             properties: true,
             keys: true,
+            admin: AdminCapabilities {
+                topics: true,
+                q0_topics: false,
+                delete_topic: true,
+                list_topics: true,
+                partitions: false,
+                subscriptions: true,
+            },
             ..Capabilities::none(NAME)
         };
         Ok(NatsBackend {
@@ -134,7 +142,7 @@ impl Inner {
         Ok(s)
     }
 
-    async fn forget_stream(&self, topic: &Topic) {
+    pub(crate) async fn forget_stream(&self, topic: &Topic) {
         self.streams.lock().await.remove(&stream_name(topic));
     }
 
@@ -151,6 +159,10 @@ impl PubSubBackend for NatsBackend {
 
     fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
+    }
+
+    fn admin(&self) -> &dyn Admin {
+        self
     }
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {

@@ -183,6 +183,8 @@ impl JetStreamConsumer {
         let durable = durable_name(subscription);
         let config = pull::Config {
             durable_name: Some(durable.clone()),
+            // The subscription as given, for the admin API's listing.
+            description: Some(subscription.to_string()),
             ack_policy: AckPolicy::Explicit,
             ack_wait: options.ack_timeout.unwrap_or(NO_TIMEOUT_ACK_WAIT),
             // Past max_redeliveries the message is dead-lettered here, so the

@@ -7,8 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use pubsub_core::{
-    ensure_open, Admin, AdminCapabilities, envelope, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
-    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+    ensure_open, envelope, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer,
+    ConsumerOptions, Error, MessageId, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
 };
 use redis::aio::ConnectionManager;
 use redis::{Client, RedisError};

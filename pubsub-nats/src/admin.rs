@@ -1,0 +1,127 @@
+//! The admin API on NATS: a q1/q2 topic is its JetStream stream, a
+//! subscription is a durable consumer, and its backlog is the consumer's
+//! `num_pending` (not yet delivered) plus `num_ack_pending` (delivered, not
+//! acked). q0 topics are plain subjects, which are no object on the server:
+//! managing them is refused.
+
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::ErrorCode;
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use pubsub_core::{
+    check_namespace, parse_joined, topics_in_namespace, Admin, Error, PubSubBackend, Qos, Result, SubscriptionInfo,
+    Topic, TopicOptions,
+};
+
+use crate::backend::{broker_err, NatsBackend, NAME};
+use crate::naming::stream_name;
+
+/// Streams this SDK made start with this.
+const STREAM_PREFIX: &str = "PUBSUB_";
+
+impl NatsBackend {
+    fn check_admin(&self, topic: Option<&Topic>) -> Result<()> {
+        self.inner.ensure_open()?;
+        match topic {
+            Some(t) => self.inner.caps.admin.check_topic(NAME, t),
+            None => Ok(()),
+        }
+    }
+
+    async fn stream(&self, topic: &Topic) -> Result<Option<async_nats::jetstream::stream::Stream>> {
+        let name = stream_name(topic);
+        match self.inner.js.get_stream(&name).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => Ok(None),
+                _ => Err(broker_err(format!("look up stream {name}"), e)),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Admin for NatsBackend {
+    async fn create_topic(&self, topic: &Topic, options: TopicOptions) -> Result<bool> {
+        self.check_admin(Some(topic))?;
+        options.check(&self.capabilities().admin, NAME)?;
+        if self.stream(topic).await?.is_some() {
+            return Ok(false);
+        }
+        self.inner.ensure_stream(topic).await?;
+        Ok(true)
+    }
+
+    async fn delete_topic(&self, topic: &Topic) -> Result<()> {
+        self.check_admin(Some(topic))?;
+        if self.stream(topic).await?.is_none() {
+            return Err(Error::NotFound(format!("topic {topic}")));
+        }
+        let name = stream_name(topic);
+        self.inner
+            .js
+            .delete_stream(&name)
+            .await
+            .map_err(|e| broker_err(format!("delete stream {name}"), e))?;
+        self.inner.forget_stream(topic).await;
+        Ok(())
+    }
+
+    async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<Topic>> {
+        check_namespace(tenant, namespace)?;
+        self.check_admin(None)?;
+        let infos: Vec<_> = self
+            .inner
+            .js
+            .streams()
+            .try_collect()
+            .await
+            .map_err(|e| broker_err("list streams", e))?;
+        let subjects = infos
+            .into_iter()
+            .filter(|i| i.config.name.starts_with(STREAM_PREFIX))
+            .flat_map(|i| i.config.subjects);
+        Ok(topics_in_namespace(subjects, tenant, namespace, |s: String| {
+            parse_joined(&s, '.', Qos::AtLeastOnce)
+        }))
+    }
+
+    async fn topic_exists(&self, topic: &Topic) -> Result<bool> {
+        self.check_admin(Some(topic))?;
+        Ok(self.stream(topic).await?.is_some())
+    }
+
+    async fn subscriptions(&self, topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
+        self.check_admin(Some(topic))?;
+        let stream = self
+            .stream(topic)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("topic {topic}")))?;
+        let consumers: Vec<_> = stream
+            .consumers()
+            .try_collect()
+            .await
+            .map_err(|e| broker_err(format!("list consumers of {topic}"), e))?;
+        let mut out: Vec<SubscriptionInfo> = consumers
+            .into_iter()
+            .map(|c| {
+                // The durable name is mangled where the subscription has a
+                // dot; the consumer's description keeps it as given.
+                let name = c.config.description.clone().unwrap_or(c.name);
+                SubscriptionInfo::new(name, Some(c.num_pending + c.num_ack_pending as u64))
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn health_check(&self) -> Result<()> {
+        self.check_admin(None)?;
+        // A PING round trip.
+        self.inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| Error::connection(NAME, format!("ping: {e}"), e))
+    }
+}
