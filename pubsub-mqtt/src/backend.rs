@@ -20,7 +20,7 @@ use crate::publisher::Publisher;
 /// An MQTT v5 broker as a pub/sub backend. See the crate docs for the mapping.
 #[derive(Clone)]
 pub struct MqttBackend {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -102,6 +102,10 @@ impl PubSubBackend for MqttBackend {
 
     fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
+    }
+
+    fn admin(&self) -> &dyn pubsub_core::Admin {
+        self
     }
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {

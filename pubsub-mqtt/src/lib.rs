@@ -28,6 +28,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod admin;
 mod backend;
 mod config;
 mod connection;
