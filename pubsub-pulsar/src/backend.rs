@@ -110,6 +110,14 @@ impl PulsarBackend {
             max_payload: Some(config.max_payload()),
             properties: true,
             keys: true,
+            // Topics are looked up with GetTopicsOfNamespace, which
+            // pulsar-lite does not answer.
+            admin: pubsub_core::AdminCapabilities {
+                topics: full,
+                q0_topics: full,
+                list_topics: full,
+                ..pubsub_core::AdminCapabilities::NONE
+            },
             ..Capabilities::none(NAME)
         };
         Ok(PulsarBackend {
@@ -131,6 +139,10 @@ impl PubSubBackend for PulsarBackend {
 
     fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
+    }
+
+    fn admin(&self) -> &dyn pubsub_core::Admin {
+        self
     }
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {

@@ -1,0 +1,125 @@
+//! The admin API on Pulsar's binary protocol, the only one the `pulsar`
+//! crate speaks: topics are listed with `GetTopicsOfNamespace` and created
+//! the way Pulsar creates them, by a producer attaching. Deleting topics
+//! and reading subscription backlogs need Pulsar's HTTP admin API, which
+//! this adapter does not use: both are `Unsupported`, as
+//! `Capabilities::admin` says. pulsar-lite does not answer
+//! `GetTopicsOfNamespace` at all, so against it only the health check works.
+
+use async_trait::async_trait;
+use pubsub_core::{
+    check_namespace, topics_in_namespace, Admin, AdminCapabilities, Error, PubSubBackend, Qos, Result,
+    SubscriptionInfo, Topic, TopicOptions,
+};
+use pulsar::proto::command_get_topics_of_namespace::Mode;
+
+use crate::backend::PulsarBackend;
+use crate::errors::{convert, NAME};
+use crate::naming::pulsar_topic;
+
+/// `persistent://t/ns/q` (q1) or `non-persistent://t/ns/q` (q0) back to a topic.
+fn parse_pulsar_topic(name: &str) -> Option<Topic> {
+    let (domain, rest) = name.split_once("://")?;
+    let qos = match domain {
+        "persistent" => Qos::AtLeastOnce,
+        "non-persistent" => Qos::AtMostOnce,
+        _ => return None,
+    };
+    pubsub_core::parse_joined(rest, '/', qos)
+}
+
+impl PulsarBackend {
+    async fn namespace_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<Topic>> {
+        self.inner.ensure_open()?;
+        AdminCapabilities::require(
+            self.inner.caps.admin.list_topics,
+            NAME,
+            "listing topics (pulsar-lite does not answer GetTopicsOfNamespace)",
+        )?;
+        let names = self
+            .inner
+            .client
+            .get_topics_of_namespace(format!("{tenant}/{namespace}"), Mode::All)
+            .await
+            .map_err(|e| convert(format!("list topics of {tenant}/{namespace}"), e))?;
+        Ok(topics_in_namespace(names, tenant, namespace, |n: String| {
+            parse_pulsar_topic(&n)
+        }))
+    }
+}
+
+#[async_trait]
+impl Admin for PulsarBackend {
+    async fn create_topic(&self, topic: &Topic, options: TopicOptions) -> Result<bool> {
+        self.inner.ensure_open()?;
+        self.inner.caps.admin.check_topic(NAME, topic)?;
+        options.check(&self.capabilities().admin, NAME)?;
+        if self.topic_exists(topic).await? {
+            return Ok(false);
+        }
+        // Pulsar creates a topic when the first producer attaches to it.
+        let name = pulsar_topic(topic);
+        let mut producer = self
+            .inner
+            .client
+            .producer()
+            .with_topic(&name)
+            .build()
+            .await
+            .map_err(|e| convert(format!("create topic {name}"), e))?;
+        let _ = producer.close().await;
+        Ok(true)
+    }
+
+    async fn delete_topic(&self, _topic: &Topic) -> Result<()> {
+        self.inner.ensure_open()?;
+        Err(Error::unsupported(NAME, "delete_topic (needs Pulsar's HTTP admin API)"))
+    }
+
+    async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<Topic>> {
+        check_namespace(tenant, namespace)?;
+        self.namespace_topics(tenant, namespace).await
+    }
+
+    async fn topic_exists(&self, topic: &Topic) -> Result<bool> {
+        self.inner.ensure_open()?;
+        self.inner.caps.admin.check_topic(NAME, topic)?;
+        let name = pulsar_topic(topic);
+        let all = self.namespace_topics(topic.tenant(), topic.namespace()).await?;
+        Ok(all.iter().any(|t| pulsar_topic(t) == name))
+    }
+
+    async fn subscriptions(&self, _topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
+        self.inner.ensure_open()?;
+        Err(Error::unsupported(
+            NAME,
+            "subscriptions and backlog (need Pulsar's HTTP admin API)",
+        ))
+    }
+
+    /// A topic lookup: a round trip the broker answers without creating anything.
+    async fn health_check(&self) -> Result<()> {
+        self.inner.ensure_open()?;
+        self.inner
+            .client
+            .lookup_topic("persistent://public/default/pubsub-health-check")
+            .await
+            .map(|_| ())
+            .map_err(|e| convert("health check (topic lookup)", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pulsar_names_parse_back_with_their_qos() {
+        for t in ["q0/tg/flow/a", "q1/tg/flow/b"] {
+            let topic: Topic = t.parse().unwrap();
+            assert_eq!(parse_pulsar_topic(&pulsar_topic(&topic)), Some(topic));
+        }
+        assert_eq!(parse_pulsar_topic("persistent://tg/flow"), None);
+        assert_eq!(parse_pulsar_topic("other://tg/flow/x"), None);
+    }
+}
