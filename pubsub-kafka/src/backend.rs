@@ -8,10 +8,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pubsub_core::codec::CodecKind;
 use pubsub_core::{
-    ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
-    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+    ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
+    MessageId, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
 };
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -51,14 +51,14 @@ pub(crate) fn kafka_topic(topic: &Topic) -> String {
 /// Kafka as a pub/sub backend, through rdkafka. See the crate docs.
 #[derive(Clone)]
 pub struct KafkaBackend {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 pub(crate) struct Inner {
     pub config: KafkaConfig,
     caps: Capabilities,
     closed: AtomicBool,
-    pub admin: AdminClient<DefaultClientContext>,
+    pub admin: Arc<AdminClient<DefaultClientContext>>,
     /// acks=all, idempotent: q1 (and q2 run as q1).
     reliable: FutureProducer,
     /// acks=0: q0.
@@ -118,6 +118,14 @@ impl KafkaBackend {
             keys: true,
             max_payload: Some(1_000_000),
             default_codec: CodecKind::Avro,
+            admin: AdminCapabilities {
+                topics: true,
+                q0_topics: true,
+                delete_topic: true,
+                list_topics: true,
+                partitions: true,
+                subscriptions: true,
+            },
             ..Capabilities::none(NAME)
         };
         Ok(KafkaBackend {
@@ -125,7 +133,7 @@ impl KafkaBackend {
                 config,
                 caps,
                 closed: AtomicBool::new(false),
-                admin,
+                admin: Arc::new(admin),
                 reliable,
                 best_effort,
                 created: Default::default(),
@@ -147,27 +155,22 @@ impl Inner {
         if created.contains(&name) {
             return Ok(name);
         }
-        let new = NewTopic::new(
-            &name,
-            self.config.partitions,
-            TopicReplication::Fixed(self.config.replication),
-        );
-        let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(self.config.timeout)));
-        let results = self
-            .admin
-            .create_topics([&new], &opts)
-            .await
-            .map_err(|e| map_err(format!("create topic {name}"), e))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, code)) => {
-                    return Err(Error::broker_msg(NAME, format!("create topic {t}: {code}")));
-                }
-            }
-        }
+        self.create_kafka_topic(&name, self.config.partitions).await?;
         created.insert(name.clone());
         Ok(name)
+    }
+
+    pub(crate) async fn remember_created(&self, name: String) {
+        self.created.lock().await.insert(name);
+    }
+
+    pub(crate) async fn forget_created(&self, name: &str) {
+        self.created.lock().await.remove(name);
+    }
+
+    /// The admin client, shared, for blocking calls on another thread.
+    pub(crate) fn admin_client(&self) -> Arc<AdminClient<DefaultClientContext>> {
+        self.admin.clone()
     }
 }
 
@@ -179,6 +182,10 @@ impl PubSubBackend for KafkaBackend {
 
     fn capabilities(&self) -> &Capabilities {
         &self.inner.caps
+    }
+
+    fn admin(&self) -> &dyn Admin {
+        self
     }
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {

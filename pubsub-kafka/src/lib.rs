@@ -24,6 +24,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod admin;
 mod backend;
 mod config;
 mod consumer;

@@ -1,0 +1,199 @@
+//! The admin API on Kafka: topics through the admin client and cluster
+//! metadata; a subscription is a consumer group with committed offsets on
+//! the topic, and its backlog is, summed over partitions, the high
+//! watermark less the committed offset less the acks above it that travel
+//! in the commit metadata (see `offsets`). Kafka keeps no QoS in topic
+//! names, so listed topics are reported as q1.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pubsub_core::{
+    check_namespace, parse_joined, topics_in_namespace, Admin, Error, PubSubBackend, Qos, Result, SubscriptionInfo,
+    Topic, TopicOptions,
+};
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::metadata::Metadata;
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::backend::{kafka_topic, map_err, Inner, KafkaBackend, NAME};
+use crate::offsets::decode_acked;
+
+/// Runs a blocking rdkafka call off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::broker(NAME, "admin task failed", e))?
+}
+
+impl Inner {
+    /// Creates the Kafka topic; `Ok(false)` if it existed.
+    pub(crate) async fn create_kafka_topic(&self, name: &str, partitions: i32) -> Result<bool> {
+        let new = NewTopic::new(name, partitions, TopicReplication::Fixed(self.config.replication));
+        let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(self.config.timeout)));
+        let results = self
+            .admin
+            .create_topics([&new], &opts)
+            .await
+            .map_err(|e| map_err(format!("create topic {name}"), e))?;
+        let mut created = true;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => created = false,
+                Err((t, code)) => return Err(Error::broker_msg(NAME, format!("create topic {t}: {code}"))),
+            }
+        }
+        Ok(created)
+    }
+
+    async fn metadata(&self, topic: Option<String>) -> Result<Metadata> {
+        let client = self.admin_client();
+        let timeout = self.config.timeout;
+        blocking(move || {
+            client
+                .inner()
+                .fetch_metadata(topic.as_deref(), Timeout::After(timeout))
+                .map_err(|e| map_err("fetch metadata", e))
+        })
+        .await
+    }
+
+    /// The topic's partitions, or `None` if the cluster does not have it.
+    async fn partitions(&self, name: &str) -> Result<Option<Vec<i32>>> {
+        let md = self.metadata(None).await?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
+    }
+}
+
+/// A group member that never joins: only reads the group's committed offsets.
+fn group_reader(inner: &Inner, group: &str) -> Result<BaseConsumer> {
+    inner
+        .config
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| Error::InvalidConfiguration(format!("kafka consumer settings: {e}")))
+}
+
+/// The backlog of `group` on `name`'s partitions, or `None` if the group
+/// has committed nothing there (it does not subscribe to this topic).
+fn group_backlog(inner: &Inner, group: &str, name: &str, partitions: &[i32], timeout: Duration) -> Result<Option<u64>> {
+    let reader = group_reader(inner, group)?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in partitions {
+        tpl.add_partition(name, p);
+    }
+    let committed = reader
+        .committed_offsets(tpl, Timeout::After(timeout))
+        .map_err(|e| map_err(format!("committed offsets of group {group}"), e))?;
+    let mut backlog = 0u64;
+    let mut any = false;
+    for e in committed.elements() {
+        let Offset::Offset(at) = e.offset() else { continue };
+        any = true;
+        let (_, high) = reader
+            .fetch_watermarks(name, e.partition(), Timeout::After(timeout))
+            .map_err(|err| map_err(format!("watermarks of {name}"), err))?;
+        let acked_above = decode_acked(e.metadata())
+            .into_iter()
+            .filter(|&o| o >= at && o < high)
+            .count() as i64;
+        backlog += (high - at - acked_above).max(0) as u64;
+    }
+    Ok(any.then_some(backlog))
+}
+
+#[async_trait]
+impl Admin for KafkaBackend {
+    async fn create_topic(&self, topic: &Topic, options: TopicOptions) -> Result<bool> {
+        self.inner.ensure_open()?;
+        options.check(&self.capabilities().admin, NAME)?;
+        let partitions = options
+            .partitions
+            .map_or(self.inner.config.partitions, |p| i32::try_from(p).unwrap_or(i32::MAX));
+        let name = kafka_topic(topic);
+        let created = self.inner.create_kafka_topic(&name, partitions).await?;
+        self.inner.remember_created(name).await;
+        Ok(created)
+    }
+
+    async fn delete_topic(&self, topic: &Topic) -> Result<()> {
+        self.inner.ensure_open()?;
+        let name = kafka_topic(topic);
+        let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(self.inner.config.timeout)));
+        let results = self
+            .inner
+            .admin
+            .delete_topics(&[&name], &opts)
+            .await
+            .map_err(|e| map_err(format!("delete topic {name}"), e))?;
+        self.inner.forget_created(&name).await;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                    return Err(Error::NotFound(format!("topic {topic}")))
+                }
+                Err((t, code)) => return Err(Error::broker_msg(NAME, format!("delete topic {t}: {code}"))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<Topic>> {
+        check_namespace(tenant, namespace)?;
+        self.inner.ensure_open()?;
+        let md = self.inner.metadata(None).await?;
+        let names: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).collect();
+        Ok(topics_in_namespace(names, tenant, namespace, |n: String| {
+            parse_joined(&n, '.', Qos::AtLeastOnce)
+        }))
+    }
+
+    async fn topic_exists(&self, topic: &Topic) -> Result<bool> {
+        self.inner.ensure_open()?;
+        Ok(self.inner.partitions(&kafka_topic(topic)).await?.is_some())
+    }
+
+    async fn subscriptions(&self, topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
+        self.inner.ensure_open()?;
+        let name = kafka_topic(topic);
+        let partitions = self
+            .inner
+            .partitions(&name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("topic {topic}")))?;
+        let inner = self.inner.clone();
+        blocking(move || {
+            let timeout = inner.config.timeout;
+            let groups = inner
+                .admin_client()
+                .inner()
+                .fetch_group_list(None, Timeout::After(timeout))
+                .map_err(|e| map_err("list consumer groups", e))?;
+            let mut out = Vec::new();
+            for g in groups.groups() {
+                if let Some(backlog) = group_backlog(&inner, g.name(), &name, &partitions, timeout)? {
+                    out.push(SubscriptionInfo::new(g.name(), Some(backlog)));
+                }
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn health_check(&self) -> Result<()> {
+        self.inner.ensure_open()?;
+        self.inner.metadata(None).await.map(|_| ())
+    }
+}
