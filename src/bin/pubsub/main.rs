@@ -1,0 +1,134 @@
+//! `pubsub`: publish, consume and manage topics from a terminal, on any
+//! backend, configured like every pubsub service (`PUBSUB_BACKEND` and the
+//! backend's variables, or the same flags).
+//!
+//! ```text
+//! pubsub topics create q1/demo/shop/orders
+//! echo '{"id":1}' | pubsub publish q1/demo/shop/orders - -p source=cli
+//! pubsub consume q1/demo/shop/orders --subscription audit --earliest --count 1 --json
+//! pubsub health
+//! ```
+//!
+//! Exit codes: 0 success, 1 a broker or runtime error, 2 bad input (usage,
+//! a malformed topic or property, an oversized payload), 3 the broker is
+//! unreachable or timed out.
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use pubsub::PubSubArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "pubsub",
+    version,
+    about = "Publish, consume and manage topics on any pubsub backend"
+)]
+struct Cli {
+    #[command(flatten)]
+    pubsub: PubSubArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish a message, the same message N times, or one message per line of stdin.
+    Publish(PublishArgs),
+    /// Receive, print and ack messages of a subscription.
+    Consume(ConsumeArgs),
+    /// Create, delete, list and inspect topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+    /// Check that the broker answers.
+    Health,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// Topic, `{qos}/{tenant}/{namespace}/{queue}`.
+    topic: String,
+    /// The payload; `-` or nothing reads stdin, one message per line.
+    message: Option<String>,
+    /// A property `name=value` (repeatable).
+    #[arg(short = 'p', long = "property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Message key.
+    #[arg(short, long)]
+    key: Option<String>,
+    /// Send the message this many times.
+    #[arg(short = 'n', long, default_value_t = 1)]
+    count: u64,
+}
+
+#[derive(Args)]
+struct ConsumeArgs {
+    /// Topic, `{qos}/{tenant}/{namespace}/{queue}`.
+    topic: String,
+    /// Subscription name; created if new.
+    #[arg(short, long)]
+    subscription: String,
+    /// A new subscription starts at the oldest retained message (default: new messages only).
+    #[arg(long)]
+    earliest: bool,
+    /// Stop after this many messages.
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+    /// Stop when nothing arrives for this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// One JSON object per message (id, key, properties, payload, publish time).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create a topic (no error if it exists).
+    Create {
+        /// Topic, `{qos}/{tenant}/{namespace}/{queue}`.
+        topic: String,
+        /// Partitions, where the backend partitions topics.
+        #[arg(long)]
+        partitions: Option<u32>,
+    },
+    /// Delete a topic with its messages and subscriptions.
+    Delete {
+        /// Topic, `{qos}/{tenant}/{namespace}/{queue}`.
+        topic: String,
+    },
+    /// List the topics of a namespace.
+    List {
+        /// `tenant/namespace`.
+        namespace: String,
+    },
+    /// Show whether a topic exists and its subscriptions with their backlog.
+    Info {
+        /// Topic, `{qos}/{tenant}/{namespace}/{queue}`.
+        topic: String,
+    },
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not name=value"))?;
+    pubsub::validate_property(name, value).map_err(|e| e.to_string())?;
+    Ok((name.to_string(), value.to_string()))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let backend = match cli.pubsub.connect().await {
+        Ok(b) => b,
+        Err(e) => return output::fail(&e),
+    };
+    let result = commands::run(backend.as_ref(), cli.command).await;
+    let closed = backend.close().await;
+    match result.and(closed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => output::fail(&e),
+    }
+}
