@@ -391,7 +391,7 @@ impl TestBroker {
                 Some((user, password)) => format!("mqtt://{user}:{}@127.0.0.1:{}", password.expose(), self.port),
                 None => format!("mqtt://127.0.0.1:{}", self.port),
             },
-            BackendKind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
+            BackendKind::Kafka => format!("kafka://127.0.0.1:{}?broker=tansu", self.port),
             BackendKind::Pulsar => format!("pulsar://127.0.0.1:{}?broker=lite", self.port),
             BackendKind::Embedded => format!("embedded://{}", self.dir.path().display()),
         }

@@ -20,6 +20,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::backend::{kafka_topic, map_err, Inner, KafkaBackend, NAME};
+use crate::groups::list_groups;
 use crate::offsets::decode_acked;
 
 /// Runs a blocking rdkafka call off the async runtime.
@@ -64,11 +65,11 @@ impl Inner {
 
     /// The topic's partitions, or `None` if the cluster does not have it.
     async fn partitions(&self, name: &str) -> Result<Option<Vec<i32>>> {
-        let md = self.metadata(None).await?;
+        let md = self.metadata(Some(name.to_string())).await?;
         Ok(md
             .topics()
             .iter()
-            .find(|t| t.name() == name)
+            .find(|t| t.name() == name && t.error().is_none())
             .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
     }
 }
@@ -128,6 +129,11 @@ impl Admin for KafkaBackend {
 
     async fn delete_topic(&self, topic: &Topic) -> Result<()> {
         self.inner.ensure_open()?;
+        pubsub_core::AdminCapabilities::require(
+            self.capabilities().admin.delete_topic,
+            NAME,
+            "delete_topic on Tansu (it crashes the cluster's running librdkafka consumers)",
+        )?;
         let name = kafka_topic(topic);
         let opts = AdminOptions::new().operation_timeout(Some(Timeout::After(self.inner.config.timeout)));
         let results = self
@@ -175,15 +181,11 @@ impl Admin for KafkaBackend {
         let inner = self.inner.clone();
         blocking(move || {
             let timeout = inner.config.timeout;
-            let groups = inner
-                .admin_client()
-                .inner()
-                .fetch_group_list(None, Timeout::After(timeout))
-                .map_err(|e| map_err("list consumer groups", e))?;
+            let groups = list_groups(inner.admin_client().inner(), timeout)?;
             let mut out = Vec::new();
-            for g in groups.groups() {
-                if let Some(backlog) = group_backlog(&inner, g.name(), &name, &partitions, timeout)? {
-                    out.push(SubscriptionInfo::new(g.name(), Some(backlog)));
+            for g in groups {
+                if let Some(backlog) = group_backlog(&inner, &g, &name, &partitions, timeout)? {
+                    out.push(SubscriptionInfo::new(g, Some(backlog)));
                 }
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));

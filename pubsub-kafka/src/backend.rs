@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaBroker, KafkaConfig};
 use crate::consumer::KafkaConsumer;
 use crate::headers::to_headers;
 
@@ -121,7 +121,7 @@ impl KafkaBackend {
             admin: AdminCapabilities {
                 topics: true,
                 q0_topics: true,
-                delete_topic: true,
+                delete_topic: config.broker == KafkaBroker::Apache,
                 list_topics: true,
                 partitions: true,
                 subscriptions: true,

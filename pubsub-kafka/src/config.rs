@@ -6,17 +6,37 @@ use std::time::Duration;
 
 use pubsub_core::Secret;
 
+/// Which Kafka-protocol broker is on the other end; some lack what
+/// [`KafkaBroker::Apache`] has, and [`Capabilities`](pubsub_core::Capabilities) says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaBroker {
+    /// Apache Kafka (or a compatible cluster with its full behaviour): the default.
+    #[default]
+    Apache,
+    /// Tansu 0.6. Deleting a topic there makes every running librdkafka
+    /// consumer of the cluster crash (a segfault in librdkafka's metadata
+    /// cache on Tansu's next metadata answer), so `delete_topic` is refused.
+    /// Selected by `?broker=tansu` after the bootstrap servers.
+    Tansu,
+}
+
 /// How to reach Kafka, and how to create topics on demand.
 ///
 /// ```
-/// let cfg = pubsub_kafka::KafkaConfig::new("127.0.0.1:9092").with_partitions(8);
-/// assert_eq!(cfg.partitions, 8);
+/// use pubsub_kafka::{KafkaBroker, KafkaConfig};
+///
+/// let cfg = KafkaConfig::new("127.0.0.1:9092").with_partitions(8);
+/// assert_eq!((cfg.partitions, cfg.broker), (8, KafkaBroker::Apache));
+/// let tansu = KafkaConfig::new("127.0.0.1:9092?broker=tansu");
+/// assert_eq!((tansu.bootstrap_servers.as_str(), tansu.broker), ("127.0.0.1:9092", KafkaBroker::Tansu));
 /// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct KafkaConfig {
     /// `host:port[,host:port]` (`KAFKA_BOOTSTRAP_SERVERS`).
     pub bootstrap_servers: String,
+    /// The broker implementation (`?broker=tansu` selects [`KafkaBroker::Tansu`]).
+    pub broker: KafkaBroker,
     /// Partitions of topics this backend creates (default 4). Consumers of
     /// one subscription share a topic's partitions, so this bounds their
     /// parallelism.
@@ -36,8 +56,14 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// Defaults for the cluster at `bootstrap_servers`.
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        let servers = bootstrap_servers.into();
+        let (bootstrap_servers, broker) = match servers.strip_suffix("?broker=tansu") {
+            Some(base) => (base.to_string(), KafkaBroker::Tansu),
+            None => (servers, KafkaBroker::Apache),
+        };
         KafkaConfig {
-            bootstrap_servers: bootstrap_servers.into(),
+            bootstrap_servers,
+            broker,
             partitions: 4,
             replication: 1,
             timeout: Duration::from_secs(10),
@@ -50,6 +76,12 @@ impl KafkaConfig {
     /// Sets the partitions of created topics.
     pub fn with_partitions(mut self, partitions: i32) -> Self {
         self.partitions = partitions;
+        self
+    }
+
+    /// Sets the broker implementation.
+    pub fn with_broker(mut self, broker: KafkaBroker) -> Self {
+        self.broker = broker;
         self
     }
 
@@ -91,6 +123,7 @@ impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("broker", &self.broker)
             .field("partitions", &self.partitions)
             .field("replication", &self.replication)
             .field("timeout", &self.timeout)

@@ -28,8 +28,9 @@ mod admin;
 mod backend;
 mod config;
 mod consumer;
+mod groups;
 mod headers;
 mod offsets;
 
 pub use backend::KafkaBackend;
-pub use config::KafkaConfig;
+pub use config::{KafkaBroker, KafkaConfig};
