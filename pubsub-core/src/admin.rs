@@ -12,6 +12,7 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::error::{Error, Result};
+use crate::replay::LogPosition;
 use crate::topic::{Qos, Topic};
 
 /// How a topic is created.
@@ -172,6 +173,36 @@ pub trait Admin: Send + Sync + fmt::Debug {
 
     /// Checks that the broker answers; the error says why not.
     async fn health_check(&self) -> Result<()>;
+
+    /// The position of the oldest retained message of `topic`.
+    /// Backends without [`Capabilities::positions`](crate::Capabilities::positions) refuse
+    /// with [`Error::Unsupported`].
+    async fn earliest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let _ = topic;
+        Err(positions_unsupported())
+    }
+
+    /// The position after the newest message of `topic`:
+    /// `earliest.messages_until(&latest)` is how many messages it retains.
+    async fn latest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let _ = topic;
+        Err(positions_unsupported())
+    }
+
+    /// The position of `subscription` on `topic`: everything before it is
+    /// acked, so `position.messages_until(&latest)` is its lag.
+    /// [`Error::NotFound`] if there is no such subscription.
+    async fn subscription_position(&self, topic: &Topic, subscription: &str) -> Result<LogPosition> {
+        let _ = (topic, subscription);
+        Err(positions_unsupported())
+    }
+}
+
+fn positions_unsupported() -> Error {
+    Error::Unsupported {
+        backend: "this backend",
+        feature: "log positions".into(),
+    }
 }
 
 /// Checks a tenant and namespace given to `list_topics` with the topic rules.

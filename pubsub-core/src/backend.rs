@@ -10,6 +10,7 @@ use crate::capabilities::Capabilities;
 use crate::error::{Error, Result};
 use crate::message::{Message, MessageId, OutgoingMessage};
 use crate::options::{ConsumerOptions, ProducerOptions};
+use crate::replay::{Position, Reader};
 use crate::topic::Topic;
 
 /// A connection to one pub/sub system, from which producers and consumers are made.
@@ -40,6 +41,13 @@ pub trait PubSubBackend: Send + Sync + fmt::Debug {
         subscription: &str,
         options: ConsumerOptions,
     ) -> Result<Box<dyn Consumer>>;
+
+    /// A [`Reader`] of `topic` from `start`: no subscription, no acks.
+    /// Backends without [`Capabilities::replay`] refuse with [`Error::Unsupported`].
+    async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
+        let _ = (topic, start);
+        Err(Error::unsupported(self.name(), "readers (replay)"))
+    }
 
     /// Closes the connection. Handles made from it fail with [`Error::Closed`] afterwards.
     async fn close(&self) -> Result<()>;
@@ -136,6 +144,19 @@ pub trait Consumer: Send + Sync + fmt::Debug {
     /// Asks for the message to be redelivered (after the configured delay).
     async fn nack(&self, message: &Message) -> Result<()> {
         message.nack().await
+    }
+
+    /// Moves the whole subscription to `position`: every consumer of it
+    /// goes on from there, and messages after it are delivered again even
+    /// if they were acked. Acks of messages received before the seek still
+    /// count. Backends without [`Capabilities::replay`] refuse with
+    /// [`Error::Unsupported`].
+    async fn seek(&self, position: Position) -> Result<()> {
+        let _ = position;
+        Err(Error::Unsupported {
+            backend: "this backend",
+            feature: "seek (replay)".into(),
+        })
     }
 
     /// Deletes the subscription (its position and backlog) and closes this consumer.

@@ -65,6 +65,12 @@ pub struct Capabilities {
     pub default_codec: crate::codec::CodecKind,
     /// What the [`Admin`](crate::Admin) interface can do here.
     pub admin: crate::admin::AdminCapabilities,
+    /// Readers ([`crate::PubSubBackend::create_reader`]) and
+    /// [`crate::Consumer::seek`] from every [`crate::Position`], on q1/q2 topics.
+    pub replay: bool,
+    /// [`crate::LogPosition`]s: `earliest_position`, `latest_position` and
+    /// `subscription_position` of [`crate::Admin`].
+    pub positions: bool,
 }
 
 impl Capabilities {
@@ -92,6 +98,8 @@ impl Capabilities {
             keys: false,
             default_codec: crate::codec::CodecKind::Json,
             admin: crate::admin::AdminCapabilities::NONE,
+            replay: false,
+            positions: false,
         }
     }
 
@@ -139,6 +147,30 @@ impl Capabilities {
             return Err(Error::unsupported(self.backend, "deliver_after (delayed delivery)"));
         }
         Ok(())
+    }
+
+    /// The checks every adapter makes before creating a reader or seeking:
+    /// replay is claimed, and the topic keeps history (not q0).
+    pub fn check_replay(&self, topic: &Topic) -> Result<()> {
+        if !self.replay {
+            return Err(Error::unsupported(self.backend, "replay (readers and seek)"));
+        }
+        if topic.qos() == Qos::AtMostOnce {
+            return Err(Error::unsupported(
+                self.backend,
+                format!("replay of q0 topic {topic} (q0 keeps no history)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Error::Unsupported`] unless [`positions`](Self::positions) is claimed.
+    pub fn check_positions(&self) -> Result<()> {
+        if self.positions {
+            Ok(())
+        } else {
+            Err(Error::unsupported(self.backend, "log positions"))
+        }
     }
 
     fn check_qos(&self, topic: &Topic, allow_degraded_qos: bool) -> Result<()> {

@@ -36,6 +36,7 @@ pub mod inbox;
 mod message;
 mod options;
 pub mod processor;
+mod replay;
 mod secret;
 mod topic;
 
@@ -57,6 +58,7 @@ pub use options::{
     validate_subscription_name, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType,
     MAX_SUBSCRIPTION_LEN,
 };
+pub use replay::{LogPosition, Position, Reader, ReaderExt, ReaderStream};
 pub use secret::{redact_url, Secret};
 pub use topic::{Qos, Topic, TopicBuilder, MAX_SEGMENT_LEN};
 

@@ -2,10 +2,28 @@
 //! table (and, with a data directory, its topic directories), so every
 //! operation is exact.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use pubsub_core::{check_namespace, Admin, Error, PubSubBackend, Result, SubscriptionInfo, Topic, TopicOptions};
+use pubsub_core::{
+    check_namespace, Admin, Error, LogPosition, PubSubBackend, Result, SubscriptionInfo, Topic, TopicOptions,
+};
 
 use crate::backend::EmbeddedBackend;
+use crate::topic::TopicHandle;
+
+impl EmbeddedBackend {
+    /// The topic's handle, or `NotFound`.
+    fn existing(&self, topic: &Topic) -> Result<Arc<TopicHandle>> {
+        self.broker.ensure_open()?;
+        self.broker
+            .topics
+            .lock()
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("topic {topic}")))
+    }
+}
 
 #[async_trait]
 impl Admin for EmbeddedBackend {
@@ -56,18 +74,25 @@ impl Admin for EmbeddedBackend {
     }
 
     async fn subscriptions(&self, topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
-        self.broker.ensure_open()?;
-        let handle = self
-            .broker
-            .topics
-            .lock()
-            .get(topic)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("topic {topic}")))?;
-        Ok(handle.subscriptions())
+        Ok(self.existing(topic)?.subscriptions())
     }
 
     async fn health_check(&self) -> Result<()> {
         self.broker.ensure_open()
+    }
+
+    async fn earliest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        Ok(LogPosition::single(self.existing(topic)?.bounds().0))
+    }
+
+    async fn latest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        Ok(LogPosition::single(self.existing(topic)?.bounds().1))
+    }
+
+    async fn subscription_position(&self, topic: &Topic, subscription: &str) -> Result<LogPosition> {
+        self.existing(topic)?
+            .subscription_floor(subscription)
+            .map(LogPosition::single)
+            .ok_or_else(|| Error::NotFound(format!("subscription {subscription} of {topic}")))
     }
 }

@@ -4,17 +4,19 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use pubsub_core::{
     validate_subscription_name, AckTarget, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
-    Message, MessageId, MessageParts, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Result, Topic,
+    Message, MessageId, MessageParts, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Reader,
+    Result, Topic,
 };
 use tokio::time::Instant;
 
 use crate::config::EmbeddedConfig;
+use crate::reader::EmbeddedReader;
 use crate::record::Record;
 use crate::storage::{parse_topic_dir_name, topic_dir_name};
 use crate::topic::TopicHandle;
@@ -104,6 +106,8 @@ impl EmbeddedBackend {
             max_payload: Some(config.max_payload),
             properties: true,
             keys: true,
+            replay: true,
+            positions: true,
             admin: AdminCapabilities {
                 topics: true,
                 q0_topics: true,
@@ -232,6 +236,13 @@ impl PubSubBackend for EmbeddedBackend {
             closed: Arc::new(AtomicBool::new(false)),
             options,
         }))
+    }
+
+    async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
+        self.broker.caps.check_replay(topic)?;
+        let handle = self.broker.topic(topic)?;
+        let offset = handle.resolve(&start)?;
+        Ok(Box::new(EmbeddedReader::new(handle, offset, self.broker.clone())))
     }
 
     async fn close(&self) -> Result<()> {
@@ -366,12 +377,8 @@ impl EmbeddedConsumer {
 
     fn to_message(&self, record: Arc<Record>, redelivery_count: u32) -> Message {
         let parts = MessageParts {
-            payload: record.payload.clone(),
-            properties: record.properties.clone(),
-            key: record.key.clone(),
-            publish_time: UNIX_EPOCH + Duration::from_millis(record.publish_ms),
             redelivery_count,
-            ..MessageParts::new(MessageId::from_seq(record.offset), self.topic.topic.clone())
+            ..record.parts(&self.topic.topic)
         };
         let ack = EmbeddedAck {
             topic: self.topic.clone(),
@@ -445,6 +452,13 @@ impl Consumer for EmbeddedConsumer {
             return Ok(Vec::new());
         }
         self.take_waiting(max, Some(Instant::now() + timeout)).await
+    }
+
+    async fn seek(&self, position: Position) -> Result<()> {
+        self.ensure_open()?;
+        self.broker.caps.check_replay(&self.topic.topic)?;
+        let offset = self.topic.resolve(&position)?;
+        self.topic.seek(&self.subscription, offset)
     }
 
     async fn unsubscribe(&self) -> Result<()> {

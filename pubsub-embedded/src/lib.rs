@@ -47,6 +47,7 @@ mod admin;
 mod backend;
 mod config;
 mod log;
+mod reader;
 pub mod record;
 mod storage;
 mod subscription;

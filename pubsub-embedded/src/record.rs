@@ -12,7 +12,7 @@
 //! so a torn or corrupted file is reported, never a panic or garbage.
 
 use bytes::Bytes;
-use pubsub_core::Properties;
+use pubsub_core::{MessageId, MessageParts, Properties, Topic};
 
 /// Bytes before the body: length and CRC.
 pub const FRAME_HEADER: usize = 8;
@@ -41,6 +41,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// The message parts of this record on `topic` (redelivery count 0).
+    pub(crate) fn parts(&self, topic: &Topic) -> MessageParts {
+        MessageParts {
+            payload: self.payload.clone(),
+            properties: self.properties.clone(),
+            key: self.key.clone(),
+            publish_time: std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.publish_ms),
+            ..MessageParts::new(MessageId::from_seq(self.offset), topic.clone())
+        }
+    }
+
     /// Bytes this record takes in memory, roughly (for accounting).
     pub fn size_hint(&self) -> usize {
         self.payload.len()

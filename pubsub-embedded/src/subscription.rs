@@ -380,6 +380,20 @@ impl Subscription {
         end - floor - acked_above
     }
 
+    /// Moves the subscription to `offset` (a seek): everything from there is
+    /// delivered again, nothing before it is; what consumers hold stays
+    /// theirs to ack.
+    pub(crate) fn reset(&mut self, offset: u64) {
+        self.cursor = offset;
+        self.acks = AckSet::new(offset, []);
+        self.ready.clear();
+        self.delayed.clear();
+        self.in_flight.clear();
+        self.timeouts.clear();
+        self.redeliveries.clear();
+        self.dirty = true;
+    }
+
     /// Lowest offset this subscription may still need.
     pub(crate) fn low_watermark(&self) -> u64 {
         self.acks.floor()

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use pubsub_core::{
-    ConsumerOptions, Error, InitialPosition, MessageId, OutgoingMessage, Qos, Result, SubscriptionInfo, Topic,
+    ConsumerOptions, Error, InitialPosition, MessageId, OutgoingMessage, Position, Qos, Result, SubscriptionInfo, Topic,
 };
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -419,6 +419,86 @@ impl TopicHandle {
         }
         self.deleted.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The log offset a position names, within the retained records.
+    pub(crate) fn resolve(&self, position: &Position) -> Result<u64> {
+        let st = self.state.lock();
+        let (base, end) = (st.log.base(), st.visible_end);
+        let offset = match position {
+            Position::Earliest => base,
+            Position::Latest => end,
+            Position::Id(id) => id
+                .as_seq()
+                .ok_or_else(|| Error::InvalidConfiguration(format!("{id} is not an id of the embedded backend")))?,
+            Position::Timestamp(t) => {
+                let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                // Publish times only grow along the log (one clock, one lock).
+                let (mut lo, mut hi) = (base, end);
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match st.log.get(mid) {
+                        Some(r) if r.publish_ms < ms => lo = mid + 1,
+                        _ => hi = mid,
+                    }
+                }
+                lo
+            }
+            _ => return Err(Error::unsupported("embedded", format!("position {position:?}"))),
+        };
+        Ok(offset.clamp(base, end))
+    }
+
+    /// The record at `*cursor` if it is visible (moving past trimmed ones),
+    /// advancing the cursor.
+    pub(crate) fn read_at(&self, cursor: &mut u64) -> Result<Option<Arc<Record>>> {
+        self.ensure_not_deleted()?;
+        let st = self.state.lock();
+        *cursor = (*cursor).max(st.log.base());
+        if *cursor >= st.visible_end {
+            return Ok(None);
+        }
+        let record = st.log.get(*cursor).cloned();
+        *cursor += 1;
+        Ok(record)
+    }
+
+    /// Whether a record at or after `cursor` is visible.
+    pub(crate) fn has_from(&self, cursor: u64) -> bool {
+        cursor < self.state.lock().visible_end
+    }
+
+    /// Moves subscription `name` to `offset` and saves its state durably.
+    pub(crate) fn seek(&self, name: &str, offset: u64) -> Result<()> {
+        {
+            let mut guard = self.state.lock();
+            let st = &mut *guard;
+            let Some(sub) = st.subscriptions.get_mut(name) else {
+                return Err(Error::NotFound(format!("subscription {name} of {}", self.topic)));
+            };
+            sub.reset(offset);
+            if let Some(store) = &st.store {
+                store.write_subscription(name, &snapshot(sub), true)?;
+                sub.dirty = false;
+            }
+        }
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    /// (oldest retained, next to be written) offsets.
+    pub(crate) fn bounds(&self) -> (u64, u64) {
+        let st = self.state.lock();
+        (st.log.base(), st.visible_end)
+    }
+
+    /// The first offset `name` has not acked.
+    pub(crate) fn subscription_floor(&self, name: &str) -> Option<u64> {
+        self.state
+            .lock()
+            .subscriptions
+            .get(name)
+            .map(Subscription::low_watermark)
     }
 
     /// Writes every subscription's state durably (on backend close).

@@ -19,6 +19,7 @@ pub use super::admin_cases::{admin_subscription_backlog, admin_topic_lifecycle};
 pub use super::processor_cases::{
     processor_retries_then_dead_letters, processor_shutdown_loses_nothing, request_response_routes_every_reply,
 };
+pub use super::replay_cases::{replay_positions, replay_readers, replay_seek_subscription};
 
 #[doc(hidden)]
 #[macro_export]

@@ -24,6 +24,7 @@
 mod admin_cases;
 pub mod cases;
 mod processor_cases;
+mod replay_cases;
 
 use std::future::Future;
 use std::io::Write;
@@ -250,6 +251,9 @@ macro_rules! __with_conformance_cases {
             request_response_routes_every_reply,
             admin_topic_lifecycle,
             admin_subscription_backlog,
+            replay_readers,
+            replay_seek_subscription,
+            replay_positions,
         }
     };
 }
