@@ -6,19 +6,27 @@
 
 use async_trait::async_trait;
 use pubsub_core::{
-    check_namespace, parse_joined, topics_in_namespace, Admin, Error, PubSubBackend, Qos, Result, SubscriptionInfo,
-    Topic, TopicOptions,
+    check_namespace, parse_joined, topics_in_namespace, Admin, Error, LogPosition, PubSubBackend, Qos, Result,
+    SubscriptionInfo, Topic, TopicOptions,
 };
 use redis::aio::ConnectionManager;
 use redis::Value;
 
 use crate::backend::{map_err, RedisBackend, NAME};
 use crate::keys::TopicKeys;
+use crate::replay;
 
 /// A group made and destroyed at once, only to create an empty stream.
 const PLACEHOLDER_GROUP: &str = "pubsub-admin-create";
 
 impl RedisBackend {
+    fn position_conn(&self, topic: &Topic) -> Result<ConnectionManager> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_positions()?;
+        self.inner.caps.check_replay(topic)?;
+        Ok(self.inner.conn.clone())
+    }
+
     fn admin_conn(&self, topic: Option<&Topic>) -> Result<ConnectionManager> {
         self.inner.ensure_open()?;
         if let Some(t) = topic {
@@ -163,6 +171,24 @@ impl Admin for RedisBackend {
             return Err(Error::NotFound(format!("topic {topic}")));
         }
         groups(&mut conn, &key).await
+    }
+
+    async fn earliest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let mut conn = self.position_conn(topic)?;
+        let (earliest, _) = replay::stream_positions(&mut conn, &TopicKeys::new(topic).stream).await?;
+        Ok(LogPosition::single(earliest))
+    }
+
+    async fn latest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let mut conn = self.position_conn(topic)?;
+        let (_, latest) = replay::stream_positions(&mut conn, &TopicKeys::new(topic).stream).await?;
+        Ok(LogPosition::single(latest))
+    }
+
+    async fn subscription_position(&self, topic: &Topic, subscription: &str) -> Result<LogPosition> {
+        let mut conn = self.position_conn(topic)?;
+        let at = replay::group_position(&mut conn, &TopicKeys::new(topic).stream, subscription).await?;
+        Ok(LogPosition::single(at))
     }
 
     async fn health_check(&self) -> Result<()> {

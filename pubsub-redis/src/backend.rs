@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use pubsub_core::{
     ensure_open, envelope, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer,
-    ConsumerOptions, Error, MessageId, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+    ConsumerOptions, Error, MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos,
+    Reader, Result, Topic,
 };
 use redis::aio::ConnectionManager;
 use redis::{Client, RedisError};
@@ -17,6 +18,7 @@ use crate::config::RedisConfig;
 use crate::consumer::{PubSubConsumer, StreamConsumer};
 use crate::fields::to_fields;
 use crate::keys::TopicKeys;
+use crate::replay::RedisReader;
 use crate::scripts;
 
 pub(crate) const NAME: &str = "redis";
@@ -101,6 +103,8 @@ impl RedisBackend {
             max_payload: Some(max_payload),
             properties: true,
             keys: true,
+            replay: true,
+            positions: true,
             admin: AdminCapabilities {
                 topics: true,
                 q0_topics: false,
@@ -177,6 +181,12 @@ impl PubSubBackend for RedisBackend {
         Ok(Box::new(
             StreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
         ))
+    }
+
+    async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_replay(topic)?;
+        Ok(Box::new(RedisReader::open(self.inner.clone(), topic, &start).await?))
     }
 
     async fn close(&self) -> Result<()> {

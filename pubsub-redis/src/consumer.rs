@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use pubsub_core::inbox::Inbox;
 use pubsub_core::{
     ensure_open, envelope, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId,
-    MessageParts, NoAck, Result, Topic,
+    MessageParts, NoAck, Position, Result, Topic,
 };
 use redis::aio::MultiplexedConnection;
 use redis::Value;
@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backend::{map_err, Inner};
-use crate::fields::{fill_parts, items, text_of, to_fields};
+use crate::fields::{fill_parts, items, read_reply_entries, text_of, to_fields};
 use crate::keys::TopicKeys;
 use crate::scripts;
 
@@ -398,21 +398,10 @@ async fn read_new(
         .query_async(conn)
         .await
         .map_err(|e| map_err("read", e))?;
-    let mut out = Vec::new();
-    // RESP2: [[key, [[id, fields], ...]]]; RESP3 may give a map {key: entries}.
-    let streams: Vec<&Value> = match &reply {
-        Value::Map(pairs) => pairs.iter().map(|(_, v)| v).collect(),
-        other => items(other).iter().filter_map(|s| items(s).get(1)).collect(),
-    };
-    for entries in streams {
-        for entry in items(entries) {
-            let e = items(entry);
-            if let (Some(id), Some(fields)) = (e.first().and_then(text_of), e.get(1)) {
-                out.push(shared.message(&id, fields, 1));
-            }
-        }
-    }
-    Ok(out)
+    Ok(read_reply_entries(&reply)
+        .into_iter()
+        .map(|(id, fields)| shared.message(&id, fields, 1))
+        .collect())
 }
 
 #[async_trait]
@@ -435,6 +424,12 @@ impl Consumer for StreamConsumer {
         self.inbox
             .receive_batch(&self.shared.stop, || self.shared.ensure_open(), max, timeout)
             .await
+    }
+
+    async fn seek(&self, position: Position) -> Result<()> {
+        self.shared.ensure_open()?;
+        self.shared.inner.caps.check_replay(&self.shared.topic)?;
+        crate::replay::set_group_position(&self.shared.inner, &self.shared.keys, &self.shared.group, &position).await
     }
 
     async fn unsubscribe(&self) -> Result<()> {

@@ -77,3 +77,24 @@ pub(crate) fn fill_parts(parts: &mut MessageParts, id: &str, fields: &Value) {
         parts.publish_time = UNIX_EPOCH + Duration::from_millis(ms);
     }
 }
+
+/// The (id, fields) entries of an `XREAD`/`XREADGROUP` reply.
+pub(crate) fn read_reply_entries(reply: &Value) -> Vec<(String, &Value)> {
+    // RESP2: [[key, [[id, fields], ...]]]; RESP3 may give a map {key: entries}.
+    let streams: Vec<&Value> = match reply {
+        Value::Map(pairs) => pairs.iter().map(|(_, v)| v).collect(),
+        other => items(other).iter().filter_map(|s| items(s).get(1)).collect(),
+    };
+    streams.into_iter().flat_map(|entries| range_entries(entries)).collect()
+}
+
+/// The (id, fields) entries of an `XRANGE` reply (or of one stream of an `XREAD`).
+pub(crate) fn range_entries(entries: &Value) -> Vec<(String, &Value)> {
+    items(entries)
+        .iter()
+        .filter_map(|entry| {
+            let e = items(entry);
+            Some((e.first().and_then(text_of)?, e.get(1)?))
+        })
+        .collect()
+}

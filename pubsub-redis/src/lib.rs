@@ -33,6 +33,7 @@ mod config;
 mod consumer;
 mod fields;
 mod keys;
+mod replay;
 mod scripts;
 
 pub use backend::RedisBackend;

@@ -1,0 +1,286 @@
+//! Replay on Redis Streams: entry ids are `{milliseconds}-{sequence}`, so
+//! a position (earliest, latest, an id, a time) becomes an exclusive lower
+//! bound id; readers `XREAD` from it and a seek is `XGROUP SETID`. Log
+//! positions count entries with `XINFO STREAM` (`entries-added`, `length`)
+//! and `XINFO GROUPS` (`entries-read`, `pending`), Redis 7.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pubsub_core::{ensure_open, Error, Message, MessageId, MessageParts, NoAck, Position, Reader, Result, Topic};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::Value;
+
+use crate::backend::{map_err, Inner, NAME};
+use crate::fields::{fill_parts, items, read_reply_entries, text_of};
+use crate::keys::TopicKeys;
+
+/// A stream entry id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct EntryId {
+    ms: u64,
+    seq: u64,
+}
+
+impl EntryId {
+    const ZERO: EntryId = EntryId { ms: 0, seq: 0 };
+
+    pub(crate) fn parse(s: &str) -> Option<EntryId> {
+        let (ms, seq) = s.split_once('-')?;
+        Some(EntryId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+
+    /// The id just before this one: an exclusive bound that includes it.
+    fn before(self) -> EntryId {
+        match (self.ms, self.seq) {
+            (0, 0) => EntryId::ZERO,
+            (ms, 0) => EntryId {
+                ms: ms - 1,
+                seq: u64::MAX,
+            },
+            (ms, seq) => EntryId { ms, seq: seq - 1 },
+        }
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// `XINFO STREAM` fields as name → value; empty if the stream does not exist.
+async fn stream_info(conn: &mut ConnectionManager, key: &str) -> Result<Vec<(String, Value)>> {
+    let reply: redis::RedisResult<Value> = redis::cmd("XINFO").arg("STREAM").arg(key).query_async(conn).await;
+    let reply = match reply {
+        Ok(v) => v,
+        Err(e) if e.to_string().contains("no such key") => return Ok(Vec::new()),
+        Err(e) => return Err(map_err("XINFO STREAM", e)),
+    };
+    Ok(pairs(&reply))
+}
+
+/// A flat `[name, value, ...]` array (or RESP3 map) as pairs.
+fn pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Map(m) => m.iter().filter_map(|(k, v)| Some((text_of(k)?, v.clone()))).collect(),
+        other => items(other)
+            .chunks(2)
+            .filter_map(|p| Some((text_of(p.first()?)?, p.get(1)?.clone())))
+            .collect(),
+    }
+}
+
+fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
+fn int_field(fields: &[(String, Value)], name: &str) -> Option<u64> {
+    field(fields, name).and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+}
+
+/// The id of the newest entry ever added (`0-0` for no stream).
+async fn last_id(conn: &mut ConnectionManager, key: &str) -> Result<EntryId> {
+    let info = stream_info(conn, key).await?;
+    Ok(field(&info, "last-generated-id")
+        .and_then(text_of)
+        .and_then(|s| EntryId::parse(&s))
+        .unwrap_or(EntryId::ZERO))
+}
+
+/// The exclusive lower bound id of a position.
+pub(crate) async fn bound_of(conn: &mut ConnectionManager, key: &str, position: &Position) -> Result<EntryId> {
+    Ok(match position {
+        Position::Earliest => EntryId::ZERO,
+        Position::Latest => last_id(conn, key).await?,
+        Position::Id(id) => EntryId::parse(&id.to_string())
+            .ok_or_else(|| Error::InvalidConfiguration(format!("{id} is not a Redis stream entry id")))?
+            .before(),
+        Position::Timestamp(t) => {
+            let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            EntryId { ms, seq: 0 }.before()
+        }
+        other => return Err(Error::unsupported(NAME, format!("position {other:?}"))),
+    })
+}
+
+/// Moves consumer group `group` to a position (`XGROUP SETID`).
+pub(crate) async fn set_group_position(
+    inner: &Inner,
+    keys: &TopicKeys,
+    group: &str,
+    position: &Position,
+) -> Result<()> {
+    let mut conn = inner.conn.clone();
+    let bound = bound_of(&mut conn, &keys.stream, position).await?;
+    let _: () = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(&keys.stream)
+        .arg(group)
+        .arg(bound.to_string())
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| map_err(&format!("seek subscription {group}"), e))?;
+    Ok(())
+}
+
+/// (earliest, latest) as counts of entries ever added.
+pub(crate) async fn stream_positions(conn: &mut ConnectionManager, key: &str) -> Result<(u64, u64)> {
+    let info = stream_info(conn, key).await?;
+    if info.is_empty() {
+        return Err(Error::NotFound(format!("stream {key}")));
+    }
+    let added = int_field(&info, "entries-added")
+        .ok_or_else(|| Error::broker_msg(NAME, "XINFO STREAM has no entries-added (Redis 7 is needed)"))?;
+    let length = int_field(&info, "length").unwrap_or(0);
+    Ok((added.saturating_sub(length), added))
+}
+
+/// The acked position of a group: entries it has read less those pending.
+pub(crate) async fn group_position(conn: &mut ConnectionManager, key: &str, group: &str) -> Result<u64> {
+    let reply: Vec<Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .map_err(|e| map_err("XINFO GROUPS", e))?;
+    for g in &reply {
+        let fields = pairs(g);
+        if field(&fields, "name").and_then(text_of).as_deref() != Some(group) {
+            continue;
+        }
+        let read = int_field(&fields, "entries-read").ok_or_else(|| {
+            Error::broker_msg(
+                NAME,
+                format!("Redis cannot tell how far group {group} has read (after a seek)"),
+            )
+        })?;
+        return Ok(read.saturating_sub(int_field(&fields, "pending").unwrap_or(0)));
+    }
+    Err(Error::NotFound(format!("subscription {group}")))
+}
+
+/// A reader: `XREAD` from an exclusive bound, on a connection of its own
+/// (its blocking reads would hold up a shared one).
+pub(crate) struct RedisReader {
+    inner: Arc<Inner>,
+    topic: Topic,
+    key: String,
+    reads: tokio::sync::Mutex<(MultiplexedConnection, EntryId, VecDeque<Message>)>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for RedisReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisReader").field("topic", &self.topic).finish()
+    }
+}
+
+/// How long one blocking read waits before checking for close.
+const BLOCK: Duration = Duration::from_millis(500);
+
+impl RedisReader {
+    pub(crate) async fn open(inner: Arc<Inner>, topic: &Topic, start: &Position) -> Result<Self> {
+        let key = TopicKeys::new(topic).stream;
+        let mut conn = inner.conn.clone();
+        let after = bound_of(&mut conn, &key, start).await?;
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(inner.config.timeout))
+            .set_response_timeout(None);
+        let reads = inner
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| map_err("open the reader's connection", e))?;
+        Ok(RedisReader {
+            inner,
+            topic: topic.clone(),
+            key,
+            reads: tokio::sync::Mutex::new((reads, after, VecDeque::new())),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        ensure_open(self.closed.load(Ordering::Acquire), "reader")?;
+        self.inner.ensure_open()
+    }
+
+    fn message(&self, id: &str, fields: &Value) -> Message {
+        let mut parts = MessageParts::new(MessageId::from_text(id), self.topic.clone());
+        fill_parts(&mut parts, id, fields);
+        Message::new(parts, Arc::new(NoAck))
+    }
+}
+
+#[async_trait]
+impl Reader for RedisReader {
+    fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    async fn next(&self) -> Result<Message> {
+        let mut guard = self.reads.lock().await;
+        let (conn, after, buffer) = &mut *guard;
+        loop {
+            self.ensure_open()?;
+            if let Some(m) = buffer.pop_front() {
+                return Ok(m);
+            }
+            let reply: Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(100)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&self.key)
+                .arg(after.to_string())
+                .query_async(conn)
+                .await
+                .map_err(|e| map_err("XREAD", e))?;
+            for (id, fields) in read_reply_entries(&reply) {
+                if let Some(parsed) = EntryId::parse(&id) {
+                    *after = parsed;
+                }
+                buffer.push_back(self.message(&id, fields));
+            }
+        }
+    }
+
+    async fn has_next(&self) -> Result<bool> {
+        self.ensure_open()?;
+        let guard = self.reads.lock().await;
+        if !guard.2.is_empty() {
+            return Ok(true);
+        }
+        let mut conn = self.inner.conn.clone();
+        Ok(last_id(&mut conn, &self.key).await? > guard.1)
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EntryId;
+
+    #[test]
+    fn ids_order_and_step_back() {
+        let a = EntryId::parse("5-0").unwrap();
+        assert_eq!(a.before().to_string(), format!("4-{}", u64::MAX));
+        assert_eq!(EntryId::parse("5-3").unwrap().before().to_string(), "5-2");
+        assert!(EntryId::parse("5-3").unwrap() > EntryId::parse("4-9").unwrap());
+        assert_eq!(EntryId::parse("0-0").unwrap().before().to_string(), "0-0");
+        assert!(EntryId::parse("x-1").is_none() && EntryId::parse("12").is_none());
+    }
+}
