@@ -9,12 +9,13 @@ use async_nats::jetstream::ErrorCode;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use pubsub_core::{
-    check_namespace, parse_joined, topics_in_namespace, Admin, Error, PubSubBackend, Qos, Result, SubscriptionInfo,
-    Topic, TopicOptions,
+    check_namespace, parse_joined, topics_in_namespace, Admin, Error, LogPosition, PubSubBackend, Qos, Result,
+    SubscriptionInfo, Topic, TopicOptions,
 };
 
 use crate::backend::{broker_err, NatsBackend, NAME};
-use crate::naming::stream_name;
+use crate::naming::{durable_name, stream_name};
+use crate::replay;
 
 /// Streams this SDK made start with this.
 const STREAM_PREFIX: &str = "PUBSUB_";
@@ -26,6 +27,15 @@ impl NatsBackend {
             Some(t) => self.inner.caps.admin.check_topic(NAME, t),
             None => Ok(()),
         }
+    }
+
+    async fn positioned_stream(&self, topic: &Topic) -> Result<async_nats::jetstream::stream::Stream> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_positions()?;
+        self.inner.caps.check_replay(topic)?;
+        self.stream(topic)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("topic {topic}")))
     }
 
     async fn stream(&self, topic: &Topic) -> Result<Option<async_nats::jetstream::stream::Stream>> {
@@ -113,6 +123,30 @@ impl Admin for NatsBackend {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    async fn earliest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let mut stream = self.positioned_stream(topic).await?;
+        Ok(LogPosition::single(replay::stream_positions(&mut stream).await?.0))
+    }
+
+    async fn latest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let mut stream = self.positioned_stream(topic).await?;
+        Ok(LogPosition::single(replay::stream_positions(&mut stream).await?.1))
+    }
+
+    /// The durable consumer's ack floor: every stream sequence up to it is acked.
+    async fn subscription_position(&self, topic: &Topic, subscription: &str) -> Result<LogPosition> {
+        let stream = self.positioned_stream(topic).await?;
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(&durable_name(subscription))
+            .await
+            .map_err(|_| Error::NotFound(format!("subscription {subscription} of {topic}")))?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| broker_err(format!("consumer info of {subscription}"), e))?;
+        Ok(LogPosition::single(info.ack_floor.stream_sequence))
     }
 
     async fn health_check(&self) -> Result<()> {

@@ -9,13 +9,14 @@ use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_trait::async_trait;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
-    MessageId, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+    MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos, Reader, Result, Topic,
 };
 
 use crate::config::NatsConfig;
 use crate::consumer::{CoreConsumer, JetStreamConsumer};
 use crate::headers::to_headers;
 use crate::naming::{stream_name, subject};
+use crate::replay::NatsReader;
 
 pub(crate) const NAME: &str = "nats";
 
@@ -93,6 +94,8 @@ impl NatsBackend {
             max_payload: Some(server_max_payload.saturating_sub(config.header_reserve)),
             properties: true,
             keys: true,
+            replay: true,
+            positions: true,
             admin: AdminCapabilities {
                 topics: true,
                 q0_topics: false,
@@ -196,6 +199,12 @@ impl PubSubBackend for NatsBackend {
         Ok(Box::new(
             JetStreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
         ))
+    }
+
+    async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_replay(topic)?;
+        Ok(Box::new(NatsReader::open(self.inner.clone(), topic, &start).await?))
     }
 
     async fn close(&self) -> Result<()> {

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use pubsub_core::{
     ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId, MessageParts, NoAck,
-    OutgoingMessage, Qos, Result, Topic,
+    OutgoingMessage, Position, Qos, Result, Topic,
 };
 use tokio::sync::{Mutex, Notify};
 
@@ -318,6 +318,37 @@ impl Consumer for JetStreamConsumer {
             }
         }
         Ok(out)
+    }
+
+    /// Re-creates the durable consumer with its start at `position` (a
+    /// JetStream consumer's start cannot be changed in place); pulls in
+    /// flight on the old one fail and are re-issued to the new one.
+    async fn seek(&self, position: Position) -> Result<()> {
+        self.shared.ensure_open()?;
+        self.shared.inner.caps.check_replay(&self.shared.topic)?;
+        let mut stream = self.shared.stream.clone();
+        let mut config = self.shared.consumer.cached_info().config.clone();
+        config.deliver_policy = crate::replay::deliver_policy(&mut stream, &position).await?;
+        let durable = &self.shared.durable;
+        stream.delete_consumer(durable).await.map_err(|e| {
+            broker_err(
+                format!("seek {}: delete consumer {durable}", self.shared.subscription),
+                e,
+            )
+        })?;
+        stream.create_consumer(config).await.map_err(|e| {
+            broker_err(
+                format!("seek {}: create consumer {durable}", self.shared.subscription),
+                e,
+            )
+        })?;
+        // What this consumer held belonged to the old one.
+        self.shared.held.lock().expect("held lock").clear();
+        // Unless a receive is waiting on it (it recovers by itself), pull afresh now.
+        if let Ok(mut guard) = self.messages.try_lock() {
+            *guard = Some(self.shared.open_messages().await?);
+        }
+        Ok(())
     }
 
     async fn unsubscribe(&self) -> Result<()> {

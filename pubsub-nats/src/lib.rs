@@ -35,6 +35,7 @@ mod config;
 mod consumer;
 mod headers;
 mod naming;
+mod replay;
 
 pub use backend::NatsBackend;
 pub use config::NatsConfig;
