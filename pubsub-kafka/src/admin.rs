@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pubsub_core::{
-    check_namespace, parse_joined, topics_in_namespace, Admin, Error, PubSubBackend, Qos, Result, SubscriptionInfo,
-    Topic, TopicOptions,
+    check_namespace, parse_joined, topics_in_namespace, Admin, Error, LogPosition, PubSubBackend, Qos, Result,
+    SubscriptionInfo, Topic, TopicOptions,
 };
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
@@ -22,9 +22,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::backend::{kafka_topic, map_err, Inner, KafkaBackend, NAME};
 use crate::groups::list_groups;
 use crate::offsets::decode_acked;
+use crate::replay::{log_position, watermarks};
 
 /// Runs a blocking rdkafka call off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::broker(NAME, "admin task failed", e))?
@@ -113,6 +114,16 @@ fn group_backlog(inner: &Inner, group: &str, name: &str, partitions: &[i32], tim
     Ok(any.then_some(backlog))
 }
 
+impl KafkaBackend {
+    async fn watermarks_of(&self, topic: &Topic) -> Result<std::collections::BTreeMap<i32, (i64, i64)>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_positions()?;
+        self.inner.caps.check_replay(topic)?;
+        let (inner, name) = (self.inner.clone(), kafka_topic(topic));
+        blocking(move || watermarks(&inner, &name)).await
+    }
+}
+
 #[async_trait]
 impl Admin for KafkaBackend {
     async fn create_topic(&self, topic: &Topic, options: TopicOptions) -> Result<bool> {
@@ -190,6 +201,46 @@ impl Admin for KafkaBackend {
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(out)
+        })
+        .await
+    }
+
+    async fn earliest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let marks = self.watermarks_of(topic).await?;
+        Ok(log_position(marks.into_iter().map(|(p, (low, _))| (p, low))))
+    }
+
+    async fn latest_position(&self, topic: &Topic) -> Result<LogPosition> {
+        let marks = self.watermarks_of(topic).await?;
+        Ok(log_position(marks.into_iter().map(|(p, (_, high))| (p, high))))
+    }
+
+    /// The group's committed offsets: everything before them is acked
+    /// (acks above them, kept in the commit metadata, are not counted).
+    async fn subscription_position(&self, topic: &Topic, subscription: &str) -> Result<LogPosition> {
+        let marks = self.watermarks_of(topic).await?;
+        let (inner, name, group) = (self.inner.clone(), kafka_topic(topic), subscription.to_string());
+        blocking(move || {
+            let reader = group_reader(&inner, &group)?;
+            let mut tpl = TopicPartitionList::new();
+            for &p in marks.keys() {
+                tpl.add_partition(&name, p);
+            }
+            let committed = reader
+                .committed_offsets(tpl, Timeout::After(inner.config.timeout))
+                .map_err(|e| map_err(format!("committed offsets of group {group}"), e))?;
+            let offsets: Vec<(i32, i64)> = committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                })
+                .collect();
+            if offsets.is_empty() {
+                return Err(Error::NotFound(format!("subscription {group} of {name}")));
+            }
+            Ok(log_position(offsets))
         })
         .await
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pubsub_core::codec::CodecKind;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
-    MessageId, OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
+    MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos, Reader, Result, Topic,
 };
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -20,6 +20,7 @@ use rdkafka::util::Timeout;
 use crate::config::{KafkaBroker, KafkaConfig};
 use crate::consumer::KafkaConsumer;
 use crate::headers::to_headers;
+use crate::replay::KafkaReader;
 
 pub(crate) const NAME: &str = "kafka";
 
@@ -56,7 +57,7 @@ pub struct KafkaBackend {
 
 pub(crate) struct Inner {
     pub config: KafkaConfig,
-    caps: Capabilities,
+    pub caps: Capabilities,
     closed: AtomicBool,
     pub admin: Arc<AdminClient<DefaultClientContext>>,
     /// acks=all, idempotent: q1 (and q2 run as q1).
@@ -118,6 +119,8 @@ impl KafkaBackend {
             keys: true,
             max_payload: Some(1_000_000),
             default_codec: CodecKind::Avro,
+            replay: true,
+            positions: true,
             admin: AdminCapabilities {
                 topics: true,
                 q0_topics: true,
@@ -215,6 +218,13 @@ impl PubSubBackend for KafkaBackend {
         Ok(Box::new(
             KafkaConsumer::start(self.inner.clone(), topic.clone(), name, subscription, options).await?,
         ))
+    }
+
+    async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_replay(topic)?;
+        self.inner.ensure_topic(topic).await?;
+        Ok(Box::new(KafkaReader::open(self.inner.clone(), topic, start).await?))
     }
 
     async fn close(&self) -> Result<()> {

@@ -23,7 +23,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use pubsub_core::{
     ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId, MessageParts, NoAck,
-    Qos, Result, Topic,
+    Position, Qos, Result, Topic,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Message as _, OwnedMessage};
@@ -486,6 +486,63 @@ impl Consumer for KafkaConsumer {
         }
         self.take_waiting(max, Some(tokio::time::Instant::now() + timeout))
             .await
+    }
+
+    /// Moves the partitions this consumer owns to `position` and commits
+    /// there. Partitions other members of the group own keep their
+    /// positions: Kafka moves a group's offsets for everyone only while the
+    /// group is inactive.
+    async fn seek(&self, position: Position) -> Result<()> {
+        self.shared.ensure_open()?;
+        self.inner.caps.check_replay(&self.shared.topic)?;
+        let consumer = self
+            .consumer
+            .lock()
+            .expect("consumer lock")
+            .clone()
+            .ok_or(Error::Closed("consumer"))?;
+        let (inner, shared) = (self.inner.clone(), self.shared.clone());
+        crate::admin::blocking(move || {
+            let targets = crate::replay::resolve(&inner, &shared.name, &position)?;
+            let assignment = consumer.assignment().map_err(|e| map_err("assignment", e))?;
+            let mine: Vec<i32> = assignment
+                .elements()
+                .iter()
+                .map(|e| e.partition())
+                .filter(|p| targets.contains_key(p))
+                .collect();
+            {
+                let mut parts = shared.partitions.lock().expect("partitions lock");
+                for p in &mine {
+                    let mut st = PartitionOffsets::restore(targets[p], "");
+                    st.dirty = true;
+                    parts.insert(*p, st);
+                }
+            }
+            shared
+                .buffer
+                .lock()
+                .expect("buffer lock")
+                .retain(|m| !mine.contains(&partition_of(m)));
+            for p in &mine {
+                consumer
+                    .seek(
+                        &shared.name,
+                        *p,
+                        Offset::Offset(targets[p]),
+                        Timeout::After(shared.timeout),
+                    )
+                    .map_err(|e| map_err(format!("seek partition {p}"), e))?;
+            }
+            let tpl = shared.commit_list(Which::These(&mine));
+            if tpl.count() > 0 {
+                consumer
+                    .commit(&tpl, CommitMode::Sync)
+                    .map_err(|e| map_err("commit after seek", e))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn unsubscribe(&self) -> Result<()> {

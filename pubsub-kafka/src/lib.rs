@@ -31,6 +31,7 @@ mod consumer;
 mod groups;
 mod headers;
 mod offsets;
+mod replay;
 
 pub use backend::KafkaBackend;
 pub use config::{KafkaBroker, KafkaConfig};
