@@ -343,6 +343,16 @@ fn kafka_producer(bootstrap: &str) -> Result<rdkafka::producer::FutureProducer, 
         .create()?)
 }
 
+/// A producer that already knows the topic's partitions and leaders, as
+/// the SDK's does once `create_producer` returned: setup is not timed.
+async fn kafka_producer_for(bootstrap: &str, topic: &str) -> Result<rdkafka::producer::FutureProducer, BoxError> {
+    use rdkafka::producer::Producer as _;
+    let producer = kafka_producer(bootstrap)?;
+    let (probe, topic) = (producer.clone(), topic.to_string());
+    tokio::task::spawn_blocking(move || probe.client().fetch_metadata(Some(&topic), Duration::from_secs(10))).await??;
+    Ok(producer)
+}
+
 async fn kafka_send(
     producer: &rdkafka::producer::FutureProducer,
     topic: &str,
@@ -371,7 +381,7 @@ async fn kafka_send(
 /// SDK's default).
 pub async fn kafka_publish(bootstrap: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
     let topic = kafka_topic(bootstrap, 4).await?;
-    let producer = kafka_producer(bootstrap)?;
+    let producer = kafka_producer_for(bootstrap, &topic).await?;
     let payload = vec![b'x'; size];
     let started = Instant::now();
     kafka_send(&producer, &topic, n, &payload).await?;
@@ -403,7 +413,7 @@ pub async fn kafka_end_to_end(bootstrap: &str, n: usize, size: usize) -> Result<
         }
         Ok::<Instant, BoxError>(Instant::now())
     });
-    let producer = kafka_producer(bootstrap)?;
+    let producer = kafka_producer_for(bootstrap, &topic).await?;
     let payload = vec![b'x'; size];
     let started = Instant::now();
     kafka_send(&producer, &topic, n, &payload).await?;
@@ -415,85 +425,127 @@ pub async fn kafka_end_to_end(bootstrap: &str, n: usize, size: usize) -> Result<
     Ok(finished - started)
 }
 
-/// MQTT v5 (rumqttc): a connection that counts the broker's PUBACKs.
-async fn mqtt_connect(
-    host: &str,
-    port: u16,
-    manual_acks: bool,
-) -> Result<(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop), BoxError> {
-    use rumqttc::v5::{mqttbytes::v5::Packet, Event};
-    let mut o = rumqttc::v5::MqttOptions::new(unique("raw-"), host, port);
-    o.set_keep_alive(Duration::from_secs(10));
-    o.set_manual_acks(manual_acks);
-    o.set_max_packet_size(Some(268_435_455));
-    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 1000);
-    loop {
-        if let Event::Incoming(Packet::ConnAck(_)) = eventloop.poll().await? {
-            return Ok((client, eventloop));
-        }
-    }
+/// MQTT v5 (rumqttc): a connection whose event loop runs in its own task,
+/// as rumqttc applications run it, counting the broker's PUBACKs and
+/// acking (manual acks) every PUBLISH it delivers.
+struct MqttConnection {
+    client: rumqttc::v5::AsyncClient,
+    acked: Arc<AtomicUsize>,
+    received: Arc<AtomicUsize>,
+    progress: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// Publishes `n` q1 messages in batches of [`BATCH`], each batch's PUBACKs
-/// awaited (as the SDK's `send_batch` does).
-async fn mqtt_send(host: &str, port: u16, topic: &str, n: usize, size: usize) -> Result<(), BoxError> {
-    use rumqttc::v5::{mqttbytes::v5::Packet, mqttbytes::QoS, Event};
-    let (client, mut eventloop) = mqtt_connect(host, port, false).await?;
-    let payload = bytes::Bytes::from(vec![b'x'; size]);
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(BATCH);
-        for _ in 0..k {
-            client
-                .publish_bytes(topic.to_string(), QoS::AtLeastOnce, false, payload.clone())
-                .await?;
-        }
-        let mut acked = 0;
-        while acked < k {
-            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await? {
-                acked += 1;
+impl MqttConnection {
+    async fn open(host: &str, port: u16, subscribe: Option<String>) -> Result<Self, BoxError> {
+        use rumqttc::v5::{mqttbytes::v5::Packet, mqttbytes::QoS, Event};
+        let mut o = rumqttc::v5::MqttOptions::new(unique("raw-"), host, port);
+        o.set_keep_alive(Duration::from_secs(10));
+        o.set_manual_acks(true);
+        o.set_max_packet_size(Some(268_435_455));
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 1000);
+        loop {
+            if let Event::Incoming(Packet::ConnAck(_)) = eventloop.poll().await? {
+                break;
             }
         }
-        left -= k;
+        if let Some(filter) = subscribe {
+            client.subscribe(filter, QoS::AtLeastOnce).await?;
+            loop {
+                if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await? {
+                    break;
+                }
+            }
+        }
+        let (acked, received) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let progress = Arc::new(tokio::sync::Notify::new());
+        let task = {
+            let (acked, received, progress, acker) =
+                (acked.clone(), received.clone(), progress.clone(), client.clone());
+            tokio::spawn(async move {
+                while let Ok(event) = eventloop.poll().await {
+                    match event {
+                        Event::Incoming(Packet::PubAck(_)) => {
+                            acked.fetch_add(1, Ordering::AcqRel);
+                            progress.notify_waiters();
+                        }
+                        Event::Incoming(Packet::Publish(p)) => {
+                            if acker.ack(&p).await.is_err() {
+                                break;
+                            }
+                            received.fetch_add(1, Ordering::AcqRel);
+                            progress.notify_waiters();
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        };
+        Ok(MqttConnection {
+            client,
+            acked,
+            received,
+            progress,
+            task,
+        })
     }
-    let _ = client.disconnect().await;
-    Ok(())
+
+    /// Waits until `counter` reaches `n`.
+    async fn wait(&self, counter: &AtomicUsize, n: usize) {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if counter.load(Ordering::Acquire) >= n {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Publishes `n` q1 messages in batches of [`BATCH`], each batch's
+    /// PUBACKs awaited (as the SDK's `send_batch` does).
+    async fn send(&self, topic: &str, n: usize, size: usize) -> Result<(), BoxError> {
+        use rumqttc::v5::mqttbytes::QoS;
+        let payload = bytes::Bytes::from(vec![b'x'; size]);
+        let mut sent = 0;
+        while sent < n {
+            let k = (n - sent).min(BATCH);
+            for _ in 0..k {
+                self.client
+                    .publish_bytes(topic.to_string(), QoS::AtLeastOnce, false, payload.clone())
+                    .await?;
+            }
+            sent += k;
+            self.wait(&self.acked, sent).await;
+        }
+        Ok(())
+    }
 }
 
-/// MQTT: publish `n` q1 messages.
+impl Drop for MqttConnection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// MQTT: publish `n` q1 messages on a connected client.
 pub async fn mqtt_publish(host: &str, port: u16, n: usize, size: usize) -> Result<Duration, BoxError> {
     let topic = unique("raw/bench/");
+    let publisher = MqttConnection::open(host, port, None).await?;
     let started = Instant::now();
-    mqtt_send(host, port, &topic, n, size).await?;
+    publisher.send(&topic, n, size).await?;
     Ok(started.elapsed())
 }
 
 /// MQTT end to end: one q1 shared-subscription member acks each message
 /// while `n` are published.
 pub async fn mqtt_end_to_end(host: &str, port: u16, n: usize, size: usize) -> Result<Duration, BoxError> {
-    use rumqttc::v5::{mqttbytes::v5::Packet, mqttbytes::QoS, Event};
     let topic = unique("raw/bench/");
-    let (client, mut eventloop) = mqtt_connect(host, port, true).await?;
-    client
-        .subscribe(format!("$share/bench/{topic}"), QoS::AtLeastOnce)
-        .await?;
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await? {
-            break;
-        }
-    }
-    let receiver = tokio::spawn(async move {
-        let mut got = 0;
-        while got < n {
-            if let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await? {
-                client.ack(&p).await?;
-                got += 1;
-            }
-        }
-        Ok::<Instant, BoxError>(Instant::now())
-    });
+    let subscriber = MqttConnection::open(host, port, Some(format!("$share/bench/{topic}"))).await?;
+    let publisher = MqttConnection::open(host, port, None).await?;
     let started = Instant::now();
-    mqtt_send(host, port, &topic, n, size).await?;
-    let finished = receiver.await??;
-    Ok(finished - started)
+    publisher.send(&topic, n, size).await?;
+    subscriber.wait(&subscriber.received, n).await;
+    Ok(started.elapsed())
 }
