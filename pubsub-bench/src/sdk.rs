@@ -65,9 +65,11 @@ pub async fn end_to_end(
     };
     let mut tasks = Vec::new();
     for i in 0..consumers {
+        // Names unique to the workload: on Kafka a subscription is a
+        // consumer group, and one group across topics rebalances them all.
         let sub = match split {
-            Split::Shared => "bench".to_string(),
-            Split::FanOut => format!("bench-{i}"),
+            Split::Shared => format!("bench-{}", topic.namespace()),
+            Split::FanOut => format!("bench-{}-{i}", topic.namespace()),
         };
         let c = backend
             .create_consumer(topic, &sub, ConsumerOptions::default().with_batch_size(1000))
@@ -118,7 +120,7 @@ pub async fn end_to_end(
 /// time; one consumer measures send-to-receive latency. Sorted samples.
 pub async fn latency(backend: Arc<dyn PubSubBackend>, topic: &Topic, rate: u32, seconds: u32) -> Result<Vec<Duration>> {
     let c = backend
-        .create_consumer(topic, "latency", ConsumerOptions::default())
+        .create_consumer(topic, &format!("latency-{}", topic.namespace()), ConsumerOptions::default())
         .await?;
     let p = backend.create_producer(topic, Default::default()).await?;
     let total = (rate * seconds) as usize;
