@@ -443,6 +443,9 @@ impl MqttConnection {
         o.set_keep_alive(Duration::from_secs(10));
         o.set_manual_acks(true);
         o.set_max_packet_size(Some(268_435_455));
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        o.set_network_options(network);
         let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(o, 1000);
         loop {
             if let Event::Incoming(Packet::ConnAck(_)) = eventloop.poll().await? {
@@ -503,20 +506,17 @@ impl MqttConnection {
         }
     }
 
-    /// Publishes `n` q1 messages in batches of [`BATCH`], each batch's
-    /// PUBACKs awaited (as the SDK's `send_batch` does).
+    /// Publishes `n` q1 messages, each PUBACK awaited before the next
+    /// PUBLISH: the fastest way through rumqttc measured here (pipelining
+    /// 100 stalls about 44 ms per batch against Mosquitto), and what the
+    /// SDK's `send_batch` does.
     async fn send(&self, topic: &str, n: usize, size: usize) -> Result<(), BoxError> {
         use rumqttc::v5::mqttbytes::QoS;
         let payload = bytes::Bytes::from(vec![b'x'; size]);
-        let mut sent = 0;
-        while sent < n {
-            let k = (n - sent).min(BATCH);
-            for _ in 0..k {
-                self.client
-                    .publish_bytes(topic.to_string(), QoS::AtLeastOnce, false, payload.clone())
-                    .await?;
-            }
-            sent += k;
+        for sent in 1..=n {
+            self.client
+                .publish_bytes(topic.to_string(), QoS::AtLeastOnce, false, payload.clone())
+                .await?;
             self.wait(&self.acked, sent).await;
         }
         Ok(())

@@ -120,7 +120,11 @@ pub async fn end_to_end(
 /// time; one consumer measures send-to-receive latency. Sorted samples.
 pub async fn latency(backend: Arc<dyn PubSubBackend>, topic: &Topic, rate: u32, seconds: u32) -> Result<Vec<Duration>> {
     let c = backend
-        .create_consumer(topic, &format!("latency-{}", topic.namespace()), ConsumerOptions::default())
+        .create_consumer(
+            topic,
+            &format!("latency-{}", topic.namespace()),
+            ConsumerOptions::default(),
+        )
         .await?;
     let p = backend.create_producer(topic, Default::default()).await?;
     let total = (rate * seconds) as usize;

@@ -30,6 +30,11 @@ pub(crate) fn options(config: &MqttConfig, session: &Session) -> MqttOptions {
     o.set_manual_acks(session.manual_acks);
     o.set_receive_maximum(session.receive_maximum);
     o.set_max_packet_size(Some(268_435_455));
+    // Without it, pipelined PUBLISHes and acks wait on Nagle for the
+    // peer's delayed ACK: about 40 ms per window (measured with pubsub-bench).
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    o.set_network_options(network);
     if let (Some(user), Some(pass)) = (&config.username, &config.password) {
         o.set_credentials(user.clone(), pass.expose().to_string());
     } else if let Some(user) = &config.username {
