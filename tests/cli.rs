@@ -106,6 +106,25 @@ fn session(env: &[(&str, &str)], topic: &str, namespace: &str) {
     let info = ok(env, &["topics", "info", topic], "");
     assert!(info.contains("subscription audit: backlog 0"), "{info}");
 
+    // Replay: a reader from the earliest message (no subscription), then
+    // the subscription moved back to the second message.
+    let replay = ok(env, &["consume", topic, "--from", "earliest", "-n", "3"], "");
+    let first: Vec<&str> = replay.lines().map(|l| l.split('\t').next().unwrap_or("")).collect();
+    assert_eq!(first, ["hello", "line one", "line two"], "{replay}");
+    let second_id = lines[1]["id"].as_str().expect("an id").to_string();
+    let from_id = format!("id:{second_id}");
+    let again = ok(
+        env,
+        &["consume", topic, "-s", "audit", "--from", &from_id, "--timeout", "2"],
+        "",
+    );
+    assert_eq!(
+        again.lines().count(),
+        252,
+        "line one, line two and the 250 copies again: {again}"
+    );
+    assert_eq!(again.lines().next(), Some("line one"));
+
     assert_eq!(
         ok(env, &["topics", "delete", topic], "").trim(),
         format!("{topic}: deleted")
@@ -141,6 +160,10 @@ fn bad_input_gives_clear_errors_and_exit_codes() {
     assert!(e.contains("--timeout"), "{e}");
     let e = fails(&env, &["topics", "create", "q1/demo/cli/x", "--partitions", "4"], 1);
     assert!(e.contains("does not support"), "{e}");
+    let e = fails(&env, &["consume", "q1/demo/cli/x", "--from", "yesterday"], 2);
+    assert!(e.contains("earliest, latest"), "{e}");
+    let e = fails(&env, &["consume", "q1/demo/cli/x"], 2);
+    assert!(e.contains("--subscription"), "{e}");
     let e = fails(&env, &["topics", "list", "demo"], 2);
     assert!(e.contains("invalid topic"), "{e}");
     let e = fails(&env, &["topics", "info", "q1/demo/cli/never"], 1);

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use pubsub::{
-    Bytes, ConsumerOptions, Error, InitialPosition, OutgoingMessage, ProducerOptions, PubSubBackend, Result, Topic,
-    TopicOptions,
+    Bytes, Consumer, ConsumerOptions, Error, InitialPosition, Message, OutgoingMessage, ProducerOptions, PubSubBackend,
+    Reader, Result, Topic, TopicOptions,
 };
 use tokio::io::AsyncBufReadExt;
 
@@ -78,24 +78,31 @@ async fn consume(backend: &dyn PubSubBackend, args: ConsumeArgs) -> Result<()> {
         Some(s) => return Err(Error::InvalidConfiguration(format!("--timeout {s}: must be positive"))),
         None => None,
     };
-    let mut options = ConsumerOptions::default();
-    if args.earliest {
-        options = options.with_initial_position(InitialPosition::Earliest);
-    }
-    let consumer = backend.create_consumer(&topic, &args.subscription, options).await?;
+    let source = match (&args.subscription, args.from.clone()) {
+        (Some(sub), from) => {
+            let mut options = ConsumerOptions::default();
+            if args.earliest {
+                options = options.with_initial_position(InitialPosition::Earliest);
+            }
+            let consumer = backend.create_consumer(&topic, sub, options).await?;
+            if let Some(position) = from {
+                if let Err(e) = consumer.seek(position).await {
+                    let _ = consumer.close().await;
+                    return Err(e);
+                }
+            }
+            Source::Consumer(consumer)
+        }
+        (None, Some(position)) => Source::Reader(backend.create_reader(&topic, position).await?),
+        (None, None) => return Err(Error::InvalidConfiguration("--subscription or --from is needed".into())),
+    };
     let mut got = 0u64;
     let result = loop {
         if args.count.is_some_and(|n| got >= n) {
             break Ok(());
         }
-        let next = async {
-            match idle {
-                Some(t) => consumer.receive_timeout(t).await,
-                None => consumer.receive().await,
-            }
-        };
         let m = tokio::select! {
-            m = next => m,
+            m = source.next(idle) => m,
             _ = tokio::signal::ctrl_c() => break Ok(()),
         };
         match m {
@@ -111,9 +118,34 @@ async fn consume(backend: &dyn PubSubBackend, args: ConsumeArgs) -> Result<()> {
             Err(e) => break Err(e),
         }
     };
-    consumer.close().await?;
+    source.close().await?;
     eprintln!("consumed {got} message(s) from {topic}");
     result
+}
+
+/// Where `consume` takes messages from: a subscription, or (with `--from`
+/// and no subscription) a reader.
+enum Source {
+    Consumer(Box<dyn Consumer>),
+    Reader(Box<dyn Reader>),
+}
+
+impl Source {
+    async fn next(&self, idle: Option<Duration>) -> Result<Message> {
+        match (self, idle) {
+            (Source::Consumer(c), Some(t)) => c.receive_timeout(t).await,
+            (Source::Consumer(c), None) => c.receive().await,
+            (Source::Reader(r), Some(t)) => r.next_timeout(t).await,
+            (Source::Reader(r), None) => r.next().await,
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        match self {
+            Source::Consumer(c) => c.close().await,
+            Source::Reader(r) => r.close().await,
+        }
+    }
 }
 
 async fn topics(backend: &dyn PubSubBackend, cmd: TopicsCommand) -> Result<()> {

@@ -68,12 +68,18 @@ struct PublishArgs {
 struct ConsumeArgs {
     /// Topic, `{qos}/{tenant}/{namespace}/{queue}`.
     topic: String,
-    /// Subscription name; created if new.
-    #[arg(short, long)]
-    subscription: String,
+    /// Subscription name; created if new. Without it, `--from` reads the
+    /// topic with no subscription and no acks.
+    #[arg(short, long, required_unless_present = "from")]
+    subscription: Option<String>,
     /// A new subscription starts at the oldest retained message (default: new messages only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     earliest: bool,
+    /// Replay from a position: `earliest`, `latest`, `id:<message id>`,
+    /// `ms:<unix milliseconds>` or `ago:<N>s|m|h|d`. With `--subscription`
+    /// the subscription is moved there first (seek).
+    #[arg(long, value_parser = parse_position)]
+    from: Option<pubsub::Position>,
     /// Stop after this many messages.
     #[arg(short = 'n', long)]
     count: Option<u64>,
@@ -116,6 +122,34 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
     let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not name=value"))?;
     pubsub::validate_property(name, value).map_err(|e| e.to_string())?;
     Ok((name.to_string(), value.to_string()))
+}
+
+fn parse_position(s: &str) -> Result<pubsub::Position, String> {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let bad = || format!("{s:?} is not earliest, latest, id:<id>, ms:<unix ms> or ago:<N>s|m|h|d");
+    Ok(match s.split_once(':') {
+        None if s == "earliest" => pubsub::Position::Earliest,
+        None if s == "latest" => pubsub::Position::Latest,
+        Some(("id", id)) if !id.is_empty() => pubsub::Position::Id(pubsub::MessageId::from_text(id)),
+        Some(("ms", ms)) => {
+            let ms: u64 = ms.parse().map_err(|_| bad())?;
+            pubsub::Position::Timestamp(UNIX_EPOCH + Duration::from_millis(ms))
+        }
+        Some(("ago", ago)) => {
+            let split = ago.len().saturating_sub(1);
+            let (n, unit) = ago.split_at(split);
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            let secs = match unit {
+                "s" => n,
+                "m" => n * 60,
+                "h" => n * 3600,
+                "d" => n * 86_400,
+                _ => return Err(bad()),
+            };
+            pubsub::Position::Timestamp(SystemTime::now() - Duration::from_secs(secs))
+        }
+        _ => return Err(bad()),
+    })
 }
 
 #[tokio::main]
