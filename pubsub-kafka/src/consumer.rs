@@ -420,13 +420,7 @@ fn convert(shared: &Arc<Shared>, m: OwnedMessage) -> Option<Message> {
     } else {
         0
     };
-    let mut parts = MessageParts::new(MessageId::from_text(format!("{p}:{o}")), shared.topic.clone());
-    parts.payload = m.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default();
-    parts.key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-    parts.properties = from_headers(m.headers());
-    if let Some(ms) = m.timestamp().to_millis() {
-        parts.publish_time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    }
+    let mut parts = record_parts(&m, &shared.topic);
     parts.redelivery_count = redeliveries;
     if !shared.acked_mode() {
         return Some(Message::new(parts, Arc::new(NoAck)));
@@ -439,6 +433,20 @@ fn convert(shared: &Arc<Shared>, m: OwnedMessage) -> Option<Message> {
             offset: o,
         }),
     ))
+}
+
+/// A fetched record's id (`partition:offset`), payload, key, properties
+/// and timestamp.
+pub(crate) fn record_parts(m: &impl rdkafka::message::Message, topic: &Topic) -> MessageParts {
+    let (p, o) = (m.partition(), m.offset());
+    let mut parts = MessageParts::new(MessageId::from_text(format!("{p}:{o}")), topic.clone());
+    parts.payload = m.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default();
+    parts.key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    parts.properties = from_headers(m.headers());
+    if let Some(ms) = m.timestamp().to_millis() {
+        parts.publish_time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    }
+    parts
 }
 
 /// Commits changed positions every 100 ms (asynchronously).

@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use pubsub_core::{
-    ensure_open, Error, LogPosition, Message, MessageId, MessageParts, NoAck, Position, Reader, Result, Topic,
-};
+use pubsub_core::{ensure_open, Error, LogPosition, Message, MessageId, NoAck, Position, Reader, Result, Topic};
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::util::Timeout;
@@ -23,7 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::admin::blocking;
 use crate::backend::{kafka_topic, map_err, Inner, NAME};
-use crate::headers::from_headers;
+use crate::consumer::record_parts;
 
 /// A client that reads without a group: offsets are given, never committed.
 fn groupless<C: rdkafka::config::FromClientConfig>(inner: &Inner) -> Result<C> {
@@ -238,16 +236,11 @@ impl Reader for KafkaReader {
                 Err(_) => continue,
                 Ok(r) => r.map_err(|e| map_err("read", e))?,
             };
-            let (p, o) = (m.partition(), m.offset());
-            self.next.lock().expect("next lock").insert(p, o + 1);
-            let mut parts = MessageParts::new(MessageId::from_text(format!("{p}:{o}")), self.topic.clone());
-            parts.payload = m.payload().map(bytes::Bytes::copy_from_slice).unwrap_or_default();
-            parts.key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            parts.properties = from_headers(m.headers());
-            if let Some(ms) = m.timestamp().to_millis() {
-                parts.publish_time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-            }
-            buffer.push_back(Message::new(parts, Arc::new(NoAck)));
+            self.next
+                .lock()
+                .expect("next lock")
+                .insert(m.partition(), m.offset() + 1);
+            buffer.push_back(Message::new(record_parts(&m, &self.topic), Arc::new(NoAck)));
         }
     }
 
