@@ -38,6 +38,18 @@
 //! [`from_env`] reads these; [`PubSubArgs`] adds them as flags to a clap
 //! CLI; [`connect`] takes one URL. A backend whose feature is off gives
 //! [`Error::InvalidConfiguration`] naming the feature.
+//!
+//! # Beyond producing and consuming
+//!
+//! - [`PubSubBackend::admin`]: topics (create, delete, list, exists),
+//!   subscription backlog, health checks, log positions ([`Admin`]).
+//! - Replay: [`PubSubBackend::create_reader`] reads from any [`Position`]
+//!   without a subscription; [`Consumer::seek`] moves a subscription.
+//! - The `pubsub` command-line tool (feature `cli`) does all of this from a
+//!   terminal.
+//!
+//! [`Capabilities`] says what each backend supports; the rest is
+//! [`Error::Unsupported`].
 #![warn(missing_docs)]
 
 mod config;
