@@ -5,8 +5,6 @@
 //! in the commit metadata (see `offsets`). Kafka keeps no QoS in topic
 //! names, so listed topics are reported as q1.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use pubsub_core::{
     check_namespace, parse_joined, topics_in_namespace, Admin, Error, LogPosition, PubSubBackend, Qos, Result,
@@ -22,7 +20,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::backend::{kafka_topic, map_err, Inner, KafkaBackend, NAME};
 use crate::groups::list_groups;
 use crate::offsets::decode_acked;
-use crate::replay::{log_position, watermarks};
+use crate::replay::{log_position, watermarks, Watermarks};
 
 /// Runs a blocking rdkafka call off the async runtime.
 pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -86,36 +84,53 @@ fn group_reader(inner: &Inner, group: &str) -> Result<BaseConsumer> {
         .map_err(|e| Error::InvalidConfiguration(format!("kafka consumer settings: {e}")))
 }
 
-/// The backlog of `group` on `name`'s partitions, or `None` if the group
-/// has committed nothing there (it does not subscribe to this topic).
-fn group_backlog(inner: &Inner, group: &str, name: &str, partitions: &[i32], timeout: Duration) -> Result<Option<u64>> {
+/// The committed offsets of `group` on every partition of `marks`
+/// (partitions it never committed are left out), with their metadata.
+fn committed(inner: &Inner, group: &str, name: &str, marks: &Watermarks) -> Result<TopicPartitionList> {
     let reader = group_reader(inner, group)?;
     let mut tpl = TopicPartitionList::new();
-    for &p in partitions {
+    for &p in marks.keys() {
         tpl.add_partition(name, p);
     }
-    let committed = reader
-        .committed_offsets(tpl, Timeout::After(timeout))
+    let all = reader
+        .committed_offsets(tpl, Timeout::After(inner.config.timeout))
         .map_err(|e| map_err(format!("committed offsets of group {group}"), e))?;
+    let mut out = TopicPartitionList::new();
+    for e in all.elements() {
+        if let Offset::Offset(at) = e.offset() {
+            out.add_partition_offset(name, e.partition(), Offset::Offset(at))
+                .map_err(|err| map_err("offsets", err))?;
+            if let Some(mut copied) = out.find_partition(name, e.partition()) {
+                copied.set_metadata(e.metadata());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The backlog of `group` on the topic, or `None` if the group has
+/// committed nothing there (it does not subscribe to this topic).
+fn group_backlog(inner: &Inner, group: &str, name: &str, marks: &Watermarks) -> Result<Option<u64>> {
+    let committed = committed(inner, group, name, marks)?;
+    if committed.count() == 0 {
+        return Ok(None);
+    }
     let mut backlog = 0u64;
-    let mut any = false;
     for e in committed.elements() {
-        let Offset::Offset(at) = e.offset() else { continue };
-        any = true;
-        let (_, high) = reader
-            .fetch_watermarks(name, e.partition(), Timeout::After(timeout))
-            .map_err(|err| map_err(format!("watermarks of {name}"), err))?;
+        let (Offset::Offset(at), Some(&(_, high))) = (e.offset(), marks.get(&e.partition())) else {
+            continue;
+        };
         let acked_above = decode_acked(e.metadata())
             .into_iter()
             .filter(|&o| o >= at && o < high)
             .count() as i64;
         backlog += (high - at - acked_above).max(0) as u64;
     }
-    Ok(any.then_some(backlog))
+    Ok(Some(backlog))
 }
 
 impl KafkaBackend {
-    async fn watermarks_of(&self, topic: &Topic) -> Result<std::collections::BTreeMap<i32, (i64, i64)>> {
+    async fn watermarks_of(&self, topic: &Topic) -> Result<Watermarks> {
         self.inner.ensure_open()?;
         self.inner.caps.check_positions()?;
         self.inner.caps.check_replay(topic)?;
@@ -183,19 +198,13 @@ impl Admin for KafkaBackend {
 
     async fn subscriptions(&self, topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
         self.inner.ensure_open()?;
-        let name = kafka_topic(topic);
-        let partitions = self
-            .inner
-            .partitions(&name)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("topic {topic}")))?;
-        let inner = self.inner.clone();
+        let (inner, name) = (self.inner.clone(), kafka_topic(topic));
         blocking(move || {
-            let timeout = inner.config.timeout;
-            let groups = list_groups(inner.admin_client().inner(), timeout)?;
+            let marks = watermarks(&inner, &name)?;
+            let groups = list_groups(inner.admin_client().inner(), inner.config.timeout)?;
             let mut out = Vec::new();
             for g in groups {
-                if let Some(backlog) = group_backlog(&inner, &g, &name, &partitions, timeout)? {
+                if let Some(backlog) = group_backlog(&inner, &g, &name, &marks)? {
                     out.push(SubscriptionInfo::new(g, Some(backlog)));
                 }
             }
@@ -221,26 +230,16 @@ impl Admin for KafkaBackend {
         let marks = self.watermarks_of(topic).await?;
         let (inner, name, group) = (self.inner.clone(), kafka_topic(topic), subscription.to_string());
         blocking(move || {
-            let reader = group_reader(&inner, &group)?;
-            let mut tpl = TopicPartitionList::new();
-            for &p in marks.keys() {
-                tpl.add_partition(&name, p);
-            }
-            let committed = reader
-                .committed_offsets(tpl, Timeout::After(inner.config.timeout))
-                .map_err(|e| map_err(format!("committed offsets of group {group}"), e))?;
-            let offsets: Vec<(i32, i64)> = committed
-                .elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(o) => Some((e.partition(), o)),
-                    _ => None,
-                })
-                .collect();
-            if offsets.is_empty() {
+            let committed = committed(&inner, &group, &name, &marks)?;
+            if committed.count() == 0 {
                 return Err(Error::NotFound(format!("subscription {group} of {name}")));
             }
-            Ok(log_position(offsets))
+            Ok(log_position(committed.elements().iter().filter_map(
+                |e| match e.offset() {
+                    Offset::Offset(o) => Some((e.partition(), o)),
+                    _ => None,
+                },
+            )))
         })
         .await
     }

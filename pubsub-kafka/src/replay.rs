@@ -36,8 +36,11 @@ fn groupless<C: rdkafka::config::FromClientConfig>(inner: &Inner) -> Result<C> {
         .map_err(|e| Error::InvalidConfiguration(format!("kafka consumer settings: {e}")))
 }
 
+/// Partition → (low, high) watermark.
+pub(crate) type Watermarks = BTreeMap<i32, (i64, i64)>;
+
 /// Low and high watermarks of every partition of `name`.
-pub(crate) fn watermarks(inner: &Inner, name: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+pub(crate) fn watermarks(inner: &Inner, name: &str) -> Result<Watermarks> {
     let client: BaseConsumer = groupless(inner)?;
     let timeout = Timeout::After(inner.config.timeout);
     let md = client
@@ -62,7 +65,7 @@ pub(crate) fn watermarks(inner: &Inner, name: &str) -> Result<BTreeMap<i32, (i64
 /// watermark where there is none). Each answer is checked against the
 /// record's own timestamp: Tansu 0.6 answers offset 0, not "none", for a
 /// partition whose messages are all older than `ms`.
-fn offsets_at(inner: &Inner, name: &str, marks: &BTreeMap<i32, (i64, i64)>, ms: i64) -> Result<BTreeMap<i32, i64>> {
+fn offsets_at(inner: &Inner, name: &str, marks: &Watermarks, ms: i64) -> Result<BTreeMap<i32, i64>> {
     let client: BaseConsumer = groupless(inner)?;
     let mut tpl = TopicPartitionList::new();
     for &p in marks.keys() {
