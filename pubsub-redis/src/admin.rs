@@ -10,9 +10,9 @@ use pubsub_core::{
     SubscriptionInfo, Topic, TopicOptions,
 };
 use redis::aio::ConnectionManager;
-use redis::Value;
 
 use crate::backend::{map_err, RedisBackend, NAME};
+use crate::info::{groups_info, int_field, text_field};
 use crate::keys::TopicKeys;
 use crate::replay;
 
@@ -49,34 +49,20 @@ async fn stream_exists(conn: &mut ConnectionManager, key: &str) -> Result<bool> 
     }
 }
 
-/// `XINFO GROUPS` as (name, backlog) pairs.
+/// Each consumer group with its backlog: entries not yet delivered (`lag`)
+/// plus delivered and not acked (`pending`); unknown where Redis gives no lag.
 async fn groups(conn: &mut ConnectionManager, key: &str) -> Result<Vec<SubscriptionInfo>> {
-    let reply: Vec<Vec<Value>> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(key)
-        .query_async(conn)
-        .await
-        .map_err(|e| map_err("XINFO GROUPS", e))?;
-    let mut out = Vec::new();
-    for fields in reply {
-        let mut name = None;
-        let (mut pending, mut lag) = (None, None);
-        let mut it = fields.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match (redis::from_redis_value::<String>(k).ok().as_deref(), v) {
-                (Some("name"), v) => name = redis::from_redis_value::<String>(v).ok(),
-                (Some("pending"), v) => pending = redis::from_redis_value::<u64>(v).ok(),
-                // Nil where Redis cannot tell (after deletions inside the range).
-                (Some("lag"), v) => lag = redis::from_redis_value::<u64>(v).ok(),
-                _ => {}
-            }
-        }
-        let Some(name) = name.filter(|n| n != PLACEHOLDER_GROUP) else {
-            continue;
-        };
-        let backlog = pending.zip(lag).map(|(p, l)| p + l);
-        out.push(SubscriptionInfo::new(name, backlog));
-    }
+    let mut out: Vec<SubscriptionInfo> = groups_info(conn, key)
+        .await?
+        .into_iter()
+        .filter_map(|fields| {
+            let name = text_field(&fields, "name").filter(|n| n != PLACEHOLDER_GROUP)?;
+            let backlog = int_field(&fields, "pending")
+                .zip(int_field(&fields, "lag"))
+                .map(|(p, l)| p + l);
+            Some(SubscriptionInfo::new(name, backlog))
+        })
+        .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

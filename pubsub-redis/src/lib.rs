@@ -32,6 +32,7 @@ mod backend;
 mod config;
 mod consumer;
 mod fields;
+mod info;
 mod keys;
 mod replay;
 mod scripts;

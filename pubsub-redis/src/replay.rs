@@ -16,7 +16,8 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Value;
 
 use crate::backend::{map_err, Inner, NAME};
-use crate::fields::{fill_parts, items, read_reply_entries, text_of};
+use crate::fields::{fill_parts, read_reply_entries};
+use crate::info::{groups_info, int_field, stream_info, text_field};
 use crate::keys::TopicKeys;
 
 /// A stream entry id.
@@ -56,41 +57,10 @@ impl fmt::Display for EntryId {
     }
 }
 
-/// `XINFO STREAM` fields as name → value; empty if the stream does not exist.
-async fn stream_info(conn: &mut ConnectionManager, key: &str) -> Result<Vec<(String, Value)>> {
-    let reply: redis::RedisResult<Value> = redis::cmd("XINFO").arg("STREAM").arg(key).query_async(conn).await;
-    let reply = match reply {
-        Ok(v) => v,
-        Err(e) if e.to_string().contains("no such key") => return Ok(Vec::new()),
-        Err(e) => return Err(map_err("XINFO STREAM", e)),
-    };
-    Ok(pairs(&reply))
-}
-
-/// A flat `[name, value, ...]` array (or RESP3 map) as pairs.
-fn pairs(v: &Value) -> Vec<(String, Value)> {
-    match v {
-        Value::Map(m) => m.iter().filter_map(|(k, v)| Some((text_of(k)?, v.clone()))).collect(),
-        other => items(other)
-            .chunks(2)
-            .filter_map(|p| Some((text_of(p.first()?)?, p.get(1)?.clone())))
-            .collect(),
-    }
-}
-
-fn field<'a>(fields: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v)
-}
-
-fn int_field(fields: &[(String, Value)], name: &str) -> Option<u64> {
-    field(fields, name).and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
-}
-
 /// The id of the newest entry ever added (`0-0` for no stream).
 async fn last_id(conn: &mut ConnectionManager, key: &str) -> Result<EntryId> {
     let info = stream_info(conn, key).await?;
-    Ok(field(&info, "last-generated-id")
-        .and_then(text_of)
+    Ok(text_field(&info, "last-generated-id")
         .and_then(|s| EntryId::parse(&s))
         .unwrap_or(EntryId::ZERO))
 }
@@ -145,15 +115,8 @@ pub(crate) async fn stream_positions(conn: &mut ConnectionManager, key: &str) ->
 
 /// The acked position of a group: entries it has read less those pending.
 pub(crate) async fn group_position(conn: &mut ConnectionManager, key: &str, group: &str) -> Result<u64> {
-    let reply: Vec<Value> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(key)
-        .query_async(conn)
-        .await
-        .map_err(|e| map_err("XINFO GROUPS", e))?;
-    for g in &reply {
-        let fields = pairs(g);
-        if field(&fields, "name").and_then(text_of).as_deref() != Some(group) {
+    for fields in groups_info(conn, key).await? {
+        if text_field(&fields, "name").as_deref() != Some(group) {
             continue;
         }
         let read = int_field(&fields, "entries-read").ok_or_else(|| {
