@@ -1,8 +1,11 @@
 //! The receiving end of adapters whose messages arrive through a
 //! background task: cancel-safe `receive` and `receive_batch` over a
 //! channel, interrupted by the consumer's stop signal. One implementation
-//! for every adapter that needs it.
+//! for every adapter that needs it. [`SeekGeneration`] and [`CurrentOnly`]
+//! let a seek drop what the task fetched for the old position.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex, Notify};
@@ -33,6 +36,66 @@ impl MessageReceiver for mpsc::UnboundedReceiver<Message> {
     }
     fn try_recv(&mut self) -> Option<Message> {
         mpsc::UnboundedReceiver::try_recv(self).ok()
+    }
+}
+
+/// Counts a consumer's seeks. The fetching task tags each message with the
+/// generation it was fetched in (read before the fetch starts, and a seek
+/// must not run during a fetch); [`CurrentOnly`] drops older ones.
+#[derive(Debug, Clone, Default)]
+pub struct SeekGeneration(Arc<AtomicU64>);
+
+impl SeekGeneration {
+    /// The generation messages fetched now belong to.
+    pub fn current(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// After a seek: everything fetched before is stale.
+    pub fn advance(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A message with the [`SeekGeneration`] it was fetched in.
+pub type Tagged = (u64, Message);
+
+/// A channel of [`Tagged`] messages that yields only those of the current
+/// generation: what was fetched before the latest seek is dropped unread.
+#[derive(Debug)]
+pub struct CurrentOnly {
+    rx: mpsc::Receiver<Tagged>,
+    generation: SeekGeneration,
+}
+
+impl CurrentOnly {
+    /// Reads `rx`, dropping messages older than `generation`.
+    pub fn new(rx: mpsc::Receiver<Tagged>, generation: SeekGeneration) -> Self {
+        CurrentOnly { rx, generation }
+    }
+
+    fn current(&self, (generation, m): Tagged) -> Option<Message> {
+        (generation >= self.generation.current()).then_some(m)
+    }
+}
+
+impl MessageReceiver for CurrentOnly {
+    async fn recv(&mut self) -> Option<Message> {
+        loop {
+            let tagged = self.rx.recv().await?;
+            if let Some(m) = self.current(tagged) {
+                return Some(m);
+            }
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Message> {
+        loop {
+            let tagged = self.rx.try_recv().ok()?;
+            if let Some(m) = self.current(tagged) {
+                return Some(m);
+            }
+        }
     }
 }
 
@@ -129,5 +192,26 @@ mod tests {
         ));
         drop(tx);
         assert!(matches!(inbox.receive(&stop, || Ok(())).await, Err(Error::Closed(_))));
+    }
+
+    #[tokio::test]
+    async fn messages_of_an_older_seek_generation_are_dropped() {
+        let (tx, rx) = mpsc::channel(8);
+        let generation = SeekGeneration::default();
+        let inbox = Inbox::new(CurrentOnly::new(rx, generation.clone()));
+        let stop = Notify::new();
+        let before = generation.current();
+        tx.send((before, msg(1))).await.unwrap();
+        tx.send((before, msg(2))).await.unwrap();
+        generation.advance();
+        tx.send((generation.current(), msg(3))).await.unwrap();
+        tx.send((before, msg(4))).await.unwrap();
+        tx.send((generation.current(), msg(5))).await.unwrap();
+        let got = inbox
+            .receive_batch(&stop, || Ok(()), 8, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let ids: Vec<_> = got.iter().map(|m| m.id().as_seq()).collect();
+        assert_eq!(ids, [Some(3), Some(5)]);
     }
 }
