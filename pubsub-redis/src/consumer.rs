@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pubsub_core::inbox::Inbox;
+use pubsub_core::inbox::{CurrentOnly, Inbox, SeekGeneration, Tagged};
 use pubsub_core::{
     ensure_open, envelope, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId,
     MessageParts, NoAck, Position, Result, Topic,
@@ -51,6 +51,10 @@ pub(crate) struct Shared {
     options: ConsumerOptions,
     closed: AtomicBool,
     stop: Notify,
+    /// Held by each fetch and by a seek, so a seek never runs mid-fetch.
+    fetching: tokio::sync::Mutex<()>,
+    /// Seeks so far: each fetched message carries the one it was read in.
+    generation: SeekGeneration,
 }
 
 impl Shared {
@@ -155,7 +159,7 @@ impl Shared {
 /// A q1/q2 consumer on a stream's consumer group.
 pub(crate) struct StreamConsumer {
     shared: Arc<Shared>,
-    inbox: Inbox<mpsc::Receiver<Message>>,
+    inbox: Inbox<CurrentOnly>,
     task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -187,18 +191,21 @@ impl StreamConsumer {
             options,
             closed: AtomicBool::new(false),
             stop: Notify::new(),
+            fetching: tokio::sync::Mutex::new(()),
+            generation: SeekGeneration::default(),
         });
         let start = match shared.options.initial_position {
             InitialPosition::Earliest => "0",
             InitialPosition::Latest => "$",
         };
         shared.create_group(start).await?;
-        let blocking = connect_blocking(&shared).await?;
+        let blocking = connect_blocking(&shared.inner).await?;
         let (tx, rx) = mpsc::channel(shared.options.batch_size);
         let task = tokio::spawn(fetch_loop(shared.clone(), tx, blocking));
+        let generation = shared.generation.clone();
         Ok(StreamConsumer {
             shared,
-            inbox: Inbox::new(rx),
+            inbox: Inbox::new(CurrentOnly::new(rx, generation)),
             task: std::sync::Mutex::new(Some(task)),
         })
     }
@@ -214,21 +221,22 @@ impl StreamConsumer {
     }
 }
 
-async fn connect_blocking(shared: &Shared) -> Result<MultiplexedConnection> {
+/// A connection of its own for blocking reads (`XREAD[GROUP] BLOCK`), which
+/// would hold up a shared one. It does not reconnect: callers open another.
+pub(crate) async fn connect_blocking(inner: &Inner) -> Result<MultiplexedConnection> {
     let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(shared.inner.config.timeout))
+        .set_connection_timeout(Some(inner.config.timeout))
         .set_response_timeout(None); // blocking reads wait longer than a command timeout
-    shared
-        .inner
+    inner
         .client
         .get_multiplexed_async_connection_with_config(&cfg)
         .await
-        .map_err(|e| map_err("open the consumer's read connection", e))
+        .map_err(|e| map_err("open a connection for blocking reads", e))
 }
 
 /// Fills the channel: delayed moves, reclaims, then new entries; reconnects
 /// with backoff when the server goes away.
-async fn fetch_loop(shared: Arc<Shared>, tx: mpsc::Sender<Message>, conn: MultiplexedConnection) {
+async fn fetch_loop(shared: Arc<Shared>, tx: mpsc::Sender<Tagged>, conn: MultiplexedConnection) {
     let mut conn = Some(conn);
     let mut backoff = Duration::from_millis(100);
     let mut next_housekeeping = Instant::now();
@@ -257,19 +265,23 @@ async fn fetch_loop(shared: Arc<Shared>, tx: mpsc::Sender<Message>, conn: Multip
             }
             let c = match conn.as_mut() {
                 Some(c) => c,
-                None => conn.insert(connect_blocking(&shared).await?),
+                None => conn.insert(connect_blocking(&shared.inner).await?),
             };
             read_new(&shared, c, room, poll).await
         };
-        let outcome = tokio::select! {
-            r = result => r,
-            _ = shared.stop.notified() => return,
+        let (generation, outcome) = {
+            let _fetch = shared.fetching.lock().await;
+            let generation = shared.generation.current();
+            tokio::select! {
+                r = result => (generation, r),
+                _ = shared.stop.notified() => return,
+            }
         };
         match outcome {
             Ok(messages) => {
                 backoff = Duration::from_millis(100);
                 for m in messages {
-                    if tx.send(m).await.is_err() {
+                    if tx.send((generation, m)).await.is_err() {
                         return;
                     }
                 }
@@ -426,10 +438,17 @@ impl Consumer for StreamConsumer {
             .await
     }
 
+    /// Moves the group between two fetches; what this consumer fetched
+    /// but did not hand out yet is dropped. Entries delivered and not acked
+    /// stay pending (`XGROUP SETID` keeps the PEL): they come back after
+    /// the ack timeout.
     async fn seek(&self, position: Position) -> Result<()> {
         self.shared.ensure_open()?;
         self.shared.inner.caps.check_replay(&self.shared.topic)?;
-        crate::replay::set_group_position(&self.shared.inner, &self.shared.keys, &self.shared.group, &position).await
+        let _no_fetch = self.shared.fetching.lock().await;
+        crate::replay::set_group_position(&self.shared.inner, &self.shared.keys, &self.shared.group, &position).await?;
+        self.shared.generation.advance();
+        Ok(())
     }
 
     async fn unsubscribe(&self) -> Result<()> {

@@ -16,6 +16,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::Value;
 
 use crate::backend::{map_err, Inner, NAME};
+use crate::consumer::connect_blocking;
 use crate::fields::{fill_parts, read_reply_entries};
 use crate::info::{groups_info, int_field, stream_info, text_field};
 use crate::keys::TopicKeys;
@@ -136,9 +137,22 @@ pub(crate) struct RedisReader {
     inner: Arc<Inner>,
     topic: Topic,
     key: String,
-    reads: tokio::sync::Mutex<(MultiplexedConnection, EntryId, VecDeque<Message>)>,
+    reads: tokio::sync::Mutex<Reads>,
     closed: AtomicBool,
 }
+
+/// What `next` works on.
+struct Reads {
+    /// `None` after the connection broke, until a read opens another.
+    conn: Option<MultiplexedConnection>,
+    /// The newest entry read: reading goes on after it.
+    after: EntryId,
+    buffer: VecDeque<Message>,
+    backoff: Duration,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl fmt::Debug for RedisReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -154,19 +168,17 @@ impl RedisReader {
         let key = TopicKeys::new(topic).stream;
         let mut conn = inner.conn.clone();
         let after = bound_of(&mut conn, &key, start).await?;
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(inner.config.timeout))
-            .set_response_timeout(None);
-        let reads = inner
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| map_err("open the reader's connection", e))?;
+        let reads = Reads {
+            conn: Some(connect_blocking(&inner).await?),
+            after,
+            buffer: VecDeque::new(),
+            backoff: FIRST_BACKOFF,
+        };
         Ok(RedisReader {
             inner,
             topic: topic.clone(),
             key,
-            reads: tokio::sync::Mutex::new((reads, after, VecDeque::new())),
+            reads: tokio::sync::Mutex::new(reads),
             closed: AtomicBool::new(false),
         })
     }
@@ -174,6 +186,25 @@ impl RedisReader {
     fn ensure_open(&self) -> Result<()> {
         ensure_open(self.closed.load(Ordering::Acquire), "reader")?;
         self.inner.ensure_open()
+    }
+
+    /// One blocking `XREAD` of what follows `reads.after`.
+    async fn read_after(&self, reads: &mut Reads) -> Result<Value> {
+        let conn = match reads.conn.as_mut() {
+            Some(c) => c,
+            None => reads.conn.insert(connect_blocking(&self.inner).await?),
+        };
+        redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(reads.after.to_string())
+            .query_async(conn)
+            .await
+            .map_err(|e| map_err("XREAD", e))
     }
 
     fn message(&self, id: &str, fields: &Value) -> Message {
@@ -189,42 +220,45 @@ impl Reader for RedisReader {
         &self.topic
     }
 
+    /// Reads on after a lost connection (a server restart) from the newest
+    /// entry read, with backoff; other errors end the call.
     async fn next(&self) -> Result<Message> {
-        let mut guard = self.reads.lock().await;
-        let (conn, after, buffer) = &mut *guard;
+        let mut reads = self.reads.lock().await;
         loop {
             self.ensure_open()?;
-            if let Some(m) = buffer.pop_front() {
+            if let Some(m) = reads.buffer.pop_front() {
                 return Ok(m);
             }
-            let reply: Value = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(100)
-                .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&self.key)
-                .arg(after.to_string())
-                .query_async(conn)
-                .await
-                .map_err(|e| map_err("XREAD", e))?;
-            for (id, fields) in read_reply_entries(&reply) {
-                if let Some(parsed) = EntryId::parse(&id) {
-                    *after = parsed;
+            match self.read_after(&mut reads).await {
+                Ok(reply) => {
+                    reads.backoff = FIRST_BACKOFF;
+                    for (id, fields) in read_reply_entries(&reply) {
+                        if let Some(parsed) = EntryId::parse(&id) {
+                            reads.after = parsed;
+                        }
+                        let m = self.message(&id, fields);
+                        reads.buffer.push_back(m);
+                    }
                 }
-                buffer.push_back(self.message(&id, fields));
+                Err(e) if e.is_retriable() => {
+                    tracing::warn!(topic = %self.topic, error = %e, retry_in = ?reads.backoff, "redis reader: read failed");
+                    reads.conn = None;
+                    tokio::time::sleep(reads.backoff).await;
+                    reads.backoff = (reads.backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
 
     async fn has_next(&self) -> Result<bool> {
         self.ensure_open()?;
-        let guard = self.reads.lock().await;
-        if !guard.2.is_empty() {
+        let reads = self.reads.lock().await;
+        if !reads.buffer.is_empty() {
             return Ok(true);
         }
         let mut conn = self.inner.conn.clone();
-        Ok(last_id(&mut conn, &self.key).await? > guard.1)
+        Ok(last_id(&mut conn, &self.key).await? > reads.after)
     }
 
     async fn close(&self) -> Result<()> {
