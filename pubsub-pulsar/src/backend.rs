@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
-    OutgoingMessage, Producer, ProducerOptions, PubSubBackend, Result, Topic,
+    OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Reader, Result, Topic,
 };
 use pulsar::producer::SendFuture;
 use pulsar::{Authentication, ConnectionRetryOptions, OperationRetryOptions, Pulsar, TokioExecutor};
@@ -19,6 +19,7 @@ use crate::config::{PulsarBroker, PulsarConfig};
 use crate::consumer::PulsarConsumer;
 use crate::errors::{convert, NAME};
 use crate::naming::{message_id, pulsar_topic};
+use crate::replay::PulsarReader;
 
 /// Pulsar as a pub/sub backend. See the crate docs for the mapping.
 #[derive(Clone)]
@@ -110,6 +111,7 @@ impl PulsarBackend {
             max_payload: Some(config.max_payload()),
             properties: true,
             keys: true,
+            replay: true,
             // Topics are looked up with GetTopicsOfNamespace, which
             // pulsar-lite does not answer.
             admin: pubsub_core::AdminCapabilities {
@@ -177,6 +179,12 @@ impl PubSubBackend for PulsarBackend {
         Ok(Box::new(
             PulsarConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
         ))
+    }
+
+    async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
+        self.inner.ensure_open()?;
+        self.inner.caps.check_replay(topic)?;
+        Ok(Box::new(PulsarReader::open(self.inner.clone(), topic, &start).await?))
     }
 
     async fn close(&self) -> Result<()> {

@@ -11,9 +11,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use pubsub_core::inbox::Inbox;
+use pubsub_core::inbox::{CurrentOnly, Inbox, SeekGeneration, Tagged};
 use pubsub_core::{
-    ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageParts, Result,
+    ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageParts, Position, Result,
     SubscriptionType, Topic,
 };
 use pulsar::consumer::{DeadLetterPolicy, InitialPosition as PulsarPosition};
@@ -26,7 +26,7 @@ use crate::backend::Inner;
 use crate::errors::{convert, is_consumer_busy};
 use crate::naming::{message_id, pulsar_topic};
 
-type RawConsumer = pulsar::Consumer<Vec<u8>, TokioExecutor>;
+pub(crate) type RawConsumer = pulsar::Consumer<Vec<u8>, TokioExecutor>;
 
 /// What the application asks of the task that owns the Pulsar consumer.
 enum Command {
@@ -34,12 +34,15 @@ enum Command {
     Nack(MessageIdData),
     Close(oneshot::Sender<Result<()>>),
     Unsubscribe(oneshot::Sender<Result<()>>),
+    /// Move the subscription; later messages carry the next generation.
+    Seek(Position, oneshot::Sender<Result<()>>),
 }
 
-/// A message id as a map key (`MessageIdData` is not `Hash` on every field we need).
-type IdKey = (u64, u64, i32, i32);
+/// A message id as a map key (`MessageIdData` is not `Hash` on every field
+/// we need); within a topic, keys sort in log order.
+pub(crate) type IdKey = (u64, u64, i32, i32);
 
-fn id_key(id: &MessageIdData) -> IdKey {
+pub(crate) fn id_key(id: &MessageIdData) -> IdKey {
     (
         id.ledger_id,
         id.entry_id,
@@ -54,6 +57,8 @@ struct Shared {
     closed: AtomicBool,
     commands: mpsc::UnboundedSender<Command>,
     nack_delay: Duration,
+    /// Seeks so far: the task tags each message with it.
+    generation: SeekGeneration,
 }
 
 impl Shared {
@@ -72,7 +77,7 @@ pub(crate) struct PulsarConsumer {
     backend: Arc<Inner>,
     shared: Arc<Shared>,
     subscription: String,
-    inbox: Inbox<mpsc::Receiver<Message>>,
+    inbox: Inbox<CurrentOnly>,
     stop: Notify,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -109,7 +114,7 @@ struct Recipe {
 }
 
 /// A consumer name unique to this process that sorts in creation order.
-fn ordered_name(subscription: &str) -> String {
+pub(crate) fn ordered_name(subscription: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let micros = std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -191,11 +196,13 @@ impl PulsarConsumer {
         })?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::channel(recipe.options.batch_size.max(1));
+        let generation = SeekGeneration::default();
         let shared = Arc::new(Shared {
             topic: topic.clone(),
             closed: AtomicBool::new(false),
             commands,
             nack_delay: recipe.options.nack_redelivery_delay,
+            generation: generation.clone(),
         });
         let pump = Pump {
             shared: shared.clone(),
@@ -209,7 +216,7 @@ impl PulsarConsumer {
             backend,
             shared,
             subscription: subscription.to_string(),
-            inbox: Inbox::new(rx),
+            inbox: Inbox::new(CurrentOnly::new(rx, generation)),
             stop: Notify::new(),
             task: Mutex::new(Some(task)),
         })
@@ -274,7 +281,7 @@ enum Next {
 }
 
 impl Pump {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::Sender<Message>) {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>, tx: mpsc::Sender<Tagged>) {
         let mut backoff = Duration::from_millis(50);
         loop {
             let Some(consumer) = self.consumer.as_mut() else {
@@ -320,7 +327,7 @@ impl Pump {
                 // sends, so the room is still there when the message comes.)
                 next = consumer.next(), if tx.capacity() > 0 => match next {
                     Some(Ok(m)) => {
-                        let m = self.convert(m);
+                        let m = (self.shared.generation.current(), self.convert(m));
                         if tx.try_send(m).is_err() {
                             return; // the inbox closed in between
                         }
@@ -357,12 +364,11 @@ impl Pump {
                     return Next::Stop;
                 }
                 Command::Unsubscribe(reply) => {
-                    let _ = reply.send(Err(Error::Connection {
-                        backend: crate::errors::NAME,
-                        message: "the consumer was reconnecting: the subscription was not deleted".into(),
-                        source: None,
-                    }));
+                    let _ = reply.send(Err(reconnecting("the subscription was not deleted")));
                     return Next::Stop;
+                }
+                Command::Seek(_, reply) => {
+                    let _ = reply.send(Err(reconnecting("the subscription was not moved")));
                 }
             }
             return Next::Continue;
@@ -391,8 +397,47 @@ impl Pump {
                 let _ = reply.send(r.map_err(|e| convert("unsubscribe", e)));
                 return Next::Stop;
             }
+            Command::Seek(position, reply) => {
+                let _ = reply.send(self.seek(&position).await);
+            }
         }
         Next::Continue
+    }
+
+    /// Moves the subscription with Pulsar's `Seek` (see [`crate::replay`]),
+    /// then subscribes afresh: the crate's seek attaches a second consumer
+    /// while the first is still attached, and pulsar-lite keeps dispatching
+    /// to both, out of order. Messages fetched before are dropped unread.
+    async fn seek(&mut self, position: &Position) -> Result<()> {
+        let Some(mut consumer) = self.consumer.take() else {
+            return Err(reconnecting("the subscription was not moved"));
+        };
+        let backend = self.recipe.backend.clone();
+        let target = match crate::replay::seek_target(&backend, &self.recipe.ptopic, &mut consumer, position).await {
+            Ok(Some(target)) => target,
+            other => {
+                // Nothing to move (an empty topic), or no move possible.
+                self.consumer = Some(consumer);
+                return other.map(drop);
+            }
+        };
+        let (id, time) = target;
+        let result = consumer
+            .seek(None, id, time, backend.client.clone())
+            .await
+            .map_err(|e| convert(format!("seek subscription {}", self.recipe.subscription), e));
+        if let Err(e) = consumer.close().await {
+            tracing::debug!(topic = %self.shared.topic, error = %e, "closing the pulsar consumer after a seek");
+        }
+        drop(consumer);
+        self.shared.generation.advance();
+        self.deliveries.clear();
+        match self.recipe.subscribe().await {
+            Ok(c) => self.consumer = Some(c),
+            // The task's loop subscribes again.
+            Err(_) => tracing::warn!(topic = %self.shared.topic, "subscribing again after a seek failed; retrying"),
+        }
+        result
     }
 
     fn convert(&mut self, m: pulsar::consumer::Message<Vec<u8>>) -> Message {
@@ -400,25 +445,43 @@ impl Pump {
         let count = self.deliveries.entry(id_key(&id)).or_insert(0);
         let redelivery_count = *count;
         *count += 1;
-        let metadata = &m.payload.metadata;
-        let properties = metadata
-            .properties
-            .iter()
-            .map(|kv| (kv.key.clone(), kv.value.clone()))
-            .collect();
-        let parts = MessageParts {
-            properties,
-            key: metadata.partition_key.clone(),
-            publish_time: UNIX_EPOCH + Duration::from_millis(metadata.publish_time),
-            redelivery_count,
-            payload: m.payload.data.into(),
-            ..MessageParts::new(message_id(&id), self.shared.topic.clone())
-        };
+        let parts = message_parts(m, self.shared.topic.clone(), redelivery_count);
         let ack = PulsarAck {
             shared: self.shared.clone(),
             id,
         };
         Message::new(parts, Arc::new(ack))
+    }
+}
+
+/// A received Pulsar message as ours: properties, partition key, publish time.
+pub(crate) fn message_parts(
+    m: pulsar::consumer::Message<Vec<u8>>,
+    topic: Topic,
+    redelivery_count: u32,
+) -> MessageParts {
+    let metadata = &m.payload.metadata;
+    let properties = metadata
+        .properties
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect();
+    MessageParts {
+        properties,
+        key: metadata.partition_key.clone(),
+        publish_time: UNIX_EPOCH + Duration::from_millis(metadata.publish_time),
+        redelivery_count,
+        payload: m.payload.data.into(),
+        ..MessageParts::new(message_id(&m.message_id.id), topic)
+    }
+}
+
+/// What a request gets while the consumer subscribes again.
+fn reconnecting(what_failed: &str) -> Error {
+    Error::Connection {
+        backend: crate::errors::NAME,
+        message: format!("the consumer was reconnecting: {what_failed}"),
+        source: None,
     }
 }
 
@@ -477,6 +540,22 @@ impl Consumer for PulsarConsumer {
         self.inbox
             .receive_batch(&self.stop, || self.ensure_open(), max, timeout)
             .await
+    }
+
+    /// Everyone in the subscription resumes from `position`; what this
+    /// consumer fetched but did not hand out yet is dropped.
+    async fn seek(&self, position: Position) -> Result<()> {
+        self.ensure_open()?;
+        self.backend.caps.check_replay(&self.shared.topic)?;
+        let (reply, answer) = oneshot::channel();
+        self.shared.command(Command::Seek(position, reply))?;
+        // A seek may subscribe twice and read the newest message once.
+        let bound = self.backend.config.timeout * 4;
+        match tokio::time::timeout(bound, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Closed("consumer")),
+            Err(_) => Err(Error::Timeout(bound)),
+        }
     }
 
     async fn unsubscribe(&self) -> Result<()> {

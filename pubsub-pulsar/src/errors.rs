@@ -62,3 +62,9 @@ pub(crate) fn convert(what: impl std::fmt::Display, e: pulsar::Error) -> Error {
 pub(crate) fn is_consumer_busy(e: &pulsar::Error) -> bool {
     server_error(e) == Some(ServerError::ConsumerBusy)
 }
+
+/// Whether the broker answered that the topic has no messages
+/// (pulsar-lite's answer to `GetLastMessageId` on an empty topic).
+pub(crate) fn is_no_messages(e: &pulsar::Error) -> bool {
+    matches!(connection_error(e), Some(ConnectionError::PulsarError(_, Some(text))) if text.contains("no messages"))
+}

@@ -7,6 +7,8 @@
 //! | q2 | not supported: Pulsar de-duplicates by producer name and sequence id, and the `pulsar` crate numbers sequences itself, so a message's dedup id cannot become one. Refused with `Error::Unsupported` (or run as q1 with `allow_degraded_qos`) |
 //! | Shared, Exclusive, Failover, KeyShared | the subscription types of the same names |
 //! | Earliest / Latest | the subscription's initial position |
+//! | readers | non-durable subscriptions started at an id, filtered on the client (from a time: read from the earliest, older messages skipped) |
+//! | `seek` | the protocol's `Seek` by id or time, then the consumer subscribes afresh; no log positions (ids are not counts) |
 //! | ack / nack | individual ack / negative ack (redelivery); a nack delay waits on the client, as Pulsar clients do |
 //! | ack timeout | the client's unacked-message redelivery |
 //! | `max_redeliveries` | the client's dead-letter policy; without a `dead_letter_topic`, Pulsar's `<topic>-<subscription>-DLQ` (nothing is dropped); dead letters carry `REAL_TOPIC` and `ORIGIN_MESSAGE_ID` |
@@ -36,6 +38,7 @@ mod config;
 mod consumer;
 mod errors;
 mod naming;
+mod replay;
 
 pub use backend::PulsarBackend;
 pub use config::{PulsarBroker, PulsarConfig, DEFAULT_MAX_MESSAGE_SIZE, METADATA_RESERVE};
