@@ -32,6 +32,15 @@ async fn consumer_resumes_after_graceful_restart() {
     common::consumer_resumes_after_restart(b).await;
 }
 
+/// A reader resubscribes after a restart and goes on where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_resumes_after_restart() {
+    let Some(b) = broker(BackendKind::Pulsar, &[]).await else {
+        return;
+    };
+    common::reader_resumes_after_restart(b).await;
+}
+
 /// Nothing listening: a typed, retriable connection error within the timeout.
 #[tokio::test]
 async fn unreachable_broker_is_a_connection_error() {

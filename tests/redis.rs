@@ -109,3 +109,12 @@ async fn consumer_resumes_after_graceful_restart() {
     };
     common::consumer_resumes_after_restart(b).await;
 }
+
+/// A reader goes on where it was after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_resumes_after_restart() {
+    let Some(b) = broker(BackendKind::Redis, &[]).await else {
+        return;
+    };
+    common::reader_resumes_after_restart(b).await;
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pubsub::testing::TestBroker;
-use pubsub::{BackendKind, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Topic};
+use pubsub::{BackendKind, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Position, Topic};
 
 /// A broker of `kind` for this test, or `None` (reported as skipped, or a
 /// failure under CI) when it cannot be started.
@@ -201,6 +201,43 @@ pub async fn consumer_resumes_after_restart(mut broker: TestBroker) {
             other => panic!("unexpected message {other:?}"),
         }
     }
+}
+
+/// A reader from the earliest message goes on after a broker restart
+/// where it stopped: nothing read twice, nothing skipped.
+pub async fn reader_resumes_after_restart(mut broker: TestBroker) {
+    let backend = broker.backend().await.unwrap();
+    let topic: Topic = format!("q1/reliability/{}/reader", broker.kind()).parse().unwrap();
+    let p = backend.create_producer(&topic, Default::default()).await.unwrap();
+    for m in ["m0", "m1"] {
+        p.send(OutgoingMessage::new(m)).await.unwrap();
+    }
+    let reader = backend.create_reader(&topic, Position::Earliest).await.unwrap();
+    for expected in ["m0", "m1"] {
+        let m = reader.next_timeout(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(m.payload().as_ref(), expected.as_bytes());
+    }
+    broker.restart().await.unwrap();
+    let mut sent = false;
+    for _ in 0..100 {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), p.send(OutgoingMessage::new("m2"))).await {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sent, "the producer reconnects");
+    let m = reader
+        .next_timeout(Duration::from_secs(30))
+        .await
+        .expect("the reader reconnects");
+    assert_eq!(
+        String::from_utf8_lossy(m.payload()),
+        "m2",
+        "the reader goes on after the last message it read"
+    );
+    assert!(!reader.has_next().await.unwrap(), "at the end after m2");
+    reader.close().await.unwrap();
 }
 
 /// A loopback port nothing listens on.

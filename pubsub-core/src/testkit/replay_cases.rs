@@ -175,7 +175,8 @@ pub async fn replay_readers(ctx: &Ctx) -> Outcome {
 
 /// Seeking a subscription back delivers the same messages again (even
 /// acked ones), to the earliest, to an id and to a time; seeking to the
-/// latest skips what is there.
+/// latest skips what is there. Messages fetched but not yet received
+/// before a seek are not delivered as well.
 pub async fn replay_seek_subscription(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "replay-seek");
     if !ctx.caps.replay {
@@ -187,14 +188,17 @@ pub async fn replay_seek_subscription(ctx: &Ctx) -> Outcome {
     let middle = SystemTime::now();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     send(ctx, &topic, 3..6).await;
-    assert_eq!(arrived(ctx, &receive_n(c.as_ref(), 6, true).await), expected(0..6));
-
+    // Two taken, four left waiting (fetched ahead by most clients): a seek
+    // drops what was fetched for the old position.
+    let first_two = receive_n(c.as_ref(), 2, true).await;
     c.seek(Position::Earliest).await.expect("seek to Earliest");
     assert_eq!(
         arrived(ctx, &receive_n(c.as_ref(), 6, true).await),
         expected(0..6),
-        "again after seek(Earliest)"
+        "after seek(Earliest), with m2..m5 not yet received ({} received before)",
+        first_two.len()
     );
+    expect_quiet(c.as_ref(), "nothing more after seek(Earliest)").await;
     c.seek(Position::Id(ids[1].clone())).await.expect("seek to an id");
     assert_eq!(
         arrived(ctx, &receive_n(c.as_ref(), 5, true).await),
