@@ -118,3 +118,67 @@ async fn reader_resumes_after_restart() {
     };
     common::reader_resumes_after_restart(b).await;
 }
+
+/// `calls` of `XACK` in the server's `INFO commandstats` (a short blocking read).
+fn xack_calls(port: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(b"INFO commandstats\r\n").unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    // A bulk reply: `$<len>\r\n<text>\r\n`; read until all of it is here.
+    loop {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the connection");
+        reply.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&reply);
+        if let Some((len, rest)) = text.strip_prefix('$').and_then(|t| t.split_once("\r\n")) {
+            if rest.len() >= len.parse::<usize>().unwrap() {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&reply);
+    text.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xack:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// Acks given together go out as a few `XACK`s, not one each (counted by
+/// the server), and all of them take effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_given_together_are_coalesced() {
+    let Some(b) = broker(BackendKind::Redis, &[]).await else {
+        return;
+    };
+    let backend = b.backend().await.unwrap();
+    let topic: Topic = "q1/acks/coalesced/t".parse().unwrap();
+    let c = backend
+        .create_consumer(&topic, "s", ConsumerOptions::default().with_batch_size(200))
+        .await
+        .unwrap();
+    let p = backend.create_producer(&topic, Default::default()).await.unwrap();
+    p.send_batch((0..100).map(|i| OutgoingMessage::new(format!("m{i}"))).collect())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        let batch = c.receive_batch(100 - got.len(), Duration::from_secs(10)).await.unwrap();
+        assert!(!batch.is_empty(), "only {} of 100 arrived", got.len());
+        got.extend(batch);
+    }
+    let before = xack_calls(b.port());
+    futures::future::try_join_all(got.iter().map(|m| m.ack()))
+        .await
+        .unwrap();
+    let calls = xack_calls(b.port()) - before;
+    assert!(calls <= 10, "100 acks at once took {calls} XACKs");
+    let subs = backend.admin().subscriptions(&topic).await.unwrap();
+    assert_eq!(
+        subs.iter().map(|s| s.backlog).collect::<Vec<_>>(),
+        [Some(0)],
+        "every ack counted"
+    );
+    c.close().await.unwrap();
+}

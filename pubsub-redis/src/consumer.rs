@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::acks::GroupAcker;
 use crate::backend::{map_err, Inner};
 use crate::fields::{fill_parts, items, read_reply_entries, text_of, to_fields};
 use crate::keys::TopicKeys;
@@ -55,6 +56,7 @@ pub(crate) struct Shared {
     fetching: tokio::sync::Mutex<()>,
     /// Seeks so far: each fetched message carries the one it was read in.
     generation: SeekGeneration,
+    acker: GroupAcker,
 }
 
 impl Shared {
@@ -103,15 +105,7 @@ impl Shared {
     }
 
     async fn xack(&self, id: &str) -> Result<()> {
-        let mut conn = self.inner.conn.clone();
-        let _: i64 = redis::cmd("XACK")
-            .arg(&self.keys.stream)
-            .arg(&self.group)
-            .arg(id)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| map_err("ack", e))?;
-        Ok(())
+        self.acker.ack(id).await
     }
 
     /// Sets the idle time of pending entries so the next reclaim after
@@ -182,8 +176,11 @@ impl StreamConsumer {
     ) -> Result<Self> {
         let short = uuid::Uuid::new_v4().simple().to_string();
         let consumer = format!("{}-{}", options.name.as_deref().unwrap_or("consumer"), &short[..12]);
+        let keys = TopicKeys::new(&topic);
+        let acker = GroupAcker::start(inner.conn.clone(), keys.stream.clone(), subscription.to_string());
         let shared = Arc::new(Shared {
-            keys: TopicKeys::new(&topic),
+            keys,
+            acker,
             inner,
             topic,
             group: subscription.to_string(),

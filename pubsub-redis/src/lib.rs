@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod acks;
 mod admin;
 mod backend;
 mod config;
