@@ -53,15 +53,7 @@ async fn persistent_session_queues_while_away_and_survives_restart() {
     m.ack().await.unwrap();
 
     broker.restart().await.unwrap();
-    let mut sent = false;
-    for _ in 0..50 {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), p.send(OutgoingMessage::new("after"))).await {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(sent, "the producer reconnects");
+    common::send_once_reconnected(p.as_ref(), "after").await;
     let m = c
         .receive_timeout(Duration::from_secs(30))
         .await

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pubsub::testing::TestBroker;
-use pubsub::{BackendKind, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Position, Topic};
+use pubsub::{BackendKind, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Position, Producer, Topic};
 
 /// A broker of `kind` for this test, or `None` (reported as skipped, or a
 /// failure under CI) when it cannot be started.
@@ -173,15 +173,7 @@ pub async fn consumer_resumes_after_restart(mut broker: TestBroker) {
         .await
         .unwrap();
     broker.restart().await.unwrap();
-    let mut sent = false;
-    for _ in 0..100 {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), p.send(OutgoingMessage::new("after"))).await {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(sent, "the producer reconnects");
+    send_once_reconnected(p.as_ref(), "after").await;
     // "before" may come back once: an ack the broker had not stored when it
     // stopped is redelivered (at-least-once). What matters is that "after"
     // arrives on the same consumer.
@@ -218,15 +210,7 @@ pub async fn reader_resumes_after_restart(mut broker: TestBroker) {
         assert_eq!(m.payload().as_ref(), expected.as_bytes());
     }
     broker.restart().await.unwrap();
-    let mut sent = false;
-    for _ in 0..100 {
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), p.send(OutgoingMessage::new("m2"))).await {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(sent, "the producer reconnects");
+    send_once_reconnected(p.as_ref(), "m2").await;
     let m = reader
         .next_timeout(Duration::from_secs(30))
         .await
@@ -238,6 +222,23 @@ pub async fn reader_resumes_after_restart(mut broker: TestBroker) {
     );
     assert!(!reader.has_next().await.unwrap(), "at the end after m2");
     reader.close().await.unwrap();
+}
+
+/// Sends `payload` once the producer is through to the broker again
+/// (after a restart), trying for up to about 30 s.
+pub async fn send_once_reconnected(p: &dyn Producer, payload: &str) {
+    for _ in 0..100 {
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            p.send(OutgoingMessage::new(payload.to_string())),
+        )
+        .await
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the producer did not reconnect");
 }
 
 /// A loopback port nothing listens on.
