@@ -5,7 +5,8 @@
 //! |---|---|
 //! | topic `q1/t/ns/q` | stream `pubsub:{t.ns.q}` |
 //! | q0 | Pub/Sub channel `pubsub:{t.ns.q}:q0`: nothing retained; every consumer of the topic gets every message (Pub/Sub has no groups) |
-//! | q1 | `XADD`; subscription = consumer group (`XGROUP CREATE … MKSTREAM`, at `0` for Earliest, `$` for Latest); `XREADGROUP`; `XACK` |
+//! | q1 | `XADD`; subscription = consumer group (`XGROUP CREATE … MKSTREAM`, at `0` for Earliest, `$` for Latest); `XREADGROUP`; `XACK` (acks given together share one) |
+//! | readers, `seek` | `XREAD` from a bound id (reconnecting after a restart); `XGROUP SETID` between two fetches, dropping what was fetched for the old position |
 //! | q2 | q1 + an atomic Lua publish that drops a dedup id seen within `dedup_window` (default 10 min) and returns the first id |
 //! | ack timeout, crashed consumers | `XAUTOCLAIM` of entries idle past the ack timeout, with Redis's delivery counter as the redelivery count |
 //! | nack (delay) | `XCLAIM … IDLE` so the next reclaim takes it after the delay; a delay longer than the ack timeout is cut to it |
