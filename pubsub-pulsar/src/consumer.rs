@@ -405,9 +405,10 @@ impl Pump {
     }
 
     /// Moves the subscription with Pulsar's `Seek` (see [`crate::replay`]),
-    /// then subscribes afresh: the crate's seek attaches a second consumer
-    /// while the first is still attached, and pulsar-lite keeps dispatching
-    /// to both, out of order. Messages fetched before are dropped unread.
+    /// then subscribes afresh: the crate's seek subscribes a new consumer
+    /// while the old one may still be attached (pulsar-lite keeps it and
+    /// dispatches to both, out of order). Messages fetched before the seek
+    /// are dropped unread.
     async fn seek(&mut self, position: &Position) -> Result<()> {
         let Some(mut consumer) = self.consumer.take() else {
             return Err(reconnecting("the subscription was not moved"));
@@ -435,7 +436,7 @@ impl Pump {
         match self.recipe.subscribe().await {
             Ok(c) => self.consumer = Some(c),
             // The task's loop subscribes again.
-            Err(_) => tracing::warn!(topic = %self.shared.topic, "subscribing again after a seek failed; retrying"),
+            Err(_) => tracing::warn!(topic = %self.shared.topic, "subscribing after a seek failed; the task retries"),
         }
         result
     }

@@ -247,7 +247,8 @@ impl PulsarReader {
             backoff: Duration::from_millis(50),
         };
         if let Position::Latest = start {
-            // Later subscriptions start right after it, not at the end then.
+            // A reconnect subscribes from this message (dropped as a repeat),
+            // not from the end then: nothing published meanwhile is missed.
             let last = last_message_id(&mut consumer).await?;
             cursor.floor = last.as_ref().map(id_key);
             cursor.through = last.clone();
@@ -399,5 +400,34 @@ impl Reader for PulsarReader {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ledger: u64, entry: u64, batch: Option<i32>) -> MessageIdData {
+        MessageIdData {
+            ledger_id: ledger,
+            entry_id: entry,
+            batch_index: batch,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn just_before_sorts_below_the_id_and_above_everything_earlier() {
+        for (at, earlier) in [
+            (id(3, 5, None), id(3, 4, None)),
+            (id(3, 5, None), id(3, 4, Some(7))),
+            (id(3, 0, None), id(2, 99, None)),
+            (id(3, 5, Some(2)), id(3, 5, Some(1))),
+            (id(3, 5, Some(0)), id(3, 4, Some(9))),
+        ] {
+            let bound = just_before(&at);
+            assert!(bound < id_key(&at), "{at:?}");
+            assert!(id_key(&earlier) <= bound, "{earlier:?} is before {at:?}");
+        }
     }
 }
