@@ -438,7 +438,7 @@ impl Consumer for StreamConsumer {
     /// Moves the group between two fetches; what this consumer fetched
     /// but did not hand out yet is dropped. Entries delivered and not acked
     /// stay pending (`XGROUP SETID` keeps the PEL): they come back after
-    /// the ack timeout.
+    /// the ack timeout, or when their consumer closes.
     async fn seek(&self, position: Position) -> Result<()> {
         self.shared.ensure_open()?;
         self.shared.inner.caps.check_replay(&self.shared.topic)?;
