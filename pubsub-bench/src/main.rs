@@ -196,19 +196,23 @@ async fn raw_publish(name: &str, n: usize, size: usize) -> Option<f64> {
     }
 }
 
-/// The raw client's (or, for embedded, tokio mpsc's) end-to-end figure.
+/// The raw client's (or, for embedded, tokio mpsc's) end-to-end figure:
+/// messages received per second.
 async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: usize) -> Option<f64> {
-    let took: Result<Duration, Box<dyn std::error::Error + Send + Sync>> = match (name, qos, consumers) {
-        ("embedded", _, _) => Ok(raw::mpsc_end_to_end(n, size, consumers).await),
-        ("nats", Qos::AtLeastOnce, 1) => raw::nats_end_to_end(&url_of(name), n, size).await,
-        ("redis", Qos::AtLeastOnce, 1) => raw::redis_end_to_end(&url_of(name), n, size).await,
-        ("pulsar", Qos::AtLeastOnce, 1) => raw::pulsar_end_to_end(&pulsar_url(), n, size).await,
-        ("kafka", Qos::AtLeastOnce, 1) => raw::kafka_end_to_end(&kafka_bootstrap(), n, size).await,
-        ("mqtt", Qos::AtLeastOnce, 1) => raw::mqtt_end_to_end(&mqtt_host(), mqtt_port(), n, size).await,
+    let q0 = qos == Qos::AtMostOnce;
+    let outcome: Result<(Duration, usize), Box<dyn std::error::Error + Send + Sync>> = match (name, q0) {
+        ("embedded", _) => Ok((raw::mpsc_end_to_end(n, size, consumers).await, n)),
+        ("nats", true) => raw::nats_core_end_to_end(&url_of(name), n, size).await,
+        ("nats", false) => raw::nats_end_to_end(&url_of(name), n, size, consumers).await,
+        ("redis", true) => raw::redis_pubsub_end_to_end(&url_of(name), n, size).await,
+        ("redis", false) => raw::redis_end_to_end(&url_of(name), n, size, consumers).await,
+        ("pulsar", _) => raw::pulsar_end_to_end(&pulsar_url(), n, size, consumers, q0).await,
+        ("kafka", _) => raw::kafka_end_to_end(&kafka_bootstrap(), n, size, consumers, q0).await,
+        ("mqtt", _) => raw::mqtt_end_to_end(&mqtt_host(), mqtt_port(), n, size, consumers, q0).await,
         _ => return None,
     };
-    match took {
-        Ok(d) => Some(rate(n, d)),
+    match outcome {
+        Ok((took, got)) => Some(rate(got, took)),
         Err(e) => {
             eprintln!("{name} raw end-to-end: {e}");
             None

@@ -21,6 +21,64 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{n}")
 }
 
+/// How long a receiving loop of a multi-consumer baseline waits before it
+/// checks whether the others have received the rest.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The messages received between all consumers. For a lossy (q0) run the
+/// consumers also stop once publishing is done and [`IDLE`] passed without
+/// a message, as the SDK's workload does.
+#[derive(Default)]
+struct Received {
+    count: AtomicUsize,
+    lossy: bool,
+    published: std::sync::atomic::AtomicBool,
+}
+
+/// How long q0 consumers wait for more once everything was published.
+const IDLE: Duration = Duration::from_secs(1);
+
+impl Received {
+    fn new(lossy: bool) -> Arc<Self> {
+        Arc::new(Received {
+            lossy,
+            ..Default::default()
+        })
+    }
+
+    /// Whether a consumer whose last message came at `last` can stop.
+    fn done(&self, n: usize, last: Instant) -> bool {
+        self.count() >= n || (self.lossy && self.published.load(Ordering::Acquire) && last.elapsed() >= IDLE)
+    }
+
+    fn add(&self, k: usize) {
+        self.count.fetch_add(k, Ordering::AcqRel);
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    fn publishing_done(&self) {
+        self.published.store(true, Ordering::Release);
+    }
+}
+
+/// Marks publishing done and waits for every receiving task: the time
+/// from `started` to the last message any got, and how many came.
+async fn all_received(
+    received: &Received,
+    started: Instant,
+    tasks: Vec<tokio::task::JoinHandle<Result<Instant, BoxError>>>,
+) -> Result<(Duration, usize), BoxError> {
+    received.publishing_done();
+    let mut last = started;
+    for t in tasks {
+        last = last.max(t.await??);
+    }
+    Ok((last - started, received.count()))
+}
+
 /// NATS JetStream: publish `n` messages in pipelined batches of [`BATCH`]
 /// (the PubAcks awaited per batch, as the SDK's `send_batch` does).
 pub async fn nats_publish(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
@@ -57,9 +115,14 @@ async fn nats_send(js: &jetstream::Context, subject: &str, n: usize, payload: &b
     Ok(())
 }
 
-/// NATS JetStream end to end: one durable pull consumer acks each message
-/// while `n` are published.
-pub async fn nats_end_to_end(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+/// NATS JetStream end to end: `consumers` pulling from one durable
+/// consumer ack each message while `n` are published.
+pub async fn nats_end_to_end(
+    url: &str,
+    n: usize,
+    size: usize,
+    consumers: usize,
+) -> Result<(Duration, usize), BoxError> {
     let client = async_nats::connect(url).await?;
     let js = jetstream::new(client);
     let name = unique("RAW");
@@ -77,22 +140,100 @@ pub async fn nats_end_to_end(url: &str, n: usize, size: usize) -> Result<Duratio
             ..Default::default()
         })
         .await?;
-    let receiver = tokio::spawn(async move {
-        let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
-        let mut got = 0;
-        while got < n {
-            let m = messages.next().await.ok_or("stream ended")??;
-            m.ack().await?;
-            got += 1;
-        }
-        Ok::<Instant, BoxError>(Instant::now())
-    });
+    let received = Received::new(false);
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let (consumer, received) = (consumer.clone(), received.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut messages = consumer.stream().max_messages_per_batch(1000).messages().await?;
+            let mut last = Instant::now();
+            while !received.done(n, last) {
+                let Ok(m) = tokio::time::timeout(POLL, messages.next()).await else {
+                    continue;
+                };
+                m.ok_or("stream ended")??.ack().await?;
+                received.add(1);
+                last = Instant::now();
+            }
+            Ok::<Instant, BoxError>(last)
+        }));
+    }
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let started = Instant::now();
     nats_send(&js, &subject, n, &payload).await?;
-    let finished = receiver.await??;
+    let outcome = all_received(&received, started, tasks).await?;
     js.delete_stream(&name).await?;
-    Ok(finished - started)
+    Ok(outcome)
+}
+
+/// NATS core (q0): one queue-group subscriber while `n` are published
+/// (flushed once at the end, when the SDK's producer closes).
+pub async fn nats_core_end_to_end(url: &str, n: usize, size: usize) -> Result<(Duration, usize), BoxError> {
+    let client = async_nats::connect(url).await?;
+    let subject = unique("raw.q0.");
+    let mut subscriber = client.queue_subscribe(subject.clone(), "bench".into()).await?;
+    client.flush().await?;
+    let received = Received::new(true);
+    let task = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            while !received.done(n, last) {
+                if let Ok(m) = tokio::time::timeout(POLL, subscriber.next()).await {
+                    m.ok_or("subscription ended")?;
+                    received.add(1);
+                    last = Instant::now();
+                }
+            }
+            Ok::<Instant, BoxError>(last)
+        })
+    };
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let started = Instant::now();
+    for _ in 0..n {
+        client.publish(subject.clone(), payload.clone()).await?;
+    }
+    client.flush().await?;
+    all_received(&received, started, vec![task]).await
+}
+
+/// Redis Pub/Sub (q0): one subscriber while `n` are published with
+/// `PUBLISH` in pipelines of [`BATCH`].
+pub async fn redis_pubsub_end_to_end(url: &str, n: usize, size: usize) -> Result<(Duration, usize), BoxError> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let channel = unique("raw:q0:");
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(&channel).await?;
+    let mut messages = pubsub.into_on_message();
+    let received = Received::new(true);
+    let task = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            while !received.done(n, last) {
+                if let Ok(m) = tokio::time::timeout(POLL, messages.next()).await {
+                    m.ok_or("subscription ended")?;
+                    received.add(1);
+                    last = Instant::now();
+                }
+            }
+            Ok::<Instant, BoxError>(last)
+        })
+    };
+    let payload = vec![b'x'; size];
+    let started = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(BATCH);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            pipe.cmd("PUBLISH").arg(&channel).arg(&payload).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        left -= k;
+    }
+    all_received(&received, started, vec![task]).await
 }
 
 /// Redis Streams: `XADD` in pipelines of [`BATCH`].
@@ -127,9 +268,14 @@ async fn redis_send(
     Ok(())
 }
 
-/// Redis Streams end to end: one group consumer (`XREADGROUP` of up to
-/// [`BATCH`], one `XACK` per batch) while `n` are published.
-pub async fn redis_end_to_end(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+/// Redis Streams end to end: `consumers` group consumers (`XREADGROUP` of
+/// up to [`BATCH`], one `XACK` per batch) while `n` are published.
+pub async fn redis_end_to_end(
+    url: &str,
+    n: usize,
+    size: usize,
+    consumers: usize,
+) -> Result<(Duration, usize), BoxError> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let key = unique("raw:");
@@ -141,46 +287,51 @@ pub async fn redis_end_to_end(url: &str, n: usize, size: usize) -> Result<Durati
         .arg("MKSTREAM")
         .query_async(&mut conn)
         .await?;
-    let mut reader = client.get_multiplexed_async_connection().await?;
-    let read_key = key.clone();
-    let receiver = tokio::spawn(async move {
-        let mut got = 0;
-        while got < n {
-            let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg("g")
-                .arg("c")
-                .arg("COUNT")
-                .arg(BATCH)
-                .arg("BLOCK")
-                .arg(200)
-                .arg("STREAMS")
-                .arg(&read_key)
-                .arg(">")
-                .query_async(&mut reader)
-                .await?;
-            for k in reply.keys {
-                let ids: Vec<String> = k.ids.iter().map(|e| e.id.clone()).collect();
-                if ids.is_empty() {
-                    continue;
-                }
-                got += ids.len();
-                let _: i64 = redis::cmd("XACK")
-                    .arg(&read_key)
+    let received = Received::new(false);
+    let mut tasks = Vec::new();
+    for i in 0..consumers {
+        let mut reader = client.get_multiplexed_async_connection().await?;
+        let (read_key, received) = (key.clone(), received.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut last = Instant::now();
+            while !received.done(n, last) {
+                let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                    .arg("GROUP")
                     .arg("g")
-                    .arg(&ids)
+                    .arg(format!("c{i}"))
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .arg("BLOCK")
+                    .arg(POLL.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(&read_key)
+                    .arg(">")
                     .query_async(&mut reader)
                     .await?;
+                for k in reply.keys {
+                    let ids: Vec<String> = k.ids.iter().map(|e| e.id.clone()).collect();
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let _: i64 = redis::cmd("XACK")
+                        .arg(&read_key)
+                        .arg("g")
+                        .arg(&ids)
+                        .query_async(&mut reader)
+                        .await?;
+                    received.add(ids.len());
+                    last = Instant::now();
+                }
             }
-        }
-        Ok::<Instant, BoxError>(Instant::now())
-    });
+            Ok::<Instant, BoxError>(last)
+        }));
+    }
     let payload = vec![b'x'; size];
     let started = Instant::now();
     redis_send(&mut conn, &key, n, &payload).await?;
-    let finished = receiver.await??;
+    let outcome = all_received(&received, started, tasks).await?;
     let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
-    Ok(finished - started)
+    Ok(outcome)
 }
 
 /// tokio mpsc: one producer, `consumers` competing receivers (behind a
@@ -285,33 +436,49 @@ async fn pulsar_send(
     Ok(())
 }
 
-/// Pulsar end to end: one Shared consumer acks each message while `n` are published.
-pub async fn pulsar_end_to_end(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+/// Pulsar end to end: `consumers` of one Shared subscription ack each
+/// message while `n` are published (to a non-persistent topic for q0).
+pub async fn pulsar_end_to_end(
+    url: &str,
+    n: usize,
+    size: usize,
+    consumers: usize,
+    q0: bool,
+) -> Result<(Duration, usize), BoxError> {
     let client = pulsar::Pulsar::builder(url, pulsar::TokioExecutor).build().await?;
-    let topic = format!("persistent://bench/raw/{}", unique("e"));
-    let mut consumer: pulsar::Consumer<Vec<u8>, _> = client
-        .consumer()
-        .with_topic(&topic)
-        .with_subscription("bench")
-        .with_subscription_type(pulsar::SubType::Shared)
-        .with_batch_size(1000)
-        .build()
-        .await?;
-    let receiver = tokio::spawn(async move {
-        let mut got = 0;
-        while got < n {
-            let m = consumer.next().await.ok_or("stream ended")??;
-            consumer.ack(&m).await?;
-            got += 1;
-        }
-        Ok::<Instant, BoxError>(Instant::now())
-    });
+    let domain = if q0 { "non-persistent" } else { "persistent" };
+    let topic = format!("{domain}://bench/raw/{}", unique("e"));
+    let received = Received::new(q0);
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let mut consumer: pulsar::Consumer<Vec<u8>, _> = client
+            .consumer()
+            .with_topic(&topic)
+            .with_subscription("bench")
+            .with_subscription_type(pulsar::SubType::Shared)
+            .with_batch_size(1000)
+            .build()
+            .await?;
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = Instant::now();
+            while !received.done(n, last) {
+                let Ok(m) = tokio::time::timeout(POLL, consumer.next()).await else {
+                    continue;
+                };
+                let m = m.ok_or("stream ended")??;
+                consumer.ack(&m).await?;
+                received.add(1);
+                last = Instant::now();
+            }
+            Ok::<Instant, BoxError>(last)
+        }));
+    }
     let mut producer = client.producer().with_topic(&topic).build().await?;
     let payload = vec![b'x'; size];
     let started = Instant::now();
     pulsar_send(&mut producer, n, &payload).await?;
-    let finished = receiver.await??;
-    Ok(finished - started)
+    all_received(&received, started, tasks).await
 }
 
 /// A fresh Kafka topic of `partitions`, created through the admin API
@@ -333,11 +500,13 @@ fn kafka_config(bootstrap: &str) -> rdkafka::ClientConfig {
     c
 }
 
-/// The producer settings the SDK uses for q1: acks=all, idempotent, linger 1 ms.
-fn kafka_producer(bootstrap: &str) -> Result<rdkafka::producer::FutureProducer, BoxError> {
+/// The producer settings the SDK uses: for q1 acks=all and idempotent, for
+/// q0 acks=0; linger 1 ms.
+fn kafka_producer(bootstrap: &str, q0: bool) -> Result<rdkafka::producer::FutureProducer, BoxError> {
+    let (acks, idempotent) = if q0 { ("0", "false") } else { ("all", "true") };
     Ok(kafka_config(bootstrap)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
+        .set("acks", acks)
+        .set("enable.idempotence", idempotent)
         .set("linger.ms", "1")
         .set("compression.type", "none")
         .create()?)
@@ -345,9 +514,13 @@ fn kafka_producer(bootstrap: &str) -> Result<rdkafka::producer::FutureProducer, 
 
 /// A producer that already knows the topic's partitions and leaders, as
 /// the SDK's does once `create_producer` returned: setup is not timed.
-async fn kafka_producer_for(bootstrap: &str, topic: &str) -> Result<rdkafka::producer::FutureProducer, BoxError> {
+async fn kafka_producer_for(
+    bootstrap: &str,
+    topic: &str,
+    q0: bool,
+) -> Result<rdkafka::producer::FutureProducer, BoxError> {
     use rdkafka::producer::Producer as _;
-    let producer = kafka_producer(bootstrap)?;
+    let producer = kafka_producer(bootstrap, q0)?;
     let (probe, topic) = (producer.clone(), topic.to_string());
     tokio::task::spawn_blocking(move || probe.client().fetch_metadata(Some(&topic), Duration::from_secs(10))).await??;
     Ok(producer)
@@ -381,48 +554,67 @@ async fn kafka_send(
 /// SDK's default).
 pub async fn kafka_publish(bootstrap: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
     let topic = kafka_topic(bootstrap, 4).await?;
-    let producer = kafka_producer_for(bootstrap, &topic).await?;
+    let producer = kafka_producer_for(bootstrap, &topic, false).await?;
     let payload = vec![b'x'; size];
     let started = Instant::now();
     kafka_send(&producer, &topic, n, &payload).await?;
     Ok(started.elapsed())
 }
 
-/// Kafka end to end: one group member of a `StreamConsumer` stores each
-/// message's offset after handling it (the usual at-least-once loop, with
-/// auto-commit of stored offsets) while `n` are published.
-pub async fn kafka_end_to_end(bootstrap: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
+/// Kafka end to end: `consumers` members of one group (`StreamConsumer`),
+/// each storing a message's offset after handling it (the usual
+/// at-least-once loop, with auto-commit of stored offsets) while `n` are
+/// published to a topic of 4 partitions (for q0 with acks=0).
+pub async fn kafka_end_to_end(
+    bootstrap: &str,
+    n: usize,
+    size: usize,
+    consumers: usize,
+    q0: bool,
+) -> Result<(Duration, usize), BoxError> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
     let topic = kafka_topic(bootstrap, 4).await?;
-    let consumer: StreamConsumer = kafka_config(bootstrap)
-        .set("group.id", unique("raw-group-"))
-        .set("enable.auto.commit", "true")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "100")
-        .create()?;
-    consumer.subscribe(&[&topic])?;
-    let consumer = Arc::new(consumer);
-    let receiving = consumer.clone();
-    let receiver = tokio::spawn(async move {
-        let mut got = 0;
-        while got < n {
-            let m = receiving.recv().await?;
-            receiving.store_offset_from_message(&m)?;
-            got += 1;
-        }
-        Ok::<Instant, BoxError>(Instant::now())
-    });
-    let producer = kafka_producer_for(bootstrap, &topic).await?;
+    let group = unique("raw-group-");
+    let received = Received::new(q0);
+    let mut members = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let consumer: StreamConsumer = kafka_config(bootstrap)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100")
+            .create()?;
+        consumer.subscribe(&[&topic])?;
+        let consumer = Arc::new(consumer);
+        members.push(consumer.clone());
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = Instant::now();
+            while !received.done(n, last) {
+                let Ok(m) = tokio::time::timeout(POLL, consumer.recv()).await else {
+                    continue;
+                };
+                consumer.store_offset_from_message(&m?)?;
+                received.add(1);
+                last = Instant::now();
+            }
+            Ok::<Instant, BoxError>(last)
+        }));
+    }
+    let producer = kafka_producer_for(bootstrap, &topic, q0).await?;
     let payload = vec![b'x'; size];
     let started = Instant::now();
     kafka_send(&producer, &topic, n, &payload).await?;
-    let finished = receiver.await??;
+    let outcome = all_received(&received, started, tasks).await?;
     // Dropping a StreamConsumer can hang (an rdkafka issue): leave the group
     // and drop it off the runtime.
-    consumer.unsubscribe();
-    tokio::task::spawn_blocking(move || drop(consumer));
-    Ok(finished - started)
+    for consumer in members {
+        consumer.unsubscribe();
+        tokio::task::spawn_blocking(move || drop(consumer));
+    }
+    Ok(outcome)
 }
 
 /// MQTT v5 (rumqttc): a connection whose event loop runs in its own task,
@@ -437,8 +629,12 @@ struct MqttConnection {
 }
 
 impl MqttConnection {
-    async fn open(host: &str, port: u16, subscribe: Option<String>) -> Result<Self, BoxError> {
-        use rumqttc::v5::{mqttbytes::v5::Packet, mqttbytes::QoS, Event};
+    async fn open(
+        host: &str,
+        port: u16,
+        subscribe: Option<(String, rumqttc::v5::mqttbytes::QoS)>,
+    ) -> Result<Self, BoxError> {
+        use rumqttc::v5::{mqttbytes::v5::Packet, Event};
         let mut o = rumqttc::v5::MqttOptions::new(unique("raw-"), host, port);
         o.set_keep_alive(Duration::from_secs(10));
         o.set_manual_acks(true);
@@ -452,8 +648,8 @@ impl MqttConnection {
                 break;
             }
         }
-        if let Some(filter) = subscribe {
-            client.subscribe(filter, QoS::AtLeastOnce).await?;
+        if let Some((filter, qos)) = subscribe {
+            client.subscribe(filter, qos).await?;
             loop {
                 if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await? {
                     break;
@@ -506,18 +702,21 @@ impl MqttConnection {
         }
     }
 
-    /// Publishes `n` q1 messages, each PUBACK awaited before the next
-    /// PUBLISH: the fastest way through rumqttc measured here (pipelining
+    /// Publishes `n` messages. q1: each PUBACK awaited before the next
+    /// PUBLISH, the fastest way through rumqttc measured here (pipelining
     /// 100 stalls about 44 ms per batch against Mosquitto), and what the
-    /// SDK's `send_batch` does.
-    async fn send(&self, topic: &str, n: usize, size: usize) -> Result<(), BoxError> {
+    /// SDK's `send_batch` does. q0: one after the other, nothing to await.
+    async fn send(&self, topic: &str, n: usize, size: usize, q0: bool) -> Result<(), BoxError> {
         use rumqttc::v5::mqttbytes::QoS;
         let payload = bytes::Bytes::from(vec![b'x'; size]);
+        let qos = if q0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
         for sent in 1..=n {
             self.client
-                .publish_bytes(topic.to_string(), QoS::AtLeastOnce, false, payload.clone())
+                .publish_bytes(topic.to_string(), qos, false, payload.clone())
                 .await?;
-            self.wait(&self.acked, sent).await;
+            if !q0 {
+                self.wait(&self.acked, sent).await;
+            }
         }
         Ok(())
     }
@@ -534,18 +733,39 @@ pub async fn mqtt_publish(host: &str, port: u16, n: usize, size: usize) -> Resul
     let topic = unique("raw/bench/");
     let publisher = MqttConnection::open(host, port, None).await?;
     let started = Instant::now();
-    publisher.send(&topic, n, size).await?;
+    publisher.send(&topic, n, size, false).await?;
     Ok(started.elapsed())
 }
 
-/// MQTT end to end: one q1 shared-subscription member acks each message
-/// while `n` are published.
-pub async fn mqtt_end_to_end(host: &str, port: u16, n: usize, size: usize) -> Result<Duration, BoxError> {
+/// MQTT end to end: `consumers` members of one shared subscription (q1:
+/// QoS 1, acking each message; q0: QoS 0) while `n` are published.
+pub async fn mqtt_end_to_end(
+    host: &str,
+    port: u16,
+    n: usize,
+    size: usize,
+    consumers: usize,
+    q0: bool,
+) -> Result<(Duration, usize), BoxError> {
+    use rumqttc::v5::mqttbytes::QoS;
     let topic = unique("raw/bench/");
-    let subscriber = MqttConnection::open(host, port, Some(format!("$share/bench/{topic}"))).await?;
+    let qos = if q0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+    let mut subscribers = Vec::new();
+    for _ in 0..consumers {
+        let filter = format!("$share/bench/{topic}");
+        subscribers.push(MqttConnection::open(host, port, Some((filter, qos))).await?);
+    }
     let publisher = MqttConnection::open(host, port, None).await?;
     let started = Instant::now();
-    publisher.send(&topic, n, size).await?;
-    subscriber.wait(&subscriber.received, n).await;
-    Ok(started.elapsed())
+    publisher.send(&topic, n, size, q0).await?;
+    // Each connection counts its own; 1 ms steps are far below a run.
+    let received = || -> usize { subscribers.iter().map(|s| s.received.load(Ordering::Acquire)).sum() };
+    let (mut seen, mut last) = (received(), Instant::now());
+    while seen < n && !(q0 && last.elapsed() >= IDLE) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if received() > seen {
+            (seen, last) = (received(), Instant::now());
+        }
+    }
+    Ok((last - started, seen))
 }
