@@ -464,6 +464,19 @@ impl CoreConsumer {
             counter: AtomicU64::new(0),
         })
     }
+
+    /// A core NATS message as ours: no ack, an id numbering this consumer's messages.
+    fn convert(&self, m: async_nats::Message) -> Message {
+        let (properties, key) = from_headers(m.headers.as_ref());
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let parts = MessageParts {
+            payload: m.payload,
+            properties,
+            key,
+            ..MessageParts::new(MessageId::from_text(format!("q0-{n}")), self.topic.clone())
+        };
+        Message::new(parts, Arc::new(NoAck))
+    }
 }
 
 #[async_trait]
@@ -487,15 +500,29 @@ impl Consumer for CoreConsumer {
             m = sub.next() => m.ok_or(Error::Closed("consumer"))?,
             _ = stop => return Err(Error::Closed("consumer")),
         };
-        let (properties, key) = from_headers(m.headers.as_ref());
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let parts = MessageParts {
-            payload: m.payload,
-            properties,
-            key,
-            ..MessageParts::new(MessageId::from_text(format!("q0-{n}")), self.topic.clone())
+        Ok(self.convert(m))
+    }
+
+    /// The first message within `timeout`, then what the subscription holds
+    /// already, under one lock.
+    async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
+        let mut out = Vec::new();
+        match self.receive_timeout(timeout).await {
+            Ok(m) => out.push(m),
+            Err(Error::Timeout(_)) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+        let mut guard = self.subscriber.lock().await;
+        let Some(sub) = guard.as_mut() else {
+            return Ok(out);
         };
-        Ok(Message::new(parts, Arc::new(NoAck)))
+        while out.len() < max {
+            match sub.next().now_or_never() {
+                Some(Some(m)) => out.push(self.convert(m)),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     async fn unsubscribe(&self) -> Result<()> {
