@@ -187,8 +187,29 @@ impl Producer for MqttProducer {
         for m in &messages {
             self.check(m)?;
         }
-        // One at a time: pipelining 100 PUBLISHes through rumqttc measured
-        // 5x slower (about 44 ms per batch against Mosquitto), nodelay or not.
+        if self.topic.qos() == Qos::AtMostOnce {
+            // Nothing to wait for from the broker: all handed over, then the
+            // writes awaited together.
+            let publisher = &self.inner.publisher;
+            let mut sent = Vec::with_capacity(messages.len());
+            for m in messages {
+                let props = to_properties(&m);
+                sent.push(
+                    publisher
+                        .hand_over(mqtt_topic(&self.topic), qos(Qos::AtMostOnce), m.payload, props)
+                        .await?,
+                );
+            }
+            let mut ids = Vec::with_capacity(sent.len());
+            for s in sent {
+                publisher.confirmed(s).await?;
+                ids.push(MessageId::from_text("q0"));
+            }
+            return Ok(ids);
+        }
+        // q1/q2 one at a time: pipelining 100 PUBLISHes through rumqttc
+        // measured 5x slower (about 44 ms per batch against Mosquitto),
+        // nodelay or not.
         let mut ids = Vec::with_capacity(messages.len());
         for m in messages {
             ids.push(self.send(m).await?);

@@ -96,21 +96,37 @@ impl Publisher {
         payload: Bytes,
         props: PublishProperties,
     ) -> Result<()> {
+        let sent = self.hand_over(topic, qos, payload, props).await?;
+        self.confirmed(sent).await
+    }
+
+    /// Queues the message in rumqttc; the receiver resolves when the broker
+    /// has it as `qos` requires (q0: once written to the connection).
+    pub(crate) async fn hand_over(
+        &self,
+        topic: String,
+        qos: QoS,
+        payload: Bytes,
+        props: PublishProperties,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
         let (tx, rx) = oneshot::channel();
+        // Queue order must equal request order: that is how ids are matched.
+        let _turn = self.order.lock().await;
+        self.pending.lock().expect("pending lock").queued.push_back((qos, tx));
+        if let Err(e) = self
+            .client
+            .publish_with_properties(topic, qos, false, payload, props)
+            .await
         {
-            // Queue order must equal request order: that is how ids are matched.
-            let _turn = self.order.lock().await;
-            self.pending.lock().expect("pending lock").queued.push_back((qos, tx));
-            if let Err(e) = self
-                .client
-                .publish_with_properties(topic, qos, false, payload, props)
-                .await
-            {
-                self.pending.lock().expect("pending lock").queued.pop_back();
-                return Err(Error::connection(NAME, format!("publish: {e}"), e));
-            }
+            self.pending.lock().expect("pending lock").queued.pop_back();
+            return Err(Error::connection(NAME, format!("publish: {e}"), e));
         }
-        match tokio::time::timeout(self.timeout, rx).await {
+        Ok(rx)
+    }
+
+    /// Waits (bounded by the timeout) for what [`hand_over`](Self::hand_over) returned.
+    pub(crate) async fn confirmed(&self, sent: oneshot::Receiver<Result<()>>) -> Result<()> {
+        match tokio::time::timeout(self.timeout, sent).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(Error::Connection {
                 backend: NAME,
