@@ -259,11 +259,16 @@ impl NatsProducer {
     /// stored it (the PubAck), recreating the stream once if it vanished.
     async fn publish(&self, headers: async_nats::HeaderMap, payload: bytes::Bytes) -> Result<MessageId> {
         if self.topic.qos() == Qos::AtMostOnce {
-            self.inner
-                .client
-                .publish_with_headers(self.subject.clone(), headers, payload)
-                .await
-                .map_err(|e| broker_err(format!("publish to {}", self.topic), e))?;
+            // A plain PUB without properties or key, as for JetStream.
+            let client = &self.inner.client;
+            let sent = if headers.is_empty() {
+                client.publish(self.subject.clone(), payload).await
+            } else {
+                client
+                    .publish_with_headers(self.subject.clone(), headers, payload)
+                    .await
+            };
+            sent.map_err(|e| broker_err(format!("publish to {}", self.topic), e))?;
             return Ok(MessageId::from_text("q0"));
         }
         if !self.inner.stream_known(&self.topic).await {
