@@ -166,28 +166,34 @@ pub async fn nats_end_to_end(
     Ok(outcome)
 }
 
+/// A task counting what a q0 subscription delivers until `n` came or it
+/// went idle after publishing; gives the time of the last message.
+fn count_q0<S>(mut messages: S, received: Arc<Received>, n: usize) -> tokio::task::JoinHandle<Result<Instant, BoxError>>
+where
+    S: futures::Stream + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut last = Instant::now();
+        while !received.done(n, last) {
+            if let Ok(m) = tokio::time::timeout(POLL, messages.next()).await {
+                m.ok_or("subscription ended")?;
+                received.add(1);
+                last = Instant::now();
+            }
+        }
+        Ok(last)
+    })
+}
+
 /// NATS core (q0): one queue-group subscriber while `n` are published
 /// (flushed once at the end, when the SDK's producer closes).
 pub async fn nats_core_end_to_end(url: &str, n: usize, size: usize) -> Result<(Duration, usize), BoxError> {
     let client = async_nats::connect(url).await?;
     let subject = unique("raw.q0.");
-    let mut subscriber = client.queue_subscribe(subject.clone(), "bench".into()).await?;
+    let subscriber = client.queue_subscribe(subject.clone(), "bench".into()).await?;
     client.flush().await?;
     let received = Received::new(true);
-    let task = {
-        let received = received.clone();
-        tokio::spawn(async move {
-            let mut last = Instant::now();
-            while !received.done(n, last) {
-                if let Ok(m) = tokio::time::timeout(POLL, subscriber.next()).await {
-                    m.ok_or("subscription ended")?;
-                    received.add(1);
-                    last = Instant::now();
-                }
-            }
-            Ok::<Instant, BoxError>(last)
-        })
-    };
+    let task = count_q0(subscriber, received.clone(), n);
     let payload = bytes::Bytes::from(vec![b'x'; size]);
     let started = Instant::now();
     for _ in 0..n {
@@ -205,22 +211,9 @@ pub async fn redis_pubsub_end_to_end(url: &str, n: usize, size: usize) -> Result
     let channel = unique("raw:q0:");
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(&channel).await?;
-    let mut messages = pubsub.into_on_message();
+    let messages = pubsub.into_on_message();
     let received = Received::new(true);
-    let task = {
-        let received = received.clone();
-        tokio::spawn(async move {
-            let mut last = Instant::now();
-            while !received.done(n, last) {
-                if let Ok(m) = tokio::time::timeout(POLL, messages.next()).await {
-                    m.ok_or("subscription ended")?;
-                    received.add(1);
-                    last = Instant::now();
-                }
-            }
-            Ok::<Instant, BoxError>(last)
-        })
-    };
+    let task = count_q0(messages, received.clone(), n);
     let payload = vec![b'x'; size];
     let started = Instant::now();
     let mut left = n;

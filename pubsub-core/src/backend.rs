@@ -90,6 +90,27 @@ pub trait Producer: Send + Sync + fmt::Debug {
     async fn close(&self) -> Result<()>;
 }
 
+/// The first message `consumer` gets within `timeout`, or `None` if none
+/// came: how every `receive_batch` starts before it takes what else is ready.
+///
+/// ```
+/// # async fn demo(consumer: &dyn pubsub_core::Consumer) -> pubsub_core::Result<()> {
+/// use std::time::Duration;
+///
+/// match pubsub_core::receive_within(consumer, Duration::from_millis(100)).await? {
+///     Some(msg) => msg.ack().await?,
+///     None => println!("nothing within 100 ms"),
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn receive_within<C: Consumer + ?Sized>(consumer: &C, timeout: Duration) -> Result<Option<Message>> {
+    match consumer.receive_timeout(timeout).await {
+        Ok(m) => Ok(Some(m)),
+        Err(Error::Timeout(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Receives messages from one subscription.
 ///
 /// The seed API's names map as: `receive(timeout_millis)` →
@@ -120,12 +141,10 @@ pub trait Consumer: Send + Sync + fmt::Debug {
     /// whatever else is ready, at most `max` in all. An empty `Vec` means
     /// nothing arrived in time.
     async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        match self.receive_timeout(timeout).await {
-            Ok(m) => out.push(m),
-            Err(Error::Timeout(_)) => return Ok(out),
-            Err(e) => return Err(e),
-        }
+        let Some(first) = receive_within(self, timeout).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
         while out.len() < max {
             match self.receive_timeout(Duration::ZERO).await {
                 Ok(m) => out.push(m),

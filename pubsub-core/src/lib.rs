@@ -46,7 +46,7 @@ pub mod testkit;
 pub use admin::{
     check_namespace, parse_joined, topics_in_namespace, Admin, AdminCapabilities, SubscriptionInfo, TopicOptions,
 };
-pub use backend::{Consumer, Producer, PubSubBackend};
+pub use backend::{receive_within, Consumer, Producer, PubSubBackend};
 pub use capabilities::Capabilities;
 pub use error::{BoxError, Error, Result};
 pub use ext::{ConsumerExt, MessageStream, ProducerExt};

@@ -13,8 +13,8 @@ use async_nats::jetstream::stream;
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use pubsub_core::{
-    ensure_open, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId, MessageParts, NoAck,
-    OutgoingMessage, Position, Qos, Result, Topic,
+    ensure_open, receive_within, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId,
+    MessageParts, NoAck, OutgoingMessage, Position, Qos, Result, Topic,
 };
 use tokio::sync::{Mutex, Notify};
 
@@ -299,12 +299,10 @@ impl Consumer for JetStreamConsumer {
     }
 
     async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        match self.receive_timeout(timeout).await {
-            Ok(m) => out.push(m),
-            Err(Error::Timeout(_)) => return Ok(out),
-            Err(e) => return Err(e),
-        }
+        let Some(first) = receive_within(self, timeout).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
         let mut guard = self.messages.lock().await;
         while out.len() < max {
             let Some(stream) = guard.as_mut() else { break };
@@ -506,12 +504,10 @@ impl Consumer for CoreConsumer {
     /// The first message within `timeout`, then what the subscription holds
     /// already, under one lock.
     async fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Message>> {
-        let mut out = Vec::new();
-        match self.receive_timeout(timeout).await {
-            Ok(m) => out.push(m),
-            Err(Error::Timeout(_)) => return Ok(out),
-            Err(e) => return Err(e),
-        }
+        let Some(first) = receive_within(self, timeout).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![first];
         let mut guard = self.subscriber.lock().await;
         let Some(sub) = guard.as_mut() else {
             return Ok(out);
