@@ -195,7 +195,8 @@ struct Cursor {
     /// Where the reader started: it subscribes there again until it has
     /// passed a message.
     start: Option<MessageIdData>,
-    /// The newest message when a `Latest` reader started (for `has_next`).
+    /// Just below an `Id` start: what a broker delivers before the start
+    /// is skipped like a repeat.
     floor: Option<IdKey>,
     /// A message `has_next` fetched, for the next `next`.
     peeked: Option<Message>,
@@ -237,28 +238,25 @@ impl PulsarReader {
             _ => PulsarPosition::Earliest,
         };
         let mut consumer = subscribe_reader(&inner, &ptopic, start_id.clone(), initial).await?;
-        let mut cursor = Cursor {
-            consumer: None,
-            through: None,
+        // A `Latest` reader has passed the newest message: a reconnect
+        // subscribes from it (dropped as a repeat), not from the end then,
+        // so nothing published meanwhile is missed.
+        let (resume_at, through) = match start {
+            Position::Latest => {
+                let last = last_message_id(&mut consumer).await?;
+                (last.clone(), last)
+            }
+            _ => (start_id.clone(), None),
+        };
+        let cursor = Cursor {
+            consumer: Some(consumer),
+            through,
             from_time,
-            start: start_id.clone(),
-            floor: None,
+            start: resume_at,
+            floor: start_id.as_ref().map(just_before),
             peeked: None,
             backoff: Duration::from_millis(50),
         };
-        if let Position::Latest = start {
-            // A reconnect subscribes from this message (dropped as a repeat),
-            // not from the end then: nothing published meanwhile is missed.
-            let last = last_message_id(&mut consumer).await?;
-            cursor.floor = last.as_ref().map(id_key);
-            cursor.through = last.clone();
-            cursor.start = last;
-        }
-        if let Some(id) = &start_id {
-            // Filter what comes before the start, should a broker start early.
-            cursor.floor = Some(just_before(id));
-        }
-        cursor.consumer = Some(consumer);
         Ok(PulsarReader {
             inner,
             topic: topic.clone(),
