@@ -50,7 +50,10 @@ pub struct ProcessorOptions {
     /// Handlers running at once (default 8).
     pub concurrency: usize,
     /// Handlers for messages with the same key never run at the same time,
-    /// and start in arrival order (default off).
+    /// and start in arrival order (default off). Keys order only
+    /// themselves: messages without a key run concurrently, and a message
+    /// waiting for its key's turn holds up no other key (up to
+    /// 4 × `concurrency` messages may wait so; past that, receiving waits).
     pub ordered_by_key: bool,
     /// Attempts before a message goes to the dead-letter topic (default 5).
     pub max_attempts: u32,

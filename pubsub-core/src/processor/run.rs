@@ -1,10 +1,11 @@
 //! The handler loop.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -128,17 +129,31 @@ impl Processor {
             ("subscription", self.subscription.clone()),
         ];
         let concurrency = self.options.concurrency.max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let key_slots: Vec<Arc<Mutex<()>>> = (0..concurrency).map(|_| Arc::new(Mutex::new(()))).collect();
+        // Messages received and not yet settled: the running handlers, and
+        // with `ordered_by_key` those waiting for an earlier one of their key.
+        let in_flight = if self.options.ordered_by_key {
+            concurrency.saturating_mul(KEY_QUEUE_FACTOR)
+        } else {
+            concurrency
+        };
+        let permits = Arc::new(Semaphore::new(in_flight));
+        let running = Arc::new(Semaphore::new(concurrency));
+        let key_chains = Arc::new(KeyChains::default());
         let mut tasks = JoinSet::new();
         let mut next_start = Instant::now();
         let mut consumer = match self.connect(&ctx, &shutdown).await {
             Some(c) => c,
             None => return Ok(self.finish(ctx, tasks, None).await),
         };
+        // Every wait below checks shutdown first (`biased`): once it is
+        // signalled nothing more is received and no handler starts.
         loop {
             while tasks.try_join_next().is_some() {}
+            if shutdown.is_triggered() {
+                break;
+            }
             let permit = tokio::select! {
+                biased;
                 _ = shutdown.wait() => break,
                 p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
             };
@@ -147,11 +162,13 @@ impl Processor {
                 next_start = next_start.max(now) + Duration::from_secs_f64(1.0 / rate);
                 let start_at = next_start - Duration::from_secs_f64(1.0 / rate);
                 tokio::select! {
+                    biased;
                     _ = shutdown.wait() => break,
                     _ = tokio::time::sleep_until(start_at) => {}
                 }
             }
             let received = tokio::select! {
+                biased;
                 _ = shutdown.wait() => break,
                 r = consumer.receive() => r,
             };
@@ -172,20 +189,40 @@ impl Processor {
                     }
                 }
             };
+            if shutdown.is_triggered() {
+                // It arrived with the signal: not started, left unacked, so
+                // it is redelivered once the consumer closes.
+                break;
+            }
             ctx.counters.received.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("pubsub_processor_received_total", &labels).increment(1);
-            // Taking the key's slot here, in arrival order, keeps per-key order.
-            let key_guard = match (self.options.ordered_by_key, msg.key()) {
-                (true, key) => {
-                    let slot = (fnv(key.unwrap_or("")) % concurrency as u64) as usize;
-                    Some(key_slots[slot].clone().lock_owned().await)
-                }
+            // Joining the key's chain here, in arrival order, keeps per-key
+            // order without holding up this loop or any other key.
+            let turn = match (self.options.ordered_by_key, msg.key()) {
+                (true, Some(key)) => Some(key_chains.join(key)),
                 _ => None,
             };
-            let ctx = ctx.clone();
+            let (ctx, running, stop) = (ctx.clone(), running.clone(), shutdown.clone());
             tasks.spawn(async move {
                 let _permit = permit;
-                handle_one(&ctx, msg, key_guard).await;
+                let mut turn = turn;
+                if let Some(turn) = turn.as_mut() {
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait() => return,
+                        _ = turn.wait() => {}
+                    }
+                }
+                let _running = tokio::select! {
+                    biased;
+                    _ = stop.wait() => return,
+                    r = running.acquire_owned() => r.expect("semaphore is never closed"),
+                };
+                if stop.is_triggered() {
+                    return;
+                }
+                handle_one(&ctx, msg).await;
+                drop(turn);
             });
         }
         Ok(self.finish(ctx, tasks, Some(consumer)).await)
@@ -259,7 +296,7 @@ impl Processor {
     }
 }
 
-async fn handle_one(ctx: &Context, msg: Message, _key_guard: Option<OwnedMutexGuard<()>>) {
+async fn handle_one(ctx: &Context, msg: Message) {
     let attempt = msg.redelivery_count().saturating_add(1);
     let labels = [
         ("topic", ctx.topic.to_string()),
@@ -349,7 +386,68 @@ async fn dead_letter(ctx: &Context, msg: &Message, error: &HandlerError, attempt
     }
 }
 
-fn fnv(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+/// With `ordered_by_key`, how many messages per unit of concurrency may be
+/// received and waiting for an earlier message of their key. A slow key
+/// holds up other keys only once this many of its messages are waiting.
+const KEY_QUEUE_FACTOR: usize = 4;
+
+/// Per-key chains for `ordered_by_key`: each message of a key waits for
+/// the one received before it, and for nothing else.
+#[derive(Default)]
+struct KeyChains {
+    /// The newest message of each key with one in flight: its number, and
+    /// what resolves when it is done (its sender dropped).
+    tails: std::sync::Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    next: AtomicU64,
+}
+
+/// One message's place in its key's chain.
+struct KeyTurn {
+    chains: Arc<KeyChains>,
+    key: String,
+    seq: u64,
+    /// Resolves when the previous message of the key is done.
+    before: Option<oneshot::Receiver<()>>,
+    /// Dropped when this message is done, which lets the next one go.
+    _done: oneshot::Sender<()>,
+}
+
+impl KeyChains {
+    /// Appends a message of `key` to its chain.
+    fn join(self: &Arc<Self>, key: &str) -> KeyTurn {
+        let (done, rx) = oneshot::channel();
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        let before = self
+            .tails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.to_string(), (seq, rx))
+            .map(|(_, rx)| rx);
+        KeyTurn {
+            chains: self.clone(),
+            key: key.to_string(),
+            seq,
+            before,
+            _done: done,
+        }
+    }
+}
+
+impl KeyTurn {
+    /// Waits until the previous message of the key is done.
+    async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            let _ = before.await;
+        }
+    }
+}
+
+impl Drop for KeyTurn {
+    fn drop(&mut self) {
+        // The last of its key: forget the key, so the map holds only keys in flight.
+        let mut tails = self.chains.tails.lock().unwrap_or_else(|e| e.into_inner());
+        if tails.get(&self.key).is_some_and(|(seq, _)| *seq == self.seq) {
+            tails.remove(&self.key);
+        }
+    }
 }

@@ -17,7 +17,8 @@ use crate::{
 
 pub use super::admin_cases::{admin_subscription_backlog, admin_topic_lifecycle};
 pub use super::processor_cases::{
-    processor_retries_then_dead_letters, processor_shutdown_loses_nothing, request_response_routes_every_reply,
+    processor_orders_only_within_a_key, processor_retries_then_dead_letters, processor_shutdown_loses_nothing,
+    processor_starts_nothing_after_shutdown, request_response_routes_every_reply,
 };
 pub use super::replay_cases::{replay_positions, replay_readers, replay_seek_subscription};
 

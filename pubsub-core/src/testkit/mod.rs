@@ -248,6 +248,8 @@ macro_rules! __with_conformance_cases {
             stream_yields_messages,
             processor_retries_then_dead_letters,
             processor_shutdown_loses_nothing,
+            processor_starts_nothing_after_shutdown,
+            processor_orders_only_within_a_key,
             request_response_routes_every_reply,
             admin_topic_lifecycle,
             admin_subscription_backlog,

@@ -257,3 +257,187 @@ pub async fn request_response_routes_every_reply(ctx: &Ctx) -> Outcome {
     }
     Outcome::Passed
 }
+
+/// Once shutdown is signalled no new handler starts, not even one for a
+/// message already received and waiting for its key's turn, and the
+/// processor stops promptly once the running handlers return.
+pub async fn processor_starts_nothing_after_shutdown(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "proc-stop");
+    let sub = ctx.sub("workers");
+    ctx.consumer(&topic, &sub, ConsumerOptions::default())
+        .await
+        .close()
+        .await
+        .expect("close");
+    let p = ctx.producer(&topic).await;
+    for i in 0..6 {
+        // Two keys: each message after the first of its key waits for its turn.
+        let key = if i % 2 == 0 { "a" } else { "b" };
+        p.send(OutgoingMessage::new(i.to_string()).with_key(key))
+            .await
+            .expect("send");
+    }
+    let starts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (count, release) = (starts.clone(), release_rx.clone());
+    let processor = Processor::new(ctx.backend.clone(), topic.clone(), sub.clone(), move |_m: Message| {
+        let mut release = release.clone();
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let _ = release.wait_for(|r| *r).await;
+            Ok(())
+        }
+    })
+    .with_options(
+        ProcessorOptions::default()
+            .with_concurrency(4)
+            .ordered_by_key()
+            .with_shutdown_grace(Duration::from_secs(60)),
+    );
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(processor.run(shutdown.clone()));
+    let waited = std::time::Instant::now();
+    while starts.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            waited.elapsed() < ARRIVAL_TIMEOUT,
+            "the first handler of each key did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the processor receive what it can hold before the signal.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.trigger();
+    let at_signal = starts.load(std::sync::atomic::Ordering::SeqCst);
+    release_tx.send_replace(true);
+    let released = std::time::Instant::now();
+    let report = tokio::time::timeout(ARRIVAL_TIMEOUT * 2, running)
+        .await
+        .expect("the processor stops once its running handlers return")
+        .expect("processor task")
+        .expect("processor run");
+    let stopped_in = released.elapsed();
+    let started = starts.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        started,
+        at_signal,
+        "{} handler(s) started after shutdown was signalled ({report:?})",
+        started - at_signal
+    );
+    assert_eq!(report.abandoned, 0, "{report:?}");
+    assert!(
+        stopped_in < ARRIVAL_TIMEOUT,
+        "shutdown took {stopped_in:?} after the handlers returned"
+    );
+    Outcome::Passed
+}
+
+/// Under `ordered_by_key`, messages without a key run concurrently, and a
+/// slow key holds up only its own later messages: another key's handlers
+/// all complete while the slow one is still running.
+pub async fn processor_orders_only_within_a_key(ctx: &Ctx) -> Outcome {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let topic = ctx.topic(Qos::AtLeastOnce, "proc-keys");
+    let sub = ctx.sub("workers");
+    ctx.consumer(&topic, &sub, ConsumerOptions::default())
+        .await
+        .close()
+        .await
+        .expect("close");
+    let p = ctx.producer(&topic).await;
+    // a-0 and a-1 (a-0 is slow), then b-0..b-3, then 4 keyless.
+    for i in 0..2 {
+        p.send(OutgoingMessage::new(format!("a-{i}")).with_key("a"))
+            .await
+            .expect("send");
+    }
+    for i in 0..4 {
+        p.send(OutgoingMessage::new(format!("b-{i}")).with_key("b"))
+            .await
+            .expect("send");
+    }
+    for i in 0..4 {
+        p.send(OutgoingMessage::new(format!("none-{i}"))).await.expect("send");
+    }
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let b_done: Arc<Mutex<Vec<String>>> = Default::default();
+    let keyless_now = Arc::new(AtomicUsize::new(0));
+    let keyless_max = Arc::new(AtomicUsize::new(0));
+    let keyless_done = Arc::new(AtomicUsize::new(0));
+    let a_done = Arc::new(AtomicUsize::new(0));
+    let state = (
+        release_rx,
+        b_done.clone(),
+        keyless_now.clone(),
+        keyless_max.clone(),
+        keyless_done.clone(),
+        a_done.clone(),
+    );
+    let processor = Processor::new(ctx.backend.clone(), topic.clone(), sub.clone(), move |m: Message| {
+        let (mut release, b_done, now, max, done, a_done) = state.clone();
+        async move {
+            let text = String::from_utf8_lossy(m.payload()).to_string();
+            if text == "a-0" {
+                let _ = release.wait_for(|r| *r).await;
+                a_done.fetch_add(1, Ordering::SeqCst);
+            } else if text.starts_with("a-") {
+                a_done.fetch_add(1, Ordering::SeqCst);
+            } else if text.starts_with("b-") {
+                b_done.lock().unwrap().push(text);
+            } else {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(running, Ordering::SeqCst);
+                // Wait (bounded) for another keyless handler to run alongside.
+                let waited = std::time::Instant::now();
+                while max.load(Ordering::SeqCst) < 2 && waited.elapsed() < Duration::from_secs(5) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                now.fetch_sub(1, Ordering::SeqCst);
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    })
+    .with_options(
+        ProcessorOptions::default()
+            .with_concurrency(4)
+            .ordered_by_key()
+            .with_shutdown_grace(Duration::from_secs(30)),
+    );
+    let shutdown = Shutdown::new();
+    let running = tokio::spawn(processor.run(shutdown.clone()));
+    let waited = std::time::Instant::now();
+    while b_done.lock().unwrap().len() < 4 || keyless_done.load(Ordering::SeqCst) < 4 {
+        if waited.elapsed() > ARRIVAL_TIMEOUT * 2 {
+            release_tx.send_replace(true);
+            shutdown.trigger();
+            panic!(
+                "while a-0 was running, only {:?} of key b and {} of 4 keyless messages were handled",
+                b_done.lock().unwrap(),
+                keyless_done.load(Ordering::SeqCst)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a_done.load(Ordering::SeqCst), 0, "a-1 waited for a-0");
+    if ctx.caps.key_ordering {
+        assert_eq!(
+            *b_done.lock().unwrap(),
+            ["b-0", "b-1", "b-2", "b-3"],
+            "key b in arrival order"
+        );
+    }
+    assert!(
+        keyless_max.load(Ordering::SeqCst) >= 2,
+        "keyless messages ran one at a time"
+    );
+    release_tx.send_replace(true);
+    let waited = std::time::Instant::now();
+    while a_done.load(Ordering::SeqCst) < 2 {
+        assert!(waited.elapsed() < ARRIVAL_TIMEOUT, "key a finished after its release");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.trigger();
+    let report = running.await.expect("processor task").expect("processor run");
+    assert_eq!(report.acked, 10, "{report:?}");
+    Outcome::Passed
+}
