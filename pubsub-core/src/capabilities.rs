@@ -36,6 +36,16 @@ pub struct Capabilities {
     pub ack_timeout: bool,
     /// The redelivery count of a message is tracked.
     pub redelivery_count: bool,
+    /// The redelivery count survives a consumer restart: a message that
+    /// comes back to a new consumer after its consumer closed (or crashed)
+    /// without acking it has `redelivery_count() >= 1`. Without it the
+    /// count covers only redeliveries to the same consumer (nack, ack
+    /// timeout) and starts again at 0 in a new consumer, so a message that
+    /// crashes every consumer is never counted as poison.
+    pub redelivery_count_across_restarts: bool,
+    /// The consumer options `max_redeliveries` and `dead_letter_topic` are
+    /// honoured (past the limit a message goes to the dead-letter topic).
+    pub max_redeliveries: bool,
     /// An ack holds on its own across consumer restarts and rebalances, even
     /// while earlier messages are unacked. Without it (Kafka on a broker
     /// that drops commit metadata) the position is the contiguous acked
@@ -88,6 +98,8 @@ impl Capabilities {
             nack_delay: false,
             ack_timeout: false,
             redelivery_count: false,
+            redelivery_count_across_restarts: false,
+            max_redeliveries: false,
             individual_acks: false,
             delayed_delivery: false,
             exactly_once: false,
@@ -119,7 +131,11 @@ impl Capabilities {
         self.check_qos(topic, allow_degraded_qos)
     }
 
-    /// The checks every adapter makes before creating a consumer.
+    /// The checks every adapter makes before creating a consumer: valid
+    /// options, and every option this backend cannot honour refused with
+    /// [`Error::Unsupported`] (q2 without degrading, the subscription type,
+    /// `Earliest`, a chosen ack timeout, a nack redelivery delay,
+    /// `max_redeliveries`).
     pub fn check_consumer(&self, topic: &Topic, opts: &ConsumerOptions) -> Result<()> {
         opts.validate()?;
         self.check_qos(topic, opts.allow_degraded_qos)?;
@@ -133,6 +149,26 @@ impl Capabilities {
             return Err(Error::unsupported(
                 self.backend,
                 "InitialPosition::Earliest (the broker keeps no history)",
+            ));
+        }
+        if let Some(t) = opts.requested_ack_timeout() {
+            if !self.ack_timeout {
+                return Err(Error::unsupported(
+                    self.backend,
+                    format!("ack_timeout {t:?} (no ack timeout here; set it to None)"),
+                ));
+            }
+        }
+        if !opts.nack_redelivery_delay.is_zero() && !self.nack_delay {
+            return Err(Error::unsupported(
+                self.backend,
+                format!("nack_redelivery_delay {:?}", opts.nack_redelivery_delay),
+            ));
+        }
+        if opts.max_redeliveries.is_some() && !self.max_redeliveries {
+            return Err(Error::unsupported(
+                self.backend,
+                "max_redeliveries (dead-lettering by the backend; the processor's max_attempts works everywhere)",
             ));
         }
         Ok(())
@@ -212,6 +248,45 @@ mod tests {
             caps.check_consumer(&q1, &earliest),
             Err(Error::Unsupported { .. })
         ));
+    }
+
+    #[test]
+    fn options_a_backend_cannot_honour_are_refused() {
+        use std::time::Duration;
+        let none = Capabilities {
+            shared: true,
+            nack: true,
+            ..Capabilities::none("test")
+        };
+        let all = Capabilities {
+            ack_timeout: true,
+            nack_delay: true,
+            max_redeliveries: true,
+            ..none.clone()
+        };
+        let q1: Topic = "q1/a/b/c".parse().unwrap();
+        let unsupported = |caps: &Capabilities, o: &ConsumerOptions| {
+            matches!(caps.check_consumer(&q1, o), Err(Error::Unsupported { .. }))
+        };
+        let default = ConsumerOptions::default();
+        let no_timeout = ConsumerOptions::default().with_ack_timeout(None);
+        for ok in [&default, &no_timeout] {
+            none.check_consumer(&q1, ok).unwrap();
+        }
+        let refused = [
+            ConsumerOptions::default().with_ack_timeout(Some(Duration::from_secs(5))),
+            // The default value, but chosen: still refused.
+            ConsumerOptions::default().with_ack_timeout(default.ack_timeout),
+            ConsumerOptions::default().with_nack_redelivery_delay(Duration::from_secs(1)),
+            ConsumerOptions::default().with_max_redeliveries(3, None),
+        ];
+        for o in &refused {
+            assert!(unsupported(&none, o), "{o:?}");
+            all.check_consumer(&q1, o).unwrap();
+        }
+        let mut assigned = ConsumerOptions::default();
+        assigned.ack_timeout = Some(Duration::from_secs(7));
+        assert!(unsupported(&none, &assigned));
     }
 
     #[test]

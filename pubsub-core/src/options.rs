@@ -136,7 +136,11 @@ pub struct ConsumerOptions {
     pub initial_position: InitialPosition,
     /// A message delivered but neither acked nor nacked within this time is
     /// redelivered (to any consumer). `None` disables the timeout: such a
-    /// message is redelivered only when its consumer closes.
+    /// message is redelivered only when its consumer closes. A backend
+    /// without [`Capabilities::ack_timeout`](crate::Capabilities::ack_timeout)
+    /// ignores the default but refuses a timeout that was set (with
+    /// [`with_ack_timeout`](Self::with_ack_timeout), or any value other than
+    /// the default) with [`Error::Unsupported`].
     pub ack_timeout: Option<Duration>,
     /// Delay before a nacked message is redelivered.
     pub nack_redelivery_delay: Duration,
@@ -153,6 +157,8 @@ pub struct ConsumerOptions {
     pub name: Option<String>,
     /// Allow a `q2` topic on a backend without exactly-once (behaves as `q1`).
     pub allow_degraded_qos: bool,
+    /// Whether `ack_timeout` was chosen with `with_ack_timeout`, not left at the default.
+    ack_timeout_chosen: bool,
 }
 
 impl Default for ConsumerOptions {
@@ -167,6 +173,7 @@ impl Default for ConsumerOptions {
             batch_size: 100,
             name: None,
             allow_degraded_qos: false,
+            ack_timeout_chosen: false,
         }
     }
 }
@@ -184,10 +191,20 @@ impl ConsumerOptions {
         self
     }
 
-    /// Sets (or with `None` disables) the ack timeout.
+    /// Sets (or with `None` disables) the ack timeout. A timeout set here is
+    /// refused with [`Error::Unsupported`] where the backend has none.
     pub fn with_ack_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.ack_timeout = timeout;
+        self.ack_timeout_chosen = true;
         self
+    }
+
+    /// The ack timeout the caller asked for: `None` when it is disabled or
+    /// left at the default (which a backend without ack timeouts ignores).
+    pub(crate) fn requested_ack_timeout(&self) -> Option<Duration> {
+        let default = ConsumerOptions::default().ack_timeout;
+        self.ack_timeout
+            .filter(|t| self.ack_timeout_chosen || Some(*t) != default)
     }
 
     /// Sets the delay before a nacked message comes back.

@@ -98,6 +98,8 @@ impl EmbeddedBackend {
             nack_delay: true,
             ack_timeout: true,
             redelivery_count: true,
+            redelivery_count_across_restarts: true,
+            max_redeliveries: true,
             individual_acks: true,
             delayed_delivery: true,
             exactly_once: true,

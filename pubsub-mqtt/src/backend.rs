@@ -54,6 +54,7 @@ impl MqttBackend {
             nack: true,
             nack_delay: true,
             redelivery_count: true,
+            redelivery_count_across_restarts: true,
             individual_acks: true,
             key_ordering: true,
             topic_ordering: true,

@@ -214,7 +214,10 @@ async fn drive(shared: Arc<Shared>, mut eventloop: EventLoop, mut subscribed: Op
         };
         match event {
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                let m = shared.message(Arc::new(p), 0, Arc::new(AtomicBool::new(false)));
+                // DUP: the broker sent it before (to this session, before a
+                // restart): redelivered at least once. The exact count is not sent.
+                let redelivered = u32::from(p.dup);
+                let m = shared.message(Arc::new(p), redelivered, Arc::new(AtomicBool::new(false)));
                 let _ = shared.tx.send(m);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {

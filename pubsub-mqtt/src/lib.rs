@@ -8,7 +8,7 @@
 //! | client id | `pubsub-{subscription}-{slot}` (the lowest slot this process is not using for the subscription), or `pubsub-{subscription}-{name}` with `ConsumerOptions::name`: stable, so a returning consumer resumes its session; distinct, so the broker never kicks a live consumer |
 //! | q1 consumer | persistent session (clean start off, session expiry 1 day): messages published while it is away are queued by the broker; manual acks (the PUBACK goes out when the application acks) |
 //! | send | returns once the broker's PUBACK (q1) or PUBCOMP (q2) arrived |
-//! | nack (delay) | the message comes back to this consumer after the delay, redelivery count + 1 (MQTT has no nack); the broker also redelivers unacked messages when the session reconnects |
+//! | nack (delay) | the message comes back to this consumer after the delay, redelivery count + 1 (MQTT has no nack); the broker also redelivers unacked messages when the session reconnects, with the DUP flag: redelivery count 1 (MQTT sends no count) |
 //! | properties, key, content type | v5 user properties, user property `pubsub.key`, v5 content type |
 //! | Earliest | not supported (MQTT keeps no history): refused with `Error::Unsupported` |
 //! | Exclusive, Failover, KeyShared, ack timeout, `deliver_after`, q2 dedup | not supported |

@@ -87,6 +87,8 @@ impl NatsBackend {
             nack_delay: true,
             ack_timeout: true,
             redelivery_count: true,
+            redelivery_count_across_restarts: true,
+            max_redeliveries: true,
             individual_acks: true,
             exactly_once: true,
             key_ordering: true,

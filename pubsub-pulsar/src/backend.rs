@@ -104,6 +104,7 @@ impl PulsarBackend {
             nack_delay: true,
             ack_timeout: true,
             redelivery_count: true,
+            max_redeliveries: true,
             individual_acks: true,
             delayed_delivery: full,
             key_ordering: true,

@@ -297,6 +297,92 @@ pub async fn ack_timeout_redelivers(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// A message received and not acked comes back to a new consumer of the
+/// subscription after its consumer closed, with `redelivery_count() >= 1`
+/// where [`Capabilities::redelivery_count_across_restarts`] is claimed
+/// (portable poison-message handling counts on it).
+///
+/// [`Capabilities::redelivery_count_across_restarts`]: crate::Capabilities::redelivery_count_across_restarts
+pub async fn redelivery_count_survives_restart(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "count-restart");
+    let sub = ctx.sub("s");
+    let c = ctx.consumer(&topic, &sub, latest()).await;
+    send_numbered(ctx, &topic, 0..1).await;
+    let first = receive_n(c.as_ref(), 1, false).await.remove(0);
+    assert_eq!(first.redelivery_count(), 0, "a first delivery");
+    c.close().await.expect("close");
+    let c2 = ctx.consumer(&topic, &sub, latest()).await;
+    let again = receive_n(c2.as_ref(), 1, true).await.remove(0);
+    assert_eq!(number_of(&again), 0);
+    c2.close().await.expect("close");
+    if !ctx.caps.redelivery_count_across_restarts {
+        return Outcome::Unsupported(format!(
+            "redelivery count across consumer restarts (a new consumer saw {})",
+            again.redelivery_count()
+        ));
+    }
+    assert!(
+        again.redelivery_count() >= 1,
+        "redelivered to a new consumer with redelivery_count {}",
+        again.redelivery_count()
+    );
+    Outcome::Passed
+}
+
+/// Every consumer option the backend does not claim in `Capabilities` is
+/// refused at `create_consumer` with `Error::Unsupported`; every one it
+/// claims is taken. Disabling the ack timeout is taken everywhere.
+pub async fn unclaimed_consumer_options_are_refused(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "options");
+    let caps = &ctx.caps;
+    let dlq = ctx.topic(Qos::AtLeastOnce, "options-dlq");
+    let mut options = vec![
+        (
+            "ack_timeout".to_string(),
+            caps.ack_timeout,
+            latest().with_ack_timeout(Some(Duration::from_secs(5))),
+        ),
+        (
+            "nack_redelivery_delay".to_string(),
+            caps.nack_delay,
+            latest().with_nack_redelivery_delay(Duration::from_secs(1)),
+        ),
+        (
+            "max_redeliveries".to_string(),
+            caps.max_redeliveries,
+            latest().with_max_redeliveries(3, Some(dlq)),
+        ),
+        ("InitialPosition::Earliest".to_string(), caps.earliest, earliest()),
+    ];
+    for kind in SubscriptionType::ALL {
+        options.push((
+            format!("SubscriptionType::{kind:?}"),
+            caps.supports_subscription(kind),
+            latest().with_type(kind),
+        ));
+    }
+    options.push(("ack_timeout None".to_string(), true, latest().with_ack_timeout(None)));
+    let mut refused = Vec::new();
+    for (i, (name, claimed, opts)) in options.into_iter().enumerate() {
+        let sub = ctx.sub(&format!("o{i}"));
+        match ctx.backend.create_consumer(&topic, &sub, opts).await {
+            Ok(c) if claimed => c.close().await.unwrap_or_else(|e| panic!("close ({name}): {e}")),
+            Ok(_) => panic!("{name} is not claimed in Capabilities but create_consumer accepted it"),
+            Err(Error::Unsupported { .. }) if !claimed => refused.push(name),
+            Err(e) if claimed => panic!("{name} is claimed but create_consumer failed: {e}"),
+            Err(e) => panic!("{name} is not claimed; expected Error::Unsupported, got {e}"),
+        }
+    }
+    if refused.is_empty() {
+        Outcome::Passed
+    } else {
+        Outcome::Unsupported(format!(
+            "consumer options {} (each refused with Error::Unsupported)",
+            refused.join(", ")
+        ))
+    }
+}
+
 /// Acks done from many tasks, in reverse order, all count: nothing acked
 /// comes back to a new consumer, nothing unacked is lost.
 pub async fn acks_from_other_tasks_out_of_order(ctx: &Ctx) -> Outcome {

@@ -225,6 +225,8 @@ macro_rules! __with_conformance_cases {
             nack_with_delay,
             unacked_redelivered_after_close,
             ack_timeout_redelivers,
+            redelivery_count_survives_restart,
+            unclaimed_consumer_options_are_refused,
             acks_from_other_tasks_out_of_order,
             shared_spreads_work,
             exclusive_refuses_second_consumer,
