@@ -14,7 +14,7 @@ use pubsub_core::{
 use pulsar::proto::command_get_topics_of_namespace::Mode;
 
 use crate::backend::PulsarBackend;
-use crate::errors::{convert, NAME};
+use crate::errors::{convert, is_namespace_not_found, NAME};
 use crate::naming::pulsar_topic;
 
 /// `persistent://t/ns/q` (q1) or `non-persistent://t/ns/q` (q0) back to a topic.
@@ -36,12 +36,17 @@ impl PulsarBackend {
             NAME,
             "listing topics (pulsar-lite does not answer GetTopicsOfNamespace)",
         )?;
-        let names = self
+        let names = match self
             .inner
             .client
             .get_topics_of_namespace(format!("{tenant}/{namespace}"), Mode::All)
             .await
-            .map_err(|e| convert(format!("list topics of {tenant}/{namespace}"), e))?;
+        {
+            Ok(names) => names,
+            // A namespace nobody made has no topics (Apache Pulsar refuses the listing).
+            Err(e) if is_namespace_not_found(&e) => Vec::new(),
+            Err(e) => return Err(convert(format!("list topics of {tenant}/{namespace}"), e)),
+        };
         Ok(topics_in_namespace(names, tenant, namespace, |n: String| {
             parse_pulsar_topic(&n)
         }))
@@ -54,6 +59,7 @@ impl Admin for PulsarBackend {
         self.inner.ensure_open()?;
         self.inner.caps.admin.check_topic(NAME, topic)?;
         options.check(&self.capabilities().admin, NAME)?;
+        self.inner.ensure_namespace(topic).await?;
         if self.topic_exists(topic).await? {
             return Ok(false);
         }

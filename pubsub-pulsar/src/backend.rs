@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 use crate::config::{PulsarBroker, PulsarConfig};
 use crate::consumer::PulsarConsumer;
 use crate::errors::{convert, NAME};
+use crate::http_admin::HttpAdmin;
 use crate::naming::{message_id, pulsar_topic};
 use crate::replay::PulsarReader;
 
@@ -32,11 +33,22 @@ pub(crate) struct Inner {
     pub client: Pulsar<TokioExecutor>,
     pub caps: Capabilities,
     pub closed: AtomicBool,
+    /// The HTTP admin API, when `config.admin_url` is set (Apache Pulsar only).
+    pub http_admin: Option<HttpAdmin>,
 }
 
 impl Inner {
     pub(crate) fn ensure_open(&self) -> Result<()> {
         ensure_open(self.closed.load(Ordering::Acquire), "pulsar backend")
+    }
+
+    /// Makes `topic`'s tenant and namespace if missing, where the admin API
+    /// is known (see `PulsarConfig::admin_url`); otherwise nothing.
+    pub(crate) async fn ensure_namespace(&self, topic: &Topic) -> Result<()> {
+        match &self.http_admin {
+            Some(admin) => admin.ensure_namespace(topic).await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -61,6 +73,10 @@ impl PulsarBackend {
                 ),
             ));
         }
+        let http_admin = match (&config.admin_url, config.broker) {
+            (Some(url), PulsarBroker::Apache) => Some(HttpAdmin::new(url, config.token.clone(), config.timeout)?),
+            _ => None,
+        };
         let shown = pubsub_core::redact_url(&config.url);
         // Back off up to 1 s between attempts, for `reconnect_for` in all.
         let max_backoff = Duration::from_secs(1);
@@ -129,6 +145,7 @@ impl PulsarBackend {
                 client,
                 caps,
                 closed: AtomicBool::new(false),
+                http_admin,
             }),
         })
     }
@@ -151,6 +168,7 @@ impl PubSubBackend for PulsarBackend {
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        self.inner.ensure_namespace(topic).await?;
         let mut builder = self.inner.client.producer().with_topic(pulsar_topic(topic));
         if let Some(name) = &options.name {
             builder = builder.with_name(name.clone());
@@ -177,6 +195,7 @@ impl PubSubBackend for PulsarBackend {
         self.inner.ensure_open()?;
         validate_subscription_name(subscription)?;
         self.inner.caps.check_consumer(topic, &options)?;
+        self.inner.ensure_namespace(topic).await?;
         Ok(Box::new(
             PulsarConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
         ))
@@ -185,6 +204,7 @@ impl PubSubBackend for PulsarBackend {
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_replay(topic)?;
+        self.inner.ensure_namespace(topic).await?;
         Ok(Box::new(PulsarReader::open(self.inner.clone(), topic, &start).await?))
     }
 

@@ -62,6 +62,15 @@ pub struct PulsarConfig {
     /// How long the client keeps trying to reconnect after the broker went
     /// away before operations fail with `Error::Connection`.
     pub reconnect_for: Duration,
+    /// Pulsar's HTTP admin API, `http://host:8080` (`PULSAR_ADMIN_URL`;
+    /// plain HTTP only). Apache Pulsar makes topics on first use but not
+    /// tenants or namespaces: with this set, the first producer, consumer,
+    /// reader or `create_topic` of a namespace makes its tenant (allowed on
+    /// every cluster) and namespace if missing, with the token, if any, as
+    /// the bearer token. Unset, a topic in a namespace that does not exist is
+    /// refused by the broker ("Namespace not found"). Not used with
+    /// [`PulsarBroker::Lite`], which makes namespaces itself.
+    pub admin_url: Option<String>,
 }
 
 impl PulsarConfig {
@@ -85,7 +94,14 @@ impl PulsarConfig {
             timeout: Duration::from_secs(10),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             reconnect_for: Duration::from_secs(60),
+            admin_url: None,
         }
+    }
+
+    /// Sets the HTTP admin API URL (see [`PulsarConfig::admin_url`]).
+    pub fn with_admin_url(mut self, url: impl Into<String>) -> Self {
+        self.admin_url = Some(url.into());
+        self
     }
 
     /// Sets the broker implementation.
@@ -128,6 +144,7 @@ impl fmt::Debug for PulsarConfig {
             .field("timeout", &self.timeout)
             .field("max_message_size", &self.max_message_size)
             .field("reconnect_for", &self.reconnect_for)
+            .field("admin_url", &self.admin_url.as_deref().map(redact_url))
             .finish()
     }
 }

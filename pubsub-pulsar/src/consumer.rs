@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::backend::Inner;
+use crate::config::PulsarBroker;
 use crate::errors::{convert, is_consumer_busy};
 use crate::naming::{message_id, pulsar_topic};
 
@@ -127,6 +128,14 @@ pub(crate) fn ordered_name(subscription: &str) -> String {
 impl Recipe {
     /// Subscribes, bounded by the backend's timeout.
     async fn subscribe(&self) -> std::result::Result<RawConsumer, SubscribeError> {
+        self.subscribe_with(self.options.ack_timeout).await
+    }
+
+    /// Subscribes with the given ack timeout. A `pulsar` crate consumer
+    /// with one is never stopped by being dropped (its redelivery ticker
+    /// keeps the engine going), so a consumer that may be dropped without
+    /// `close` (the one a seek is sent through) is made without.
+    async fn subscribe_with(&self, ack_timeout: Option<Duration>) -> std::result::Result<RawConsumer, SubscribeError> {
         let options = &self.options;
         let position = match options.initial_position {
             InitialPosition::Earliest => PulsarPosition::Earliest,
@@ -146,7 +155,7 @@ impl Recipe {
                     .with_initial_position(position),
             )
             // The client redelivers what stays unacked this long.
-            .with_unacked_message_resend_delay(options.ack_timeout)
+            .with_unacked_message_resend_delay(ack_timeout)
             .with_consumer_name(self.consumer_name.clone());
         if let Some(max) = options.max_redeliveries {
             // Pulsar's own convention names the topic when none is given.
@@ -414,6 +423,9 @@ impl Pump {
             return Err(reconnecting("the subscription was not moved"));
         };
         let backend = self.recipe.backend.clone();
+        if backend.config.broker == PulsarBroker::Apache {
+            return self.seek_apache(consumer, position).await;
+        }
         let target = match crate::replay::seek_target(&backend, &self.recipe.ptopic, &mut consumer, position).await {
             Ok(Some(target)) => target,
             other => {
@@ -436,6 +448,55 @@ impl Pump {
         match self.recipe.subscribe().await {
             Ok(c) => self.consumer = Some(c),
             // The task's loop subscribes again.
+            Err(_) => tracing::warn!(topic = %self.shared.topic, "subscribing after a seek failed; the task retries"),
+        }
+        result
+    }
+
+    /// A seek on Apache Pulsar. The broker answers `Seek` by closing every
+    /// consumer of the subscription; the crate's consumer answers that by
+    /// subscribing again with the same id, while the crate's `seek` also
+    /// subscribes a new one and drops the old handle. With an ack timeout
+    /// set, that dropped consumer's engine never stops: it stays subscribed,
+    /// takes messages from the rewound cursor and hands them to nobody. So
+    /// the seek goes through a consumer of its own without an ack timeout
+    /// (whose dropped engine stops and closes it), after ours is closed
+    /// (an Exclusive subscription takes one consumer), and ours subscribes
+    /// afresh after it.
+    async fn seek_apache(&mut self, mut consumer: RawConsumer, position: &Position) -> Result<()> {
+        let backend = self.recipe.backend.clone();
+        let subscription = self.recipe.subscription.clone();
+        let target = match crate::replay::seek_target(&backend, &self.recipe.ptopic, &mut consumer, position).await {
+            Ok(Some(target)) => target,
+            other => {
+                self.consumer = Some(consumer);
+                return other.map(drop);
+            }
+        };
+        if let Err(e) = consumer.close().await {
+            tracing::debug!(topic = %self.shared.topic, error = %e, "closing the pulsar consumer before a seek");
+        }
+        drop(consumer);
+        self.shared.generation.advance();
+        self.deliveries.clear();
+        let (id, time) = target;
+        let result = match self.recipe.subscribe_with(None).await {
+            Ok(mut seeker) => {
+                let moved = match seeker.seek(None, id, time, backend.client.clone()).await {
+                    // The Seek itself went through; only the crate's new
+                    // consumer was refused, the old one not being gone yet
+                    // (an Exclusive subscription).
+                    Err(e) if is_consumer_busy(&e) => Ok(()),
+                    r => r.map_err(|e| convert(format!("seek subscription {subscription}"), e)),
+                };
+                let _ = seeker.close().await;
+                moved
+            }
+            Err(SubscribeError::Pulsar(e)) => Err(convert(format!("seek subscription {subscription}"), e)),
+            Err(SubscribeError::Timeout(t)) => Err(Error::Timeout(t)),
+        };
+        match self.recipe.subscribe().await {
+            Ok(c) => self.consumer = Some(c),
             Err(_) => tracing::warn!(topic = %self.shared.topic, "subscribing after a seek failed; the task retries"),
         }
         result

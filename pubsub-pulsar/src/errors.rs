@@ -68,3 +68,9 @@ pub(crate) fn is_consumer_busy(e: &pulsar::Error) -> bool {
 pub(crate) fn is_no_messages(e: &pulsar::Error) -> bool {
     matches!(connection_error(e), Some(ConnectionError::PulsarError(_, Some(text))) if text.contains("no messages"))
 }
+
+/// Whether the broker answered that the namespace does not exist (Apache
+/// Pulsar, to a lookup or a topic listing in a namespace nobody made).
+pub(crate) fn is_namespace_not_found(e: &pulsar::Error) -> bool {
+    e.to_string().contains("Namespace not found")
+}

@@ -19,6 +19,7 @@
 //! | max payload | `max_message_size` (5 MiB) minus 64 KiB for metadata; no chunking (the crate has none): larger payloads get `Error::PayloadTooLarge` |
 //! | token auth | `PULSAR_API_KEY`, never printed |
 //! | broker implementation | [`PulsarBroker`]: Apache Pulsar (default) or pulsar-lite (`?broker=lite`), which lacks `deliver_after` and a safe Exclusive refusal, so those are refused there |
+//! | tenant, namespace | Pulsar's; Apache Pulsar makes neither on first use, so with [`PulsarConfig::admin_url`] set the adapter makes a missing tenant and namespace through the HTTP admin API (pulsar-lite makes them itself) |
 //! | advertised listener | not supported by the crate: `PULSAR_LISTENER` set is `Error::Unsupported` at connect |
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ mod backend;
 mod config;
 mod consumer;
 mod errors;
+mod http_admin;
 mod naming;
 mod replay;
 
