@@ -135,9 +135,12 @@ impl Admin for NatsBackend {
         Ok(LogPosition::single(replay::stream_positions(&mut stream).await?.1))
     }
 
-    /// The durable consumer's ack floor: every stream sequence up to it is acked.
+    /// The durable consumer's ack floor (every stream sequence up to it is
+    /// acked), or, when further on, the newest sequence less what the
+    /// consumer still has to read or ack: a consumer re-created by a seek
+    /// reports an ack floor of 0 until its first ack.
     async fn subscription_position(&self, topic: &Topic, subscription: &str) -> Result<LogPosition> {
-        let stream = self.positioned_stream(topic).await?;
+        let mut stream = self.positioned_stream(topic).await?;
         let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
             .get_consumer(&durable_name(subscription))
             .await
@@ -146,7 +149,11 @@ impl Admin for NatsBackend {
             .info()
             .await
             .map_err(|e| broker_err(format!("consumer info of {subscription}"), e))?;
-        Ok(LogPosition::single(info.ack_floor.stream_sequence))
+        let last = replay::stream_positions(&mut stream).await?.1;
+        let outstanding = info.num_pending.saturating_add(info.num_ack_pending as u64);
+        Ok(LogPosition::single(
+            info.ack_floor.stream_sequence.max(last.saturating_sub(outstanding)),
+        ))
     }
 
     async fn health_check(&self) -> Result<()> {

@@ -7,13 +7,13 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use pubsub_core::{ensure_open, Error, Message, MessageId, MessageParts, NoAck, Position, Reader, Result, Topic};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
-use redis::Value;
+use redis::{Script, Value};
 
 use crate::backend::{map_err, Inner, NAME};
 use crate::consumer::connect_blocking;
@@ -82,7 +82,51 @@ pub(crate) async fn bound_of(conn: &mut ConnectionManager, key: &str, position: 
     })
 }
 
-/// Moves consumer group `group` to a position (`XGROUP SETID`).
+/// `XGROUP SETID` with `ENTRIESREAD` (Redis 7): without it Redis forgets
+/// how many entries the group has read, and its position is lost. The count
+/// is the entries ever added less those after the bound, taken in one
+/// script so that no entry is added in between. Counting walks the entries
+/// after the bound (none for Latest; none either when the bound is before
+/// the first entry, as for Earliest). On a server without `entries-added`
+/// (Redis 6) it is a plain `SETID`.
+/// KEYS: stream. ARGV: group, exclusive bound id.
+static SET_GROUP_POSITION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local stream, group, bound = KEYS[1], ARGV[1], ARGV[2]
+local info = redis.call('XINFO', 'STREAM', stream)
+local added, length, first
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then added = info[i + 1]
+  elseif info[i] == 'length' then length = info[i + 1]
+  elseif info[i] == 'first-entry' and type(info[i + 1]) == 'table' then first = info[i + 1][1]
+  end
+end
+if not added then
+  return redis.call('XGROUP', 'SETID', stream, group, bound)
+end
+local after = 0
+if length > 0 then
+  local page = redis.call('XRANGE', stream, '-', bound, 'COUNT', 1)
+  if #page == 0 then
+    after = length
+  else
+    local start = '(' .. bound
+    while true do
+      page = redis.call('XRANGE', stream, start, '+', 'COUNT', 1000)
+      after = after + #page
+      if #page < 1000 then break end
+      start = '(' .. page[#page][1]
+    end
+  end
+end
+return redis.call('XGROUP', 'SETID', stream, group, bound, 'ENTRIESREAD', string.format('%d', added - after))
+"#,
+    )
+});
+
+/// Moves consumer group `group` to a position (`XGROUP SETID`, keeping
+/// the group's read count so its position stays known).
 pub(crate) async fn set_group_position(
     inner: &Inner,
     keys: &TopicKeys,
@@ -91,12 +135,11 @@ pub(crate) async fn set_group_position(
 ) -> Result<()> {
     let mut conn = inner.conn.clone();
     let bound = bound_of(&mut conn, &keys.stream, position).await?;
-    let _: () = redis::cmd("XGROUP")
-        .arg("SETID")
-        .arg(&keys.stream)
+    let _: Value = SET_GROUP_POSITION
+        .key(&keys.stream)
         .arg(group)
         .arg(bound.to_string())
-        .query_async(&mut conn)
+        .invoke_async(&mut conn)
         .await
         .map_err(|e| map_err(&format!("seek subscription {group}"), e))?;
     Ok(())

@@ -239,7 +239,7 @@ pub async fn replay_positions(ctx: &Ctx) -> Outcome {
         0,
         "an empty topic"
     );
-    send(ctx, &topic, 0..7).await;
+    let ids = send(ctx, &topic, 0..7).await;
     let latest = admin.latest_position(&topic).await.expect("latest_position");
     assert_eq!(
         earliest.messages_until(&latest),
@@ -276,6 +276,42 @@ pub async fn replay_positions(ctx: &Ctx) -> Outcome {
     for m in &got[4..] {
         m.ack().await.expect("ack");
     }
+    // After a seek the position is still known, and is where the seek put it.
+    let lag_becomes = |lag: u64, after: &'static str| {
+        let (topic, sub, latest) = (topic.clone(), ctx.sub("s"), latest.clone());
+        async move {
+            let started = std::time::Instant::now();
+            loop {
+                let pos = admin
+                    .subscription_position(&topic, &sub)
+                    .await
+                    .unwrap_or_else(|e| panic!("subscription_position {after}: {e}"));
+                if pos.messages_until(&latest) == lag {
+                    return;
+                }
+                assert!(
+                    started.elapsed() < ARRIVAL_TIMEOUT,
+                    "{after} the lag stayed {}, not {lag} ({pos:?} .. {latest:?})",
+                    pos.messages_until(&latest)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    lag_becomes(0, "after acking all 7").await;
+    c.seek(Position::Latest).await.expect("seek to Latest");
+    lag_becomes(0, "after a seek to Latest").await;
+    if !ctx.caps.admin.partitions {
+        // One log: a seek to the 4th message leaves 4 to read; reading and
+        // acking them brings the lag back to 0.
+        c.seek(Position::Id(ids[3].clone())).await.expect("seek to an id");
+        lag_becomes(4, "after a seek to the 4th message").await;
+        let again = receive_n(c.as_ref(), 4, true).await;
+        assert_eq!(arrived(ctx, &again), expected(3..7), "read again after the seek");
+        lag_becomes(0, "after acking what the seek gave back").await;
+    }
+    c.seek(Position::Earliest).await.expect("seek to Earliest");
+    lag_becomes(7, "after a seek to Earliest").await;
     c.close().await.expect("close consumer");
     Outcome::Passed
 }
