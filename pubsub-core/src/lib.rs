@@ -39,6 +39,7 @@ pub mod processor;
 mod replay;
 mod secret;
 mod topic;
+mod unacked;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -56,11 +57,12 @@ pub use message::{
 };
 pub use options::{
     validate_subscription_name, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType,
-    MAX_SUBSCRIPTION_LEN,
+    DEFAULT_MAX_UNACKED, MAX_SUBSCRIPTION_LEN,
 };
 pub use replay::{LogPosition, Position, Reader, ReaderExt, ReaderStream};
 pub use secret::{redact_url, Secret};
 pub use topic::{Qos, Topic, TopicBuilder, MAX_SEGMENT_LEN};
+pub use unacked::UnackedLimit;
 
 // Re-exported so adapters and users implement the traits with the same versions.
 pub use async_trait::async_trait;

@@ -27,11 +27,13 @@ pub const CONTENT_TYPE_PROPERTY: &str = "content-type";
 
 /// Checks one property: the name is 1 to [`MAX_PROPERTY_NAME_LEN`] bytes of
 /// `[A-Za-z0-9_.-]` and does not start with [`RESERVED_PROPERTY_PREFIX`]; the
-/// value has no control characters other than tab.
+/// value has no control characters other than tab and does not begin or end
+/// with whitespace.
 ///
 /// This is the strictest rule among the backends (NATS and HTTP-style
-/// headers cannot carry line breaks), applied everywhere so that a message
-/// that works on one backend works on all of them.
+/// headers cannot carry line breaks, and NATS trims whitespace around a
+/// header value, so `" x "` would arrive as `"x"`), applied everywhere so
+/// that a message that works on one backend works on all of them.
 pub fn validate_property(name: &str, value: &str) -> Result<()> {
     let err = |reason: String| Error::InvalidProperty {
         name: name.to_string(),
@@ -57,7 +59,21 @@ pub fn validate_property(name: &str, value: &str) -> Result<()> {
     if let Some(bad) = value.chars().find(|c| c.is_control() && *c != '\t') {
         return Err(err(format!("the value contains the control character {bad:?}")));
     }
+    if let Some(reason) = surrounding_whitespace(value) {
+        return Err(err(format!("the value {reason}")));
+    }
     Ok(())
+}
+
+/// Why a value with leading or trailing whitespace is refused, if it has
+/// any: some brokers (NATS headers) trim it, so it could not arrive unchanged
+/// everywhere.
+fn surrounding_whitespace(value: &str) -> Option<String> {
+    let at = |c: Option<char>| c.filter(|c| c.is_whitespace());
+    if let Some(c) = at(value.chars().next()) {
+        return Some(format!("begins with the whitespace {c:?}, which some brokers trim"));
+    }
+    at(value.chars().next_back()).map(|c| format!("ends with the whitespace {c:?}, which some brokers trim"))
 }
 
 /// A message to send: payload bytes plus optional properties, key,
@@ -143,12 +159,24 @@ impl OutgoingMessage {
                     reason: "the key contains a control character".into(),
                 });
             }
+            if let Some(reason) = surrounding_whitespace(key) {
+                return Err(Error::InvalidProperty {
+                    name: "key".into(),
+                    reason: format!("the key {reason}"),
+                });
+            }
         }
         if let Some(id) = &self.dedup_id {
             if id.is_empty() || id.chars().any(|c| c.is_control()) {
                 return Err(Error::InvalidProperty {
                     name: "dedup_id".into(),
                     reason: "the dedup id is empty or contains a control character".into(),
+                });
+            }
+            if let Some(reason) = surrounding_whitespace(id) {
+                return Err(Error::InvalidProperty {
+                    name: "dedup_id".into(),
+                    reason: format!("the dedup id {reason}"),
                 });
             }
         }
@@ -301,6 +329,12 @@ impl Message {
         }
     }
 
+    /// The same message with its ack target replaced by `wrap(target)`.
+    pub(crate) fn map_ack(mut self, wrap: impl FnOnce(Arc<dyn AckTarget>) -> Arc<dyn AckTarget>) -> Self {
+        self.ack = wrap(self.ack);
+        self
+    }
+
     /// The backend's id for this message.
     pub fn id(&self) -> &MessageId {
         &self.id
@@ -393,6 +427,11 @@ mod tests {
             ("pubsub.key", "v"),
             ("ok", "line\nbreak"),
             ("ok", "nul\0"),
+            ("ok", " x"),
+            ("ok", "x "),
+            ("ok", "\tx"),
+            ("ok", " "),
+            ("ok", "x\u{a0}"),
         ];
         for (n, v) in bad {
             assert!(
@@ -412,6 +451,13 @@ mod tests {
         ));
         assert!(OutgoingMessage::new("x").with_key("a\nb").validate(None).is_err());
         assert!(OutgoingMessage::new("x").with_dedup_id("").validate(None).is_err());
+        assert!(OutgoingMessage::new("x").with_key(" k").validate(None).is_err());
+        assert!(OutgoingMessage::new("x").with_dedup_id("d ").validate(None).is_err());
+        OutgoingMessage::new("x")
+            .with_key("a b")
+            .with_property("v", "a \t b")
+            .validate(None)
+            .unwrap();
         OutgoingMessage::new("x")
             .with_property(CONTENT_TYPE_PROPERTY, "application/json")
             .validate(None)

@@ -41,6 +41,9 @@ pub enum InitialPosition {
     Latest,
 }
 
+/// The default of [`ConsumerOptions::max_unacked`].
+pub const DEFAULT_MAX_UNACKED: usize = 1_000;
+
 /// Longest subscription name accepted.
 pub const MAX_SUBSCRIPTION_LEN: usize = 128;
 
@@ -115,7 +118,8 @@ impl ProducerOptions {
 ///
 /// The defaults: a `Shared` subscription starting at `Latest`, unacknowledged
 /// messages redelivered after 30 s, nacked ones redelivered at once, no limit
-/// on redeliveries, batches of up to 100.
+/// on redeliveries, batches of up to 100, at most 1,000 messages received and
+/// not yet acked ([`max_unacked`](Self::max_unacked)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -153,6 +157,21 @@ pub struct ConsumerOptions {
     /// Default `max` of [`crate::Consumer::receive_batch`] and the backend's
     /// prefetch size where it has one.
     pub batch_size: usize,
+    /// The most messages this consumer holds received but neither acked nor
+    /// nacked (q1/q2; q0 has no acks). At the bound, `receive` waits until an
+    /// ack or nack (or dropping every clone of a held message) frees a place;
+    /// a message stays held after an ack that failed. Default
+    /// [`DEFAULT_MAX_UNACKED`] (1,000); independent of `batch_size`.
+    ///
+    /// Each backend maps it to its own flow control, and its ceiling is that
+    /// of the broker: NATS sets the JetStream consumer's `max_ack_pending`
+    /// to unlimited (the server's or account's limit, if one is configured,
+    /// still applies); MQTT sends it as the v5 *receive maximum*, so at most
+    /// 65,535; Pulsar bounds its receiver queue by it (an Apache Pulsar
+    /// broker stops delivering at `maxUnackedMessagesPerConsumer`, 50,000 by
+    /// default); Kafka, Redis and the embedded log have no broker-side bound
+    /// and the SDK stops handing out messages at it.
+    pub max_unacked: usize,
     /// A consumer name for logs and backends that show one. Generated when absent.
     pub name: Option<String>,
     /// Allow a `q2` topic on a backend without exactly-once (behaves as `q1`).
@@ -171,6 +190,7 @@ impl Default for ConsumerOptions {
             max_redeliveries: None,
             dead_letter_topic: None,
             batch_size: 100,
+            max_unacked: DEFAULT_MAX_UNACKED,
             name: None,
             allow_degraded_qos: false,
             ack_timeout_chosen: false,
@@ -226,6 +246,13 @@ impl ConsumerOptions {
         self
     }
 
+    /// Sets [`max_unacked`](Self::max_unacked), the most messages held
+    /// received and not yet acked or nacked.
+    pub fn with_max_unacked(mut self, max: usize) -> Self {
+        self.max_unacked = max;
+        self
+    }
+
     /// Sets the consumer name.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -242,6 +269,9 @@ impl ConsumerOptions {
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::InvalidConfiguration("batch_size must be at least 1".into()));
+        }
+        if self.max_unacked == 0 {
+            return Err(Error::InvalidConfiguration("max_unacked must be at least 1".into()));
         }
         if self.ack_timeout == Some(Duration::ZERO) {
             return Err(Error::InvalidConfiguration(
@@ -277,6 +307,8 @@ mod tests {
         assert_eq!(o.ack_timeout, Some(Duration::from_secs(30)));
         o.validate().unwrap();
         assert!(ConsumerOptions::default().with_batch_size(0).validate().is_err());
+        assert_eq!(o.max_unacked, DEFAULT_MAX_UNACKED);
+        assert!(ConsumerOptions::default().with_max_unacked(0).validate().is_err());
         assert!(ConsumerOptions::default()
             .with_ack_timeout(Some(Duration::ZERO))
             .validate()

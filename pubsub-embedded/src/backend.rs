@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use pubsub_core::UnackedLimit;
 use pubsub_core::{
     validate_subscription_name, AckTarget, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
     Message, MessageId, MessageParts, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Reader,
@@ -230,14 +231,16 @@ impl PubSubBackend for EmbeddedBackend {
         let handle = self.broker.topic(topic)?;
         let id = self.broker.next_consumer.fetch_add(1, Ordering::Relaxed);
         handle.attach(subscription, id, &options)?;
-        Ok(Box::new(EmbeddedConsumer {
+        let max_unacked = options.max_unacked;
+        let consumer = EmbeddedConsumer {
             topic: handle,
             broker: self.broker.clone(),
             subscription: subscription.into(),
             id,
             closed: Arc::new(AtomicBool::new(false)),
             options,
-        }))
+        };
+        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pubsub_core::codec::CodecKind;
+use pubsub_core::UnackedLimit;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
     MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos, Reader, Result, Topic,
@@ -215,9 +216,9 @@ impl PubSubBackend for KafkaBackend {
         validate_subscription_name(subscription)?;
         self.inner.caps.check_consumer(topic, &options)?;
         let name = self.inner.ensure_topic(topic).await?;
-        Ok(Box::new(
-            KafkaConsumer::start(self.inner.clone(), topic.clone(), name, subscription, options).await?,
-        ))
+        let max_unacked = options.max_unacked;
+        let consumer = KafkaConsumer::start(self.inner.clone(), topic.clone(), name, subscription, options).await?;
+        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {

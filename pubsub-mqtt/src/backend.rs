@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pubsub_core::UnackedLimit;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, MessageId, OutgoingMessage,
     Producer, ProducerOptions, PubSubBackend, Qos, Result, Topic,
@@ -128,9 +129,9 @@ impl PubSubBackend for MqttBackend {
         self.inner.ensure_open()?;
         validate_subscription_name(subscription)?;
         self.inner.caps.check_consumer(topic, &options)?;
-        Ok(Box::new(
-            MqttConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
-        ))
+        let max_unacked = options.max_unacked;
+        let consumer = MqttConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
+        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
     }
 
     async fn close(&self) -> Result<()> {

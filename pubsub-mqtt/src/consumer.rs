@@ -116,7 +116,9 @@ impl MqttConsumer {
             client_id: client_id.clone(),
             persistent,
             manual_acks: persistent,
-            receive_maximum: Some(options.batch_size.clamp(1, u16::MAX as usize) as u16),
+            // `max_unacked` (not `batch_size`) is the MQTT v5 receive maximum:
+            // the broker stops sending at that many unacked (ceiling 65,535).
+            receive_maximum: Some(options.max_unacked.clamp(1, u16::MAX as usize) as u16),
         };
         let connected = connect(&inner.config, &session).await;
         let (client, eventloop, _ack) = match connected {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use async_trait::async_trait;
+use pubsub_core::UnackedLimit;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
     MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos, Reader, Result, Topic,
@@ -198,9 +199,9 @@ impl PubSubBackend for NatsBackend {
                 CoreConsumer::start(self.inner.clone(), topic.clone(), subscription).await?,
             ));
         }
-        Ok(Box::new(
-            JetStreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
-        ))
+        let max_unacked = options.max_unacked;
+        let consumer = JetStreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
+        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {

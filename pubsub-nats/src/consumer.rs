@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{self, pull, AckPolicy, DeliverPolicy, FromConsumer, PullConsumer};
 use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::stream;
 use async_trait::async_trait;
@@ -21,6 +21,43 @@ use tokio::sync::{Mutex, Notify};
 use crate::backend::{broker_err, Inner};
 use crate::headers::{from_headers, to_headers};
 use crate::naming::{durable_name, subject};
+
+/// `max_ack_pending` of the durable consumers made here: no server-side
+/// limit, as `ConsumerOptions::max_unacked` bounds each consumer.
+const UNLIMITED_ACK_PENDING: i64 = -1;
+
+/// A durable made before `max_unacked` existed (or by another client) may
+/// carry a `max_ack_pending` (1,000 by default) that would stall receiving
+/// below `max_unacked`: lifted to unlimited, keeping everything else of its
+/// configuration. If the server refuses, the durable keeps its limit and a
+/// warning says so.
+async fn lift_ack_pending_limit(stream: &stream::Stream, consumer: PullConsumer, subscription: &str) -> PullConsumer {
+    let current = consumer.cached_info().config.clone();
+    if current.max_ack_pending == UNLIMITED_ACK_PENDING {
+        return consumer;
+    }
+    let limit = current.max_ack_pending;
+    let lifted = pull::Config::try_from_consumer_config(consumer::Config {
+        max_ack_pending: UNLIMITED_ACK_PENDING,
+        ..current
+    });
+    let result = match lifted {
+        Ok(config) => stream.create_consumer(config).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(updated) => updated,
+        Err(e) => {
+            tracing::warn!(
+                subscription,
+                max_ack_pending = limit,
+                error = %e,
+                "the subscription's JetStream consumer keeps its max_ack_pending: receiving stops at that many unacked messages"
+            );
+            consumer
+        }
+    }
+}
 
 /// `ack_wait` for consumers without an ack timeout: unacked messages then
 /// come back only when their consumer closes (it naks them) or after this.
@@ -70,7 +107,8 @@ impl Shared {
     async fn open_messages(&self) -> Result<pull::Stream> {
         self.consumer
             .stream()
-            .max_messages_per_batch(self.options.batch_size)
+            // Never prefetch more than the consumer may hold.
+            .max_messages_per_batch(self.options.batch_size.min(self.options.max_unacked))
             .heartbeat(Duration::from_secs(5))
             .expires(Duration::from_secs(30))
             .messages()
@@ -190,16 +228,21 @@ impl JetStreamConsumer {
             // Past max_redeliveries the message is dead-lettered here, so the
             // server must offer it once more.
             max_deliver: -1,
+            // The bound is `ConsumerOptions::max_unacked`, per consumer, held
+            // by the SDK; the server's default (1,000 for the whole durable,
+            // shared by all its consumers) would stall receiving below it.
+            max_ack_pending: UNLIMITED_ACK_PENDING,
             deliver_policy: match options.initial_position {
                 InitialPosition::Earliest => DeliverPolicy::All,
                 InitialPosition::Latest => DeliverPolicy::New,
             },
             ..Default::default()
         };
-        let consumer = stream
+        let consumer: PullConsumer = stream
             .get_or_create_consumer(&durable, config)
             .await
             .map_err(|e| broker_err(format!("create subscription {subscription} on {topic}"), e))?;
+        let consumer = lift_ack_pending_limit(&stream, consumer, subscription).await;
         let shared = Arc::new(Shared {
             inner,
             topic,

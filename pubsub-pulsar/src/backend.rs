@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use pubsub_core::UnackedLimit;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Capabilities, Consumer, ConsumerOptions, Error, MessageId,
     OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Reader, Result, Topic,
@@ -196,9 +197,9 @@ impl PubSubBackend for PulsarBackend {
         validate_subscription_name(subscription)?;
         self.inner.caps.check_consumer(topic, &options)?;
         self.inner.ensure_namespace(topic).await?;
-        Ok(Box::new(
-            PulsarConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
-        ))
+        let max_unacked = options.max_unacked;
+        let consumer = PulsarConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
+        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {

@@ -148,7 +148,8 @@ impl Recipe {
             .with_topic(self.ptopic.clone())
             .with_subscription(self.subscription.clone())
             .with_subscription_type(sub_type(options.subscription_type))
-            .with_batch_size(options.batch_size.min(u32::MAX as usize) as u32)
+            // The receiver queue: never more than the consumer may hold.
+            .with_batch_size(options.batch_size.min(options.max_unacked).min(u32::MAX as usize) as u32)
             .with_options(
                 pulsar::ConsumerOptions::default()
                     .durable(true)

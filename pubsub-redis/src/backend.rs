@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use pubsub_core::UnackedLimit;
 use pubsub_core::{
     ensure_open, envelope, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer,
     ConsumerOptions, Error, MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos,
@@ -180,9 +181,9 @@ impl PubSubBackend for RedisBackend {
                 PubSubConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
             ));
         }
-        Ok(Box::new(
-            StreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
-        ))
+        let max_unacked = options.max_unacked;
+        let consumer = StreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
+        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {

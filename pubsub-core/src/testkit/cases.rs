@@ -16,6 +16,7 @@ use crate::{
 };
 
 pub use super::admin_cases::{admin_subscription_backlog, admin_topic_lifecycle};
+pub use super::flow_cases::{hold_many_unacked, shared_scale_down};
 pub use super::processor_cases::{
     processor_orders_only_within_a_key, processor_retries_then_dead_letters, processor_shutdown_loses_nothing,
     processor_starts_nothing_after_shutdown, request_response_routes_every_reply,
@@ -890,6 +891,38 @@ pub async fn bad_input_table(ctx: &Ctx) -> Outcome {
             Refusal::Property,
         ),
         ("key with a newline", numbered(0).with_key("k\n"), Refusal::Property),
+        // NATS trims whitespace around header values: refused everywhere,
+        // never silently changed on one backend.
+        (
+            "value with a leading space",
+            numbered(0).with_property("ok", " x"),
+            Refusal::Property,
+        ),
+        (
+            "value with a trailing space",
+            numbered(0).with_property("ok", "x "),
+            Refusal::Property,
+        ),
+        (
+            "value of spaces only",
+            numbered(0).with_property("ok", "  "),
+            Refusal::Property,
+        ),
+        (
+            "value with a trailing no-break space",
+            numbered(0).with_property("ok", "x\u{a0}"),
+            Refusal::Property,
+        ),
+        (
+            "key with surrounding spaces",
+            numbered(0).with_key(" k "),
+            Refusal::Property,
+        ),
+        (
+            "dedup id with a trailing space",
+            numbered(0).with_dedup_id("d "),
+            Refusal::Property,
+        ),
         ("empty dedup id", numbered(0).with_dedup_id(""), Refusal::Property),
     ];
     if let Some(max) = ctx.caps.max_payload {
@@ -926,6 +959,9 @@ pub async fn bad_input_table(ctx: &Ctx) -> Outcome {
         numbered(3).with_property("n".repeat(crate::MAX_PROPERTY_NAME_LEN), "longest name"),
         numbered(4).with_key("ключ 🔑"),
         numbered(5).with_property("empty-value", ""),
+        numbered(6)
+            .with_property("inner-spaces", "a  b \u{a0} c")
+            .with_key("k  k"),
     ];
     for (i, m) in borderline.into_iter().enumerate() {
         p.send(m.clone())

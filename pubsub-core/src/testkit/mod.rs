@@ -23,6 +23,7 @@
 
 mod admin_cases;
 pub mod cases;
+mod flow_cases;
 mod processor_cases;
 mod replay_cases;
 
@@ -242,6 +243,8 @@ macro_rules! __with_conformance_cases {
             double_ack_is_harmless,
             invalid_input_gives_typed_errors,
             bad_input_table,
+            hold_many_unacked,
+            shared_scale_down,
             q0_does_not_retain,
             q2_drops_duplicate_sends,
             delayed_delivery,
