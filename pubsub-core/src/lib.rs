@@ -31,6 +31,7 @@ pub mod codec;
 pub mod envelope;
 mod error;
 mod ext;
+pub mod handles;
 mod ident;
 pub mod inbox;
 mod message;

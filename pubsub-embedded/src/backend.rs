@@ -63,6 +63,8 @@ pub(crate) struct Broker {
     pub(crate) topics: Mutex<HashMap<Topic, Arc<TopicHandle>>>,
     closed: AtomicBool,
     next_consumer: AtomicU64,
+    /// Every producer, consumer and reader made: closed with the backend.
+    handles: pubsub_core::handles::Handles,
 }
 
 impl fmt::Debug for EmbeddedBackend {
@@ -145,6 +147,7 @@ impl EmbeddedBackend {
                 topics: Mutex::new(topics),
                 closed: AtomicBool::new(false),
                 next_consumer: AtomicU64::new(1),
+                handles: Default::default(),
             }),
         })
     }
@@ -206,11 +209,12 @@ impl PubSubBackend for EmbeddedBackend {
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.broker.caps.check_producer(topic, options.allow_degraded_qos)?;
         let handle = self.broker.topic(topic)?;
-        Ok(Box::new(EmbeddedProducer {
+        let producer = EmbeddedProducer {
             topic: handle,
             broker: self.broker.clone(),
             closed: AtomicBool::new(false),
-        }))
+        };
+        self.broker.handles.producer(producer).await
     }
 
     async fn create_consumer(
@@ -240,20 +244,28 @@ impl PubSubBackend for EmbeddedBackend {
             closed: Arc::new(AtomicBool::new(false)),
             options,
         };
-        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
+        self.broker
+            .handles
+            .consumer(UnackedLimit::new(consumer, max_unacked))
+            .await
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
         self.broker.caps.check_replay(topic)?;
         let handle = self.broker.topic(topic)?;
         let offset = handle.resolve(&start)?;
-        Ok(Box::new(EmbeddedReader::new(handle, offset, self.broker.clone())))
+        let reader = EmbeddedReader::new(handle, offset, self.broker.clone());
+        self.broker.handles.reader(reader).await
     }
 
+    /// Closes every producer, consumer and reader made from it first, as
+    /// their own `close` would (unacked messages go back to their
+    /// subscription), then persists every topic.
     async fn close(&self) -> Result<()> {
         if self.broker.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.broker.handles.close_all().await?;
         let topics: Vec<_> = self.broker.topics.lock().values().cloned().collect();
         for t in &topics {
             t.persist_all()?;

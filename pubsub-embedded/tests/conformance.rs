@@ -8,9 +8,9 @@ use pubsub_embedded::{EmbeddedBackend, EmbeddedConfig};
 mod memory {
     use super::*;
 
-    pubsub_core::conformance_tests!(|| async {
-        Ok::<_, Error>(Arc::new(EmbeddedBackend::memory()) as Arc<dyn PubSubBackend>)
-    });
+    pubsub_core::conformance_tests!(
+        in_process || async { Ok::<_, Error>(Arc::new(EmbeddedBackend::memory()) as Arc<dyn PubSubBackend>) }
+    );
 }
 
 mod data_dir {
@@ -24,5 +24,5 @@ mod data_dir {
         Ok(Arc::new(EmbeddedBackend::open(EmbeddedConfig::data_dir(dir))?))
     }
 
-    pubsub_core::conformance_tests!(backend);
+    pubsub_core::conformance_tests!(in_process backend);
 }

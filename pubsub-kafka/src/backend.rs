@@ -60,6 +60,8 @@ pub(crate) struct Inner {
     pub config: KafkaConfig,
     pub caps: Capabilities,
     closed: AtomicBool,
+    /// Every producer, consumer and reader made: closed with the backend.
+    handles: pubsub_core::handles::Handles,
     pub admin: Arc<AdminClient<DefaultClientContext>>,
     /// acks=all, idempotent: q1 (and q2 run as q1).
     reliable: FutureProducer,
@@ -137,6 +139,7 @@ impl KafkaBackend {
                 config,
                 caps,
                 closed: AtomicBool::new(false),
+                handles: Default::default(),
                 admin: Arc::new(admin),
                 reliable,
                 best_effort,
@@ -197,13 +200,14 @@ impl PubSubBackend for KafkaBackend {
         self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
         let name = self.inner.ensure_topic(topic).await?;
         let timeout = options.send_timeout.unwrap_or(self.inner.config.timeout);
-        Ok(Box::new(KafkaProducer {
+        let producer = KafkaProducer {
             inner: self.inner.clone(),
             topic: topic.clone(),
             name,
             timeout,
             closed: AtomicBool::new(false),
-        }))
+        };
+        self.inner.handles.producer(producer).await
     }
 
     async fn create_consumer(
@@ -218,18 +222,26 @@ impl PubSubBackend for KafkaBackend {
         let name = self.inner.ensure_topic(topic).await?;
         let max_unacked = options.max_unacked;
         let consumer = KafkaConsumer::start(self.inner.clone(), topic.clone(), name, subscription, options).await?;
-        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
+        self.inner
+            .handles
+            .consumer(UnackedLimit::new(consumer, max_unacked))
+            .await
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_replay(topic)?;
         self.inner.ensure_topic(topic).await?;
-        Ok(Box::new(KafkaReader::open(self.inner.clone(), topic, start).await?))
+        let reader = KafkaReader::open(self.inner.clone(), topic, start).await?;
+        self.inner.handles.reader(reader).await
     }
 
+    /// Closes every producer, consumer and reader made from it first, as
+    /// their own `close` would (acks committed, unacked records left for
+    /// the group), then flushes the shared producers.
     async fn close(&self) -> Result<()> {
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            self.inner.handles.close_all().await?;
             let (a, b) = (self.inner.reliable.clone(), self.inner.best_effort.clone());
             let t = self.inner.config.timeout;
             tokio::task::spawn_blocking(move || {

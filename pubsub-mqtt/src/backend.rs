@@ -28,6 +28,8 @@ pub(crate) struct Inner {
     pub config: MqttConfig,
     caps: Capabilities,
     closed: AtomicBool,
+    /// Every producer and consumer made: closed with the backend.
+    handles: pubsub_core::handles::Handles,
     publisher: Publisher,
     /// Client-id slots in use per subscription in this process.
     slots: std::sync::Mutex<HashMap<String, BTreeSet<u32>>>,
@@ -69,6 +71,7 @@ impl MqttBackend {
                 config,
                 caps,
                 closed: AtomicBool::new(false),
+                handles: Default::default(),
                 publisher,
                 slots: Default::default(),
             }),
@@ -113,11 +116,12 @@ impl PubSubBackend for MqttBackend {
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
-        Ok(Box::new(MqttProducer {
+        let producer = MqttProducer {
             inner: self.inner.clone(),
             topic: topic.clone(),
             closed: AtomicBool::new(false),
-        }))
+        };
+        self.inner.handles.producer(producer).await
     }
 
     async fn create_consumer(
@@ -131,12 +135,20 @@ impl PubSubBackend for MqttBackend {
         self.inner.caps.check_consumer(topic, &options)?;
         let max_unacked = options.max_unacked;
         let consumer = MqttConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
-        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
+        self.inner
+            .handles
+            .consumer(UnackedLimit::new(consumer, max_unacked))
+            .await
     }
 
+    /// Closes every producer and consumer made from it first, as their own
+    /// `close` would (acks written, unacked messages given back), then the
+    /// publishing connection.
     async fn close(&self) -> Result<()> {
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            let handles = self.inner.handles.close_all().await;
             self.inner.publisher.close().await;
+            handles?;
         }
         Ok(())
     }

@@ -207,7 +207,10 @@ async fn drive(shared: Arc<Shared>, mut eventloop: EventLoop, mut subscribed: Op
                 // Let the DISCONNECT (and acks before it) go out.
                 for _ in 0..20 {
                     match tokio::time::timeout(Duration::from_millis(100), eventloop.poll()).await {
-                        Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) | Ok(Err(_)) => return,
+                        Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => {
+                            return until_broker_hangs_up(&mut eventloop).await;
+                        }
+                        Ok(Err(_)) => return,
                         _ => {}
                     }
                 }
@@ -248,7 +251,9 @@ async fn drive(shared: Arc<Shared>, mut eventloop: EventLoop, mut subscribed: Op
                     }
                 }
             }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if shared.closed.load(Ordering::Acquire) => return,
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if shared.closed.load(Ordering::Acquire) => {
+                return until_broker_hangs_up(&mut eventloop).await;
+            }
             Ok(_) => {}
             Err(e) => {
                 if shared.closed.load(Ordering::Acquire) {
@@ -263,6 +268,19 @@ async fn drive(shared: Arc<Shared>, mut eventloop: EventLoop, mut subscribed: Op
             }
         }
     }
+}
+
+/// How long a closing consumer waits for the broker to end its connection.
+const HANG_UP_WAIT: Duration = Duration::from_secs(1);
+
+/// After our DISCONNECT went out: waits (bounded) for the broker to close
+/// the connection, which it does once it has read the DISCONNECT, so every
+/// PUBACK written before it has been processed. Without this, a consumer
+/// taking over the same client id at once could make the broker drop the
+/// old connection with acks still unread, and acked messages came back.
+/// Messages arriving meanwhile are not handed out: they stay with the session.
+async fn until_broker_hangs_up(eventloop: &mut EventLoop) {
+    let _ = tokio::time::timeout(HANG_UP_WAIT, async { while eventloop.poll().await.is_ok() {} }).await;
 }
 
 #[async_trait]

@@ -39,6 +39,8 @@ pub(crate) struct Inner {
     pub js: jetstream::Context,
     pub caps: Capabilities,
     pub closed: AtomicBool,
+    /// Every producer, consumer and reader made: closed with the backend.
+    pub handles: pubsub_core::handles::Handles,
     /// Streams known to exist (created or found) by this backend.
     streams: tokio::sync::Mutex<HashSet<String>>,
     /// The server's limit for payload plus headers.
@@ -116,6 +118,7 @@ impl NatsBackend {
                 js,
                 caps,
                 closed: AtomicBool::new(false),
+                handles: Default::default(),
                 streams: Default::default(),
                 server_max_payload,
             }),
@@ -177,12 +180,13 @@ impl PubSubBackend for NatsBackend {
         if topic.qos() != Qos::AtMostOnce {
             self.inner.ensure_stream(topic).await?;
         }
-        Ok(Box::new(NatsProducer {
+        let producer = NatsProducer {
             inner: self.inner.clone(),
             topic: topic.clone(),
             subject: subject(topic),
             closed: AtomicBool::new(false),
-        }))
+        };
+        self.inner.handles.producer(producer).await
     }
 
     async fn create_consumer(
@@ -195,29 +199,37 @@ impl PubSubBackend for NatsBackend {
         validate_subscription_name(subscription)?;
         self.inner.caps.check_consumer(topic, &options)?;
         if topic.qos() == Qos::AtMostOnce {
-            return Ok(Box::new(
-                CoreConsumer::start(self.inner.clone(), topic.clone(), subscription).await?,
-            ));
+            let consumer = CoreConsumer::start(self.inner.clone(), topic.clone(), subscription).await?;
+            return self.inner.handles.consumer(consumer).await;
         }
         let max_unacked = options.max_unacked;
         let consumer = JetStreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
-        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
+        self.inner
+            .handles
+            .consumer(UnackedLimit::new(consumer, max_unacked))
+            .await
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_replay(topic)?;
-        Ok(Box::new(NatsReader::open(self.inner.clone(), topic, &start).await?))
+        let reader = NatsReader::open(self.inner.clone(), topic, &start).await?;
+        self.inner.handles.reader(reader).await
     }
 
+    /// Closes every producer, consumer and reader made from it first, as
+    /// their own `close` would: blocked receives end, unacked messages go
+    /// back; then flushes the connection.
     async fn close(&self) -> Result<()> {
         if !self.inner.closed.swap(true, Ordering::AcqRel) {
+            let handles = self.inner.handles.close_all().await;
             // Acks are publishes: make sure the buffered ones reach the server.
             self.inner
                 .client
                 .flush()
                 .await
                 .map_err(|e| broker_err("flush on close", e))?;
+            handles?;
         }
         Ok(())
     }

@@ -284,6 +284,11 @@ impl JetStreamConsumer {
             }
         }
         self.shared.release_held().await;
+        // Acks and naks are publishes the client buffers: written before
+        // `close` returns, so a new consumer never sees an acked message.
+        if let Err(e) = self.shared.inner.client.flush().await {
+            tracing::debug!(topic = %self.shared.topic, error = %e, "flushing acks on close");
+        }
     }
 }
 

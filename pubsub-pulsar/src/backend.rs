@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     pub client: Pulsar<TokioExecutor>,
     pub caps: Capabilities,
     pub closed: AtomicBool,
+    /// Every producer, consumer and reader made: closed with the backend.
+    pub handles: pubsub_core::handles::Handles,
     /// The HTTP admin API, when `config.admin_url` is set (Apache Pulsar only).
     pub http_admin: Option<HttpAdmin>,
 }
@@ -146,6 +148,7 @@ impl PulsarBackend {
                 client,
                 caps,
                 closed: AtomicBool::new(false),
+                handles: Default::default(),
                 http_admin,
             }),
         })
@@ -178,13 +181,14 @@ impl PubSubBackend for PulsarBackend {
             .await
             .map_err(|_| Error::Timeout(self.inner.config.timeout))?
             .map_err(|e| convert(format!("create producer for {topic}"), e))?;
-        Ok(Box::new(PulsarProducer {
+        let producer = PulsarProducer {
             inner: self.inner.clone(),
             topic: topic.clone(),
             send_timeout: options.send_timeout.unwrap_or(self.inner.config.timeout * 3),
             producer: Mutex::new(producer),
             closed: AtomicBool::new(false),
-        }))
+        };
+        self.inner.handles.producer(producer).await
     }
 
     async fn create_consumer(
@@ -199,19 +203,25 @@ impl PubSubBackend for PulsarBackend {
         self.inner.ensure_namespace(topic).await?;
         let max_unacked = options.max_unacked;
         let consumer = PulsarConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
-        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
+        self.inner
+            .handles
+            .consumer(UnackedLimit::new(consumer, max_unacked))
+            .await
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_replay(topic)?;
         self.inner.ensure_namespace(topic).await?;
-        Ok(Box::new(PulsarReader::open(self.inner.clone(), topic, &start).await?))
+        let reader = PulsarReader::open(self.inner.clone(), topic, &start).await?;
+        self.inner.handles.reader(reader).await
     }
 
+    /// Closes every producer, consumer and reader made from it, as their
+    /// own `close` would: acks sent, unacked messages given back.
     async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
-        Ok(())
+        self.inner.handles.close_all().await
     }
 }
 

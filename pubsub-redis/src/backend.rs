@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use pubsub_core::handles::Handles;
 use pubsub_core::UnackedLimit;
 use pubsub_core::{
     ensure_open, envelope, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer,
@@ -48,6 +49,8 @@ pub(crate) struct Inner {
     pub conn: ConnectionManager,
     pub caps: Capabilities,
     pub closed: AtomicBool,
+    /// Every producer, consumer and reader made: closed with the backend.
+    pub handles: Handles,
 }
 
 impl fmt::Debug for RedisBackend {
@@ -125,6 +128,7 @@ impl RedisBackend {
                 conn,
                 caps,
                 closed: AtomicBool::new(false),
+                handles: Handles::new(),
             }),
         })
     }
@@ -159,12 +163,13 @@ impl PubSubBackend for RedisBackend {
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
-        Ok(Box::new(RedisProducer {
+        let producer = RedisProducer {
             inner: self.inner.clone(),
             topic: topic.clone(),
             keys: TopicKeys::new(topic),
             closed: AtomicBool::new(false),
-        }))
+        };
+        self.inner.handles.producer(producer).await
     }
 
     async fn create_consumer(
@@ -177,24 +182,31 @@ impl PubSubBackend for RedisBackend {
         validate_subscription_name(subscription)?;
         self.inner.caps.check_consumer(topic, &options)?;
         if topic.qos() == Qos::AtMostOnce {
-            return Ok(Box::new(
-                PubSubConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?,
-            ));
+            let consumer = PubSubConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
+            return self.inner.handles.consumer(consumer).await;
         }
         let max_unacked = options.max_unacked;
         let consumer = StreamConsumer::start(self.inner.clone(), topic.clone(), subscription, options).await?;
-        Ok(Box::new(UnackedLimit::new(consumer, max_unacked)))
+        // Registered bounded, so the backend's close also ends a receive
+        // waiting for a place.
+        self.inner
+            .handles
+            .consumer(UnackedLimit::new(consumer, max_unacked))
+            .await
     }
 
     async fn create_reader(&self, topic: &Topic, start: Position) -> Result<Box<dyn Reader>> {
         self.inner.ensure_open()?;
         self.inner.caps.check_replay(topic)?;
-        Ok(Box::new(RedisReader::open(self.inner.clone(), topic, &start).await?))
+        let reader = RedisReader::open(self.inner.clone(), topic, &start).await?;
+        self.inner.handles.reader(reader).await
     }
 
+    /// Closes every producer, consumer and reader made from it first, as
+    /// their own `close` would: acks written, unacked entries given back.
     async fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
-        Ok(())
+        self.inner.handles.close_all().await
     }
 }
 

@@ -731,6 +731,205 @@ pub async fn closed_handles_give_closed(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// How soon after `PubSubBackend::close` starts a blocked call must end.
+const CLOSE_ENDS_WITHIN: Duration = Duration::from_secs(1);
+/// How long a call on a closed handle may take to say so.
+const AFTER_CLOSE: Duration = Duration::from_millis(100);
+
+/// Asserts `r` is `Error::Closed`, naming `what`.
+fn assert_closed<T: std::fmt::Debug>(r: crate::Result<T>, what: &str) {
+    match r {
+        Err(Error::Closed(_)) => {}
+        other => panic!("{what} after the backend closed: expected Error::Closed, got {other:?}"),
+    }
+}
+
+/// Closing the backend ends a receive blocked on one of its consumers with
+/// `Error::Closed` within a second; that consumer gets nothing published
+/// afterwards, and what it held unacked goes to a consumer of another
+/// connection, with what was published after the close.
+pub async fn backend_close_ends_blocked_receive(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "backend-close");
+    let sub = ctx.sub("s");
+    let second = ctx.second_backend().await;
+    let c: Arc<dyn crate::Consumer> = Arc::from(ctx.consumer(&topic, &sub, latest()).await);
+    send_numbered(ctx, &topic, 0..1).await;
+    let held = receive_n(c.as_ref(), 1, false).await.remove(0);
+    let blocked = tokio::spawn({
+        let c = c.clone();
+        async move { c.receive().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!blocked.is_finished(), "receive returned with nothing to receive");
+    let started = Instant::now();
+    let ended = async {
+        let r = tokio::time::timeout(CLOSE_ENDS_WITHIN, blocked).await;
+        (r, started.elapsed())
+    };
+    let (closed, (ended, took)) = tokio::join!(ctx.backend.close(), ended);
+    closed.expect("close backend");
+    match ended {
+        Ok(r) => assert_closed(r.expect("receive task"), "a receive blocked when the backend closed"),
+        Err(_) => panic!("a receive blocked when the backend closed was still blocked after {CLOSE_ENDS_WITHIN:?}"),
+    }
+    super::report(&format!(
+        "MEASURE {} backend_close_ends_blocked_receive: blocked receive ended {took:?} after close began",
+        ctx.backend.name()
+    ));
+    assert_closed(held.ack().await, "acking a message held");
+    let Some(second) = second else {
+        assert_closed(c.receive_timeout(AFTER_CLOSE).await, "receive");
+        return Outcome::Passed;
+    };
+    let c2 = second
+        .create_consumer(&topic, &sub, latest())
+        .await
+        .expect("consumer on a second connection");
+    let p2 = second
+        .create_producer(&topic, ProducerOptions::default())
+        .await
+        .expect("producer on a second connection");
+    p2.send(numbered(1)).await.expect("send on a second connection");
+    // 0 was held unacked by the closed consumer: it must come back (maybe
+    // after a short delay); 1 was published after the close.
+    let mut got = BTreeSet::new();
+    while !(got.contains(&0) && got.contains(&1)) {
+        match c2.receive_timeout(ARRIVAL_TIMEOUT).await {
+            Ok(m) => {
+                got.insert(number_of(&m));
+                m.ack().await.expect("ack on the second connection");
+            }
+            Err(e) => panic!(
+                "the second connection must get 0 (held unacked by the closed consumer) and 1 (sent after): \
+                 got {got:?}, then: {e}"
+            ),
+        }
+    }
+    assert_closed(c.receive_timeout(AFTER_CLOSE).await, "receive");
+    second.close().await.expect("close the second backend");
+    Outcome::Passed
+}
+
+/// After `PubSubBackend::close`, its producers, consumers and readers give
+/// `Error::Closed`: sends, flushes, receives, acks and nacks of messages
+/// received before, and a reader's blocked `next` (within a second).
+/// Closing each handle afterwards is harmless.
+pub async fn backend_close_closes_producers_readers_and_acks(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "backend-close-all");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    for i in 0..3 {
+        p.send(numbered(i)).await.expect("send");
+    }
+    let got = receive_n(c.as_ref(), 3, false).await;
+    got[0].ack().await.expect("ack before close");
+    let reader: Option<Arc<dyn crate::Reader>> = if ctx.caps.replay {
+        let r = ctx
+            .backend
+            .create_reader(&topic, crate::Position::Earliest)
+            .await
+            .expect("create_reader");
+        for _ in 0..3 {
+            r.next_timeout(ARRIVAL_TIMEOUT).await.expect("reader next");
+        }
+        Some(Arc::from(r))
+    } else {
+        None
+    };
+    let blocked = reader.clone().map(|r| tokio::spawn(async move { r.next().await }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ended = async {
+        match blocked {
+            Some(b) => Some(tokio::time::timeout(CLOSE_ENDS_WITHIN, b).await),
+            None => None,
+        }
+    };
+    let (closed, ended) = tokio::join!(ctx.backend.close(), ended);
+    closed.expect("close backend");
+    match ended {
+        None => {}
+        Some(Ok(r)) => assert_closed(r.expect("reader task"), "a reader's blocked next"),
+        Some(Err(_)) => panic!("a reader's next was still blocked {CLOSE_ENDS_WITHIN:?} after the backend closed"),
+    }
+    assert_closed(p.send(numbered(3)).await, "send");
+    assert_closed(p.send_batch(vec![numbered(4)]).await, "send_batch");
+    assert_closed(p.flush().await, "flush");
+    assert_closed(c.receive_timeout(AFTER_CLOSE).await, "receive_timeout");
+    assert_closed(c.receive_batch(10, AFTER_CLOSE).await, "receive_batch");
+    assert_closed(got[1].ack().await, "ack");
+    assert_closed(c.ack(&got[1]).await, "Consumer::ack");
+    assert_closed(c.nack(&got[2]).await, "nack");
+    if let Some(r) = &reader {
+        assert_closed(r.next_timeout(AFTER_CLOSE).await, "reader next");
+    }
+    assert_closed(
+        ctx.backend.create_consumer(&topic, &ctx.sub("s2"), latest()).await,
+        "create_consumer",
+    );
+    p.close().await.expect("closing a producer again is harmless");
+    c.close().await.expect("closing a consumer again is harmless");
+    if let Some(r) = &reader {
+        r.close().await.expect("closing a reader again is harmless");
+    }
+    Outcome::Passed
+}
+
+/// Acks given just before a close are written before `close` returns:
+/// nothing acked comes back to another connection, neither after
+/// `Consumer::close` nor after `PubSubBackend::close`.
+pub async fn close_writes_acks_first(ctx: &Ctx) -> Outcome {
+    const N: usize = 40;
+    let topic = ctx.topic(Qos::AtLeastOnce, "close-acks");
+    let (by_consumer, by_backend) = (ctx.sub("consumer"), ctx.sub("backend"));
+    let c1 = ctx.consumer(&topic, &by_consumer, latest()).await;
+    let c2 = ctx.consumer(&topic, &by_backend, latest()).await;
+    send_numbered(ctx, &topic, 0..N).await;
+    let acks = |got: Vec<Message>| async move {
+        let tasks: Vec<_> = got
+            .into_iter()
+            .map(|m| tokio::spawn(async move { m.ack().await }))
+            .collect();
+        for t in tasks {
+            t.await.expect("ack task").expect("ack");
+        }
+    };
+    acks(receive_n(c1.as_ref(), N, false).await).await;
+    c1.close().await.expect("close consumer");
+    acks(receive_n(c2.as_ref(), N, false).await).await;
+    ctx.backend.close().await.expect("close backend");
+    let Some(second) = ctx.second_backend().await else {
+        return Outcome::Passed;
+    };
+    let again1 = second
+        .create_consumer(&topic, &by_consumer, latest())
+        .await
+        .expect("consumer on a second connection");
+    let again2 = second
+        .create_consumer(&topic, &by_backend, latest())
+        .await
+        .expect("consumer on a second connection");
+    let p = second
+        .create_producer(&topic, ProducerOptions::default())
+        .await
+        .expect("producer on a second connection");
+    p.send(numbered(N)).await.expect("send on a second connection");
+    for (c, how) in [(&again1, "Consumer::close"), (&again2, "PubSubBackend::close")] {
+        let m = c
+            .receive_timeout(ARRIVAL_TIMEOUT)
+            .await
+            .unwrap_or_else(|e| panic!("after {how}: receive: {e}"));
+        assert_eq!(
+            number_of(&m),
+            N,
+            "a message acked before {how} came back (redelivery count {})",
+            m.redelivery_count()
+        );
+        m.ack().await.expect("ack");
+    }
+    second.close().await.expect("close the second backend");
+    Outcome::Passed
+}
+
 /// Acking a message twice is harmless and does not ack another message.
 pub async fn double_ack_is_harmless(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "double-ack");

@@ -86,6 +86,11 @@ pub fn broker_unavailable(test: &str, why: &dyn std::fmt::Display) {
     report(&format!("SKIPPED {test}: broker unavailable: {why}"));
 }
 
+/// Makes a second backend connected to the same broker, for cases that
+/// need another connection (see [`Ctx::second_backend`]).
+pub type SecondFactory =
+    Box<dyn FnOnce() -> futures::future::BoxFuture<'static, Result<Arc<dyn PubSubBackend>, String>> + Send>;
+
 /// Everything a case needs: the backend and names unique to this run.
 pub struct Ctx {
     /// The backend under test.
@@ -93,6 +98,7 @@ pub struct Ctx {
     /// Its capabilities.
     pub caps: Capabilities,
     run: String,
+    second: std::sync::Mutex<Option<SecondFactory>>,
 }
 
 impl Ctx {
@@ -100,7 +106,30 @@ impl Ctx {
     pub fn new(backend: Arc<dyn PubSubBackend>) -> Self {
         let caps = backend.capabilities().clone();
         let run = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        Ctx { backend, caps, run }
+        Ctx {
+            backend,
+            caps,
+            run,
+            second: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The same context, able to connect a second backend to the same broker.
+    pub fn with_second(self, factory: SecondFactory) -> Self {
+        *self.second.lock().unwrap_or_else(|e| e.into_inner()) = Some(factory);
+        self
+    }
+
+    /// Another connection to the broker under test, once per case; `None`
+    /// for an in-process backend (nothing else can reach its messages).
+    /// Panics if the broker cannot be reached.
+    pub async fn second_backend(&self) -> Option<Arc<dyn PubSubBackend>> {
+        let factory = self.second.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some(
+            factory()
+                .await
+                .unwrap_or_else(|e| panic!("connecting a second backend: {e}")),
+        )
     }
 
     /// A topic no other run uses: `{qos}/conformance/{run}/{queue}`.
@@ -170,12 +199,35 @@ where
     Fut: Future<Output = Result<Arc<dyn PubSubBackend>, E>>,
     E: std::fmt::Display,
 {
+    run_case_with(
+        case,
+        factory,
+        None::<fn() -> std::future::Ready<Result<Arc<dyn PubSubBackend>, String>>>,
+    )
+    .await
+}
+
+/// Like [`run_case`], with `second` making another connection to the same
+/// broker for [`Ctx::second_backend`].
+pub async fn run_case_with<F, Fut, E, G, GFut, GE>(case: &str, factory: F, second: Option<G>)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Arc<dyn PubSubBackend>, E>>,
+    E: std::fmt::Display,
+    G: FnOnce() -> GFut + Send + 'static,
+    GFut: Future<Output = Result<Arc<dyn PubSubBackend>, GE>> + Send + 'static,
+    GE: std::fmt::Display,
+{
     let backend = match factory().await {
         Ok(b) => b,
         Err(e) => return broker_unavailable(case, &e),
     };
     let name = backend.name();
-    let ctx = Ctx::new(backend.clone());
+    let mut ctx = Ctx::new(backend.clone());
+    if let Some(g) = second {
+        use futures::FutureExt;
+        ctx = ctx.with_second(Box::new(move || g().map(|r| r.map_err(|e| e.to_string())).boxed()));
+    }
     match cases::run(case, &ctx).await {
         Outcome::Passed => {}
         Outcome::Unsupported(why) => report(&format!("UNSUPPORTED {name} {case}: {why}")),
@@ -192,14 +244,34 @@ where
 /// crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dev-dependency.
 #[macro_export]
 macro_rules! conformance_tests {
+    (in_process $factory:expr) => {
+        $crate::__with_conformance_cases!(__conformance_tests_in_process($factory));
+    };
     ($factory:expr) => {
         $crate::__with_conformance_cases!(__conformance_tests($factory));
     };
 }
 
+/// The factory is evaluated twice per case: once for the backend under
+/// test, once for [`Ctx::second_backend`] (another connection to the same
+/// broker). `conformance_tests!(in_process factory)` is for a backend no
+/// second connection can reach (embedded).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_tests {
+    (($factory:expr); $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::testkit::run_case_with(stringify!($case), $factory, Some($factory)).await;
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests_in_process {
     (($factory:expr); $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,6 +312,9 @@ macro_rules! __with_conformance_cases {
             receive_batch_returns_what_is_ready,
             concurrent_producers_and_consumers,
             closed_handles_give_closed,
+            backend_close_ends_blocked_receive,
+            backend_close_closes_producers_readers_and_acks,
+            close_writes_acks_first,
             double_ack_is_harmless,
             invalid_input_gives_typed_errors,
             bad_input_table,
