@@ -30,7 +30,7 @@ pub(crate) struct Inner {
     closed: AtomicBool,
     /// Every producer and consumer made: closed with the backend.
     handles: pubsub_core::handles::Handles,
-    publisher: Publisher,
+    pub(crate) publisher: Publisher,
     /// Client-id slots in use per subscription in this process.
     slots: std::sync::Mutex<HashMap<String, BTreeSet<u32>>>,
 }
@@ -84,10 +84,14 @@ impl Inner {
         ensure_open(self.closed.load(Ordering::Acquire), "mqtt backend")
     }
 
-    pub(crate) fn take_slot(&self, subscription: &str) -> u32 {
+    /// The lowest free slot, or `preferred` if it is free.
+    pub(crate) fn take_slot(&self, subscription: &str, preferred: Option<u32>) -> u32 {
         let mut slots = self.slots.lock().expect("slots lock");
         let used = slots.entry(subscription.to_string()).or_default();
-        let slot = (0..).find(|s| !used.contains(s)).expect("a free slot");
+        let slot = preferred
+            .filter(|p| !used.contains(p))
+            .or_else(|| (0..).find(|s| !used.contains(s)))
+            .expect("a free slot");
         used.insert(slot);
         slot
     }

@@ -8,10 +8,22 @@
 //! A nack hands the message back to this consumer's own queue (after the
 //! delay) with a higher redelivery count; the broker itself redelivers
 //! unacked messages when the session reconnects.
+//!
+//! Scaling down: a closed consumer's session would keep taking its share of
+//! the subscription (MQTT brokers deal shares to offline sessions too), and
+//! what it held unacked would wait for its client id to return. So a
+//! consumer that closes while others of its subscription are open in this
+//! process unsubscribes first (no more shares), then hands what it held back
+//! to them through the subscription's return topic (see
+//! [`return_topic`](crate::mapping::return_topic)), acking each original
+//! once the broker confirmed its copy. The last one to close stays
+//! subscribed, so the broker keeps queuing for the subscription, and the
+//! next consumer made in this process resumes its session (its slot).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,13 +32,59 @@ use pubsub_core::{
     ensure_open, AckTarget, Consumer, ConsumerOptions, Error, Message, MessageId, MessageParts, NoAck, Qos, Result,
     Topic,
 };
-use rumqttc::v5::mqttbytes::v5::{Packet, Publish, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, EventLoop};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::backend::Inner;
 use crate::connection::{connect, Session, NAME};
-use crate::mapping::{from_properties, qos, share_filter};
+use crate::mapping::{from_properties, handed_back, qos, redelivery_count, return_filter, return_topic, share_filter};
+
+/// The consumers of one subscription (of one topic, on one broker) in this
+/// process: how many are open, and the slot whose session the last one to
+/// close left subscribed.
+#[derive(Debug, Default)]
+struct Group {
+    open: usize,
+    parked: Option<u32>,
+}
+
+static GROUPS: LazyLock<std::sync::Mutex<HashMap<String, Group>>> = LazyLock::new(Default::default);
+
+fn groups() -> std::sync::MutexGuard<'static, HashMap<String, Group>> {
+    GROUPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The slot the last closed consumer of `group` parked, for the next one to resume.
+fn take_parked(group: &str) -> Option<u32> {
+    groups().get_mut(group).and_then(|g| g.parked.take())
+}
+
+fn join(group: &str) {
+    groups().entry(group.to_string()).or_default().open += 1;
+}
+
+/// One consumer of `group` closes: `true` if others are still open (it
+/// should hand back); else, if `park`, its `slot` is remembered.
+fn leave(group: &str, slot: Option<u32>, park: bool) -> bool {
+    let mut groups = groups();
+    let g = groups.entry(group.to_string()).or_default();
+    g.open = g.open.saturating_sub(1);
+    if g.open > 0 {
+        return true;
+    }
+    if park && slot.is_some() {
+        g.parked = slot;
+    }
+    false
+}
+
+/// A delivery from the broker not yet acked (local redeliveries share it).
+struct Unsettled {
+    publish: Arc<Publish>,
+    settled: Arc<AtomicBool>,
+    redeliveries: u32,
+}
 
 struct Shared {
     inner: Arc<Inner>,
@@ -40,6 +98,20 @@ struct Shared {
     stop: Notify,
     tx: mpsc::UnboundedSender<Message>,
     counter: AtomicU64,
+    /// q1/q2: a persistent session, subscribed to the return topic too.
+    persistent: bool,
+    /// Key of this consumer's [`Group`].
+    group: String,
+    /// Counted in its group (set once started).
+    joined: AtomicBool,
+    /// `close` or `unsubscribe` began.
+    shutting: AtomicBool,
+    /// While set, the event loop keeps running although `closed` is.
+    handing_back: AtomicBool,
+    /// One permit per UNSUBACK.
+    unsubacks: Semaphore,
+    /// Deliveries not yet acked, by their `settled` flag's address.
+    unsettled: std::sync::Mutex<HashMap<usize, Unsettled>>,
 }
 
 impl Shared {
@@ -64,6 +136,14 @@ impl Shared {
         if publish.qos == rumqttc::v5::mqttbytes::QoS::AtMostOnce {
             return Message::new(parts, Arc::new(NoAck));
         }
+        self.unsettled.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            Arc::as_ptr(&settled) as usize,
+            Unsettled {
+                publish: publish.clone(),
+                settled: settled.clone(),
+                redeliveries,
+            },
+        );
         let target = MqttAck {
             shared: self.clone(),
             publish,
@@ -99,13 +179,23 @@ impl MqttConsumer {
         options: ConsumerOptions,
     ) -> Result<Self> {
         let persistent = topic.qos() != Qos::AtMostOnce;
+        let group = format!(
+            "{}:{}/{}/{subscription}/{topic}",
+            inner.config.host, inner.config.port, inner.config.client_id_prefix
+        );
         // A stable client id, so a consumer that comes back finds its session:
-        // the subscription plus the consumer's name, or else the lowest slot
-        // this process is not using for the subscription.
+        // the subscription plus the consumer's name, or else the slot the
+        // last closed consumer of the subscription parked, or else the
+        // lowest slot this process is not using for the subscription.
+        let parked = if persistent && options.name.is_none() {
+            take_parked(&group)
+        } else {
+            None
+        };
         let (client_id, slot) = match &options.name {
             Some(name) => (format!("{}-{subscription}-{name}", inner.config.client_id_prefix), None),
             None => {
-                let slot = inner.take_slot(subscription);
+                let slot = inner.take_slot(subscription, parked);
                 (
                     format!("{}-{subscription}-{slot}", inner.config.client_id_prefix),
                     Some(slot),
@@ -127,6 +217,9 @@ impl MqttConsumer {
                 if let Some(s) = slot {
                     inner.release_slot(subscription, s);
                 }
+                if let Some(p) = parked {
+                    groups().entry(group).or_default().parked.get_or_insert(p);
+                }
                 return Err(e);
             }
         };
@@ -143,6 +236,13 @@ impl MqttConsumer {
             stop: Notify::new(),
             tx,
             counter: AtomicU64::new(0),
+            persistent,
+            group,
+            joined: AtomicBool::new(false),
+            shutting: AtomicBool::new(false),
+            handing_back: AtomicBool::new(false),
+            unsubacks: Semaphore::new(0),
+            unsettled: Default::default(),
         });
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         subscribe(&shared)?;
@@ -155,13 +255,19 @@ impl MqttConsumer {
         // Latest means "everything after this returns": wait for the SUBACK.
         let timeout = consumer.shared.inner.config.timeout * 2;
         match tokio::time::timeout(timeout, subscribed_rx).await {
-            Ok(Ok(Ok(()))) => Ok(consumer),
+            Ok(Ok(Ok(()))) => {
+                if consumer.shared.persistent {
+                    join(&consumer.shared.group);
+                    consumer.shared.joined.store(true, Ordering::Release);
+                }
+                Ok(consumer)
+            }
             Ok(Ok(Err(e))) => {
-                consumer.shut().await;
+                consumer.shut(false).await;
                 Err(e)
             }
             _ => {
-                consumer.shut().await;
+                consumer.shut(false).await;
                 Err(Error::Connection {
                     backend: NAME,
                     message: format!("no SUBACK within {timeout:?}"),
@@ -171,11 +277,23 @@ impl MqttConsumer {
         }
     }
 
-    async fn shut(&self) {
-        if self.shared.closed.swap(true, Ordering::AcqRel) {
+    /// Closes; with `may_hand_back`, what it holds goes back to the other
+    /// consumers of the subscription if there are any (see the module docs).
+    async fn shut(&self, may_hand_back: bool) {
+        let shared = &self.shared;
+        if shared.shutting.swap(true, Ordering::AcqRel) || shared.closed.load(Ordering::Acquire) {
             return;
         }
-        self.shared.stop.notify_waiters();
+        let others_open = shared.joined.load(Ordering::Acquire) && leave(&shared.group, shared.slot, may_hand_back);
+        let hand_back = may_hand_back && others_open;
+        // Set before `closed`, so the event loop never sees `closed` alone.
+        shared.handing_back.store(hand_back, Ordering::Release);
+        shared.closed.store(true, Ordering::Release);
+        shared.stop.notify_waiters();
+        if hand_back {
+            give_back(shared).await;
+            shared.handing_back.store(false, Ordering::Release);
+        }
         // DISCONNECT goes out after the PUBACKs queued before it.
         let _ = self.shared.client.disconnect().await;
         let task = self.task.lock().expect("task lock").take();
@@ -191,11 +309,68 @@ impl MqttConsumer {
 }
 
 fn subscribe(shared: &Shared) -> Result<()> {
-    let filter = share_filter(&shared.subscription, &shared.topic);
+    let q = qos(shared.topic.qos());
+    let mut filters = vec![Filter::new(share_filter(&shared.subscription, &shared.topic), q)];
+    if shared.persistent {
+        filters.push(Filter::new(return_filter(&shared.subscription, &shared.topic), q));
+    }
     shared
         .client
-        .try_subscribe(filter, qos(shared.topic.qos()))
+        .try_subscribe_many(filters)
         .map_err(|e| Error::connection(NAME, format!("subscribe: {e}"), e))
+}
+
+/// Hands back what a closing consumer holds: unsubscribes (no new shares),
+/// then republishes each unacked delivery to the subscription's return
+/// topic, where the other consumers of the subscription take it, and acks
+/// the original once the broker confirmed the copy. Anything it cannot hand
+/// back stays with its session, as before.
+async fn give_back(shared: &Arc<Shared>) {
+    let wait = shared.inner.config.timeout;
+    for filter in [
+        share_filter(&shared.subscription, &shared.topic),
+        return_filter(&shared.subscription, &shared.topic),
+    ] {
+        if let Err(e) = shared.client.unsubscribe(filter).await {
+            tracing::warn!(client_id = %shared.client_id, error = %e, "mqtt unsubscribe on close failed; unacked messages stay with the session");
+            return;
+        }
+    }
+    // Every delivery sent before the UNSUBACKs has been read once they are.
+    match tokio::time::timeout(wait, shared.unsubacks.acquire_many(2)).await {
+        Ok(Ok(permits)) => permits.forget(),
+        _ => {
+            tracing::warn!(client_id = %shared.client_id, "no UNSUBACK on close; unacked messages stay with the session");
+            return;
+        }
+    }
+    let held: Vec<Unsettled> = {
+        let mut unsettled = shared.unsettled.lock().unwrap_or_else(|e| e.into_inner());
+        unsettled.drain().map(|(_, u)| u).collect()
+    };
+    let topic = return_topic(&shared.subscription, &shared.topic);
+    let publisher = &shared.inner.publisher;
+    let mut sent = Vec::new();
+    for u in held.into_iter().filter(|u| !u.settled.load(Ordering::Acquire)) {
+        let props = handed_back(u.publish.properties.as_ref(), u.redeliveries + 1);
+        match publisher
+            .hand_over(topic.clone(), u.publish.qos, u.publish.payload.clone(), props)
+            .await
+        {
+            Ok(rx) => sent.push((u, rx)),
+            Err(e) => tracing::warn!(error = %e, "hand back failed; the message stays with the session"),
+        }
+    }
+    for (u, rx) in sent {
+        match publisher.confirmed(rx).await {
+            Ok(()) => {
+                if !u.settled.swap(true, Ordering::AcqRel) {
+                    let _ = shared.client.ack(&u.publish).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "hand back not confirmed; the message stays with the session"),
+        }
+    }
 }
 
 async fn drive(shared: Arc<Shared>, mut eventloop: EventLoop, mut subscribed: Option<oneshot::Sender<Result<()>>>) {
@@ -203,7 +378,7 @@ async fn drive(shared: Arc<Shared>, mut eventloop: EventLoop, mut subscribed: Op
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
-            _ = shared.stop.notified(), if shared.closed.load(Ordering::Acquire) => {
+            _ = shared.stop.notified(), if shared.closed.load(Ordering::Acquire) && !shared.handing_back.load(Ordering::Acquire) => {
                 // Let the DISCONNECT (and acks before it) go out.
                 for _ in 0..20 {
                     match tokio::time::timeout(Duration::from_millis(100), eventloop.poll()).await {
@@ -221,10 +396,12 @@ async fn drive(shared: Arc<Shared>, mut eventloop: EventLoop, mut subscribed: Op
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 // DUP: the broker sent it before (to this session, before a
                 // restart): redelivered at least once. The exact count is not sent.
-                let redelivered = u32::from(p.dup);
+                // A handed-back copy carries its count.
+                let redelivered = redelivery_count(p.properties.as_ref()).unwrap_or(u32::from(p.dup));
                 let m = shared.message(Arc::new(p), redelivered, Arc::new(AtomicBool::new(false)));
                 let _ = shared.tx.send(m);
             }
+            Ok(Event::Incoming(Packet::UnsubAck(_))) => shared.unsubacks.add_permits(1),
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 let refused = ack
                     .return_codes
@@ -309,7 +486,7 @@ impl Consumer for MqttConsumer {
         self.shared.ensure_open()?;
         let filter = share_filter(&self.shared.subscription, &self.shared.topic);
         let _ = self.shared.client.unsubscribe(filter).await;
-        self.shut().await;
+        self.shut(false).await;
         // End the session too, so nothing it still held comes back to the
         // next consumer with this client id.
         let session = Session {
@@ -332,13 +509,18 @@ impl Consumer for MqttConsumer {
     }
 
     async fn close(&self) -> Result<()> {
-        self.shut().await;
+        self.shut(true).await;
         Ok(())
     }
 }
 
 impl Drop for MqttConsumer {
     fn drop(&mut self) {
+        // Dropped without `close`: nothing is handed back (that needs the
+        // runtime); the session stays subscribed, parked if it was the last.
+        if !self.shared.shutting.swap(true, Ordering::AcqRel) && self.shared.joined.load(Ordering::Acquire) {
+            leave(&self.shared.group, self.shared.slot, true);
+        }
         if !self.shared.closed.swap(true, Ordering::AcqRel) {
             self.shared.stop.notify_waiters();
             let _ = self.shared.client.try_disconnect();
@@ -373,6 +555,11 @@ impl AckTarget for MqttAck {
         if self.settled.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.shared
+            .unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(Arc::as_ptr(&self.settled) as usize));
         self.shared
             .client
             .ack(&self.publish)

@@ -9,6 +9,9 @@ use rumqttc::v5::mqttbytes::QoS;
 
 pub(crate) const KEY_PROPERTY: &str = "pubsub.key";
 
+/// The user property a handed-back message carries its redelivery count in.
+pub(crate) const REDELIVERY_PROPERTY: &str = "pubsub.redelivery-count";
+
 /// `tenant/namespace/queue`.
 pub(crate) fn mqtt_topic(topic: &Topic) -> String {
     topic.joined("/")
@@ -17,6 +20,48 @@ pub(crate) fn mqtt_topic(topic: &Topic) -> String {
 /// The shared-subscription filter of a subscription: `$share/{sub}/t/ns/q`.
 pub(crate) fn share_filter(subscription: &str, topic: &Topic) -> String {
     format!("$share/{subscription}/{}", mqtt_topic(topic))
+}
+
+/// Where a closing consumer hands back what it held unacked, for the other
+/// consumers of its subscription only: `pubsub-return/{sub}/t/ns/q` (five
+/// levels, so no topic of the scheme, which has three, can be it).
+pub(crate) fn return_topic(subscription: &str, topic: &Topic) -> String {
+    format!("pubsub-return/{subscription}/{}", mqtt_topic(topic))
+}
+
+/// The shared filter of [`return_topic`]: `$share/{sub}/pubsub-return/{sub}/t/ns/q`.
+pub(crate) fn return_filter(subscription: &str, topic: &Topic) -> String {
+    format!("$share/{subscription}/{}", return_topic(subscription, topic))
+}
+
+/// The properties of a message handed back with `redeliveries`: what the
+/// publisher sent (content type, user properties, response fields), never
+/// what the broker added on delivery (subscription ids, topic alias).
+pub(crate) fn handed_back(p: Option<&PublishProperties>, redeliveries: u32) -> PublishProperties {
+    let mut out = PublishProperties::default();
+    if let Some(p) = p {
+        out.payload_format_indicator = p.payload_format_indicator;
+        out.content_type = p.content_type.clone();
+        out.response_topic = p.response_topic.clone();
+        out.correlation_data = p.correlation_data.clone();
+        out.user_properties = p
+            .user_properties
+            .iter()
+            .filter(|(k, _)| k != REDELIVERY_PROPERTY)
+            .cloned()
+            .collect();
+    }
+    out.user_properties
+        .push((REDELIVERY_PROPERTY.into(), redeliveries.to_string()));
+    out
+}
+
+/// The redelivery count a handed-back message carries, if it is one.
+pub(crate) fn redelivery_count(p: Option<&PublishProperties>) -> Option<u32> {
+    p?.user_properties
+        .iter()
+        .find(|(k, _)| k == REDELIVERY_PROPERTY)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 pub(crate) fn qos(q: Qos) -> QoS {
@@ -69,6 +114,8 @@ pub(crate) fn from_properties(p: Option<&PublishProperties>) -> (Properties, Opt
         for (k, v) in &p.user_properties {
             if k == KEY_PROPERTY {
                 key = Some(v.clone());
+            } else if k == REDELIVERY_PROPERTY {
+                // Read by the consumer as the redelivery count.
             } else {
                 properties.insert(k.clone(), v.clone());
             }
@@ -104,5 +151,15 @@ mod tests {
         assert_eq!(key.as_deref(), Some("k"));
         let t: Topic = "q1/tg/flow/x".parse().unwrap();
         assert_eq!(share_filter("workers", &t), "$share/workers/tg/flow/x");
+        assert_eq!(
+            return_filter("workers", &t),
+            "$share/workers/pubsub-return/workers/tg/flow/x"
+        );
+        let back = handed_back(Some(&p), 2);
+        assert_eq!(redelivery_count(Some(&back)), Some(2));
+        assert_eq!(from_properties(Some(&back)), (m.properties.clone(), Some("k".into())));
+        let again = handed_back(Some(&back), 3);
+        assert_eq!(redelivery_count(Some(&again)), Some(3));
+        assert_eq!(again.user_properties.len(), back.user_properties.len());
     }
 }
