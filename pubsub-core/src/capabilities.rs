@@ -81,6 +81,15 @@ pub struct Capabilities {
     /// [`crate::LogPosition`]s: `earliest_position`, `latest_position` and
     /// `subscription_position` of [`crate::Admin`].
     pub positions: bool,
+    /// The broker may drop q1/q2 messages waiting for a consumer once a
+    /// limit of its own configuration is reached, confirmed sends included,
+    /// without the client being told. True on MQTT: Mosquitto keeps at most
+    /// `max_queued_messages` (1,000 by default) per session above what is in
+    /// flight (at most [`ConsumerOptions::max_unacked`]), for a connected
+    /// consumer as for a parked session, and drops the rest. The broker's
+    /// setting cannot be read by a client; the README says what a
+    /// production broker needs.
+    pub broker_may_drop_backlog: bool,
 }
 
 impl Capabilities {
@@ -112,6 +121,7 @@ impl Capabilities {
             admin: crate::admin::AdminCapabilities::NONE,
             replay: false,
             positions: false,
+            broker_may_drop_backlog: false,
         }
     }
 

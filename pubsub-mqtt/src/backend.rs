@@ -64,6 +64,8 @@ impl MqttBackend {
             max_payload: Some(max_payload),
             properties: true,
             keys: true,
+            // Mosquitto's max_queued_messages: see the README's MQTT section.
+            broker_may_drop_backlog: true,
             ..Capabilities::none(NAME)
         };
         Ok(MqttBackend {
