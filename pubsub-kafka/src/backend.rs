@@ -25,6 +25,34 @@ use crate::replay::KafkaReader;
 
 pub(crate) const NAME: &str = "kafka";
 
+/// The producers' `message.max.bytes`: the most a record may take on the
+/// wire (payload, key, headers and the record's own framing). librdkafka's
+/// default, set explicitly; Apache Kafka's broker default
+/// (`message.max.bytes`, 1,048,588) is above it.
+const MAX_RECORD_BYTES: usize = 1_000_000;
+
+/// Kept from [`MAX_RECORD_BYTES`] for the key and properties, so that
+/// `Capabilities::max_payload` bytes fit with an ordinary key and headers.
+/// Larger keys and headers are checked too: see [`record_size`].
+const RECORD_RESERVE: usize = 4096;
+
+/// The wire size librdkafka checks against `message.max.bytes`, bounded
+/// from above: payload, key and each header with its two length varints
+/// (at most 5 bytes each), plus the record's framing (36 bytes:
+/// librdkafka's `RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
+fn record_size(m: &OutgoingMessage) -> usize {
+    let headers: usize = m.properties.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+    36 + m.payload.len() + m.key.as_ref().map_or(0, String::len) + headers
+}
+
+/// A record larger than the client or the broker takes.
+fn too_large(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    )
+}
+
 /// A client error as ours: transport and timeouts are `Connection`, the rest `Broker`.
 pub(crate) fn map_err(what: impl fmt::Display, e: KafkaError) -> Error {
     let transport = matches!(
@@ -88,6 +116,7 @@ impl KafkaBackend {
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "1")
+            .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
             .set("message.timeout.ms", config.timeout.as_millis().to_string())
             .create()
             .map_err(bad_config)?;
@@ -95,6 +124,7 @@ impl KafkaBackend {
             .client_config()
             .set("acks", "0")
             .set("linger.ms", "1")
+            .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
             .set("message.timeout.ms", config.timeout.as_millis().to_string())
             .create()
             .map_err(bad_config)?;
@@ -120,7 +150,7 @@ impl KafkaBackend {
             key_ordering: true,
             properties: true,
             keys: true,
-            max_payload: Some(1_000_000),
+            max_payload: Some(MAX_RECORD_BYTES - RECORD_RESERVE),
             default_codec: CodecKind::Avro,
             replay: true,
             positions: true,
@@ -274,6 +304,13 @@ impl KafkaProducer {
         ensure_open(self.closed.load(Ordering::Acquire), "producer")?;
         self.inner.ensure_open()?;
         m.validate(self.inner.caps.max_payload)?;
+        let size = record_size(m);
+        if size > MAX_RECORD_BYTES {
+            return Err(Error::PayloadTooLarge {
+                size,
+                max: MAX_RECORD_BYTES,
+            });
+        }
         if m.deliver_after.is_some() {
             return Err(Error::unsupported(
                 NAME,
@@ -301,13 +338,27 @@ impl KafkaProducer {
         }
         self.producer()
             .send_result(record)
-            .map_err(|(e, _)| map_err(format!("send to {}", self.topic), e))
+            .map_err(|(e, _)| self.send_error(e, m))
     }
 
-    async fn delivered(&self, future: rdkafka::producer::DeliveryFuture) -> Result<MessageId> {
+    /// A failed send as our error: a record the client or the broker (a
+    /// topic's `max.message.bytes` may be lower than the client's limit)
+    /// finds too large is `PayloadTooLarge`, which no retry can fix.
+    fn send_error(&self, e: KafkaError, m: &OutgoingMessage) -> Error {
+        if too_large(e.rdkafka_error_code()) {
+            let size = record_size(m);
+            return Error::PayloadTooLarge {
+                size,
+                max: size.saturating_sub(1).min(MAX_RECORD_BYTES),
+            };
+        }
+        map_err(format!("send to {}", self.topic), e)
+    }
+
+    async fn delivered(&self, future: rdkafka::producer::DeliveryFuture, m: &OutgoingMessage) -> Result<MessageId> {
         match tokio::time::timeout(self.timeout + std::time::Duration::from_secs(1), future).await {
             Ok(Ok(Ok(d))) => Ok(MessageId::from_text(format!("{}:{}", d.partition, d.offset))),
-            Ok(Ok(Err((e, _)))) => Err(map_err(format!("send to {}", self.topic), e)),
+            Ok(Ok(Err((e, _)))) => Err(self.send_error(e, m)),
             Ok(Err(_cancelled)) => Err(Error::Closed("producer")),
             Err(_) => Err(Error::Timeout(self.timeout)),
         }
@@ -323,7 +374,7 @@ impl Producer for KafkaProducer {
     async fn send(&self, message: OutgoingMessage) -> Result<MessageId> {
         self.check(&message)?;
         let f = self.enqueue(&message)?;
-        self.delivered(f).await
+        self.delivered(f, &message).await
     }
 
     async fn send_batch(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<MessageId>> {
@@ -333,8 +384,8 @@ impl Producer for KafkaProducer {
         // Queue all (librdkafka batches them), then collect the reports in order.
         let futures = messages.iter().map(|m| self.enqueue(m)).collect::<Result<Vec<_>>>()?;
         let mut ids = Vec::with_capacity(futures.len());
-        for f in futures {
-            ids.push(self.delivered(f).await?);
+        for (f, m) in futures.into_iter().zip(&messages) {
+            ids.push(self.delivered(f, m).await?);
         }
         Ok(ids)
     }

@@ -18,7 +18,11 @@ pub(crate) const MAX_METADATA: usize = 3500;
 enum State {
     Outstanding,
     Acked,
+    /// Nacked; its redelivery delay is still running.
     Nacked,
+    /// Nacked and its delay is over: to be fetched again (the partition is
+    /// sought back to the lowest such offset).
+    Due,
 }
 
 /// What to do with a fetched offset.
@@ -38,8 +42,13 @@ pub(crate) struct PartitionOffsets {
     redeliveries: BTreeMap<i64, u32>,
     /// One past the highest offset seen.
     high: i64,
-    /// The committed position when we took the partition over.
+    /// Everything below this is acked: the committed position when we took
+    /// the partition over, raised as the acked prefix grows.
     start: i64,
+    /// The target of the last seek for a nack, until a record at or past
+    /// it is fetched: the fetch from there will bring every due offset at
+    /// or above it, so no other seek is needed for those.
+    rewound_to: Option<i64>,
     /// Changed since the last commit.
     pub dirty: bool,
 }
@@ -59,12 +68,18 @@ impl PartitionOffsets {
             redeliveries: BTreeMap::new(),
             high: start,
             start,
+            rewound_to: None,
             dirty: false,
         }
     }
 
     /// Decides what to do with a fetched offset.
     pub(crate) fn fetched(&mut self, offset: i64) -> Fetched {
+        if self.rewound_to.is_some_and(|t| offset >= t) {
+            // The fetch from the last seek got this far (or a record fetched
+            // before it did: then the next due offset seeks again, harmless).
+            self.rewound_to = None;
+        }
         if offset < self.start {
             return Fetched::Skip;
         }
@@ -74,18 +89,20 @@ impl PartitionOffsets {
                 self.states.insert(offset, State::Outstanding);
                 Fetched::Deliver(0)
             }
-            Some(State::Nacked) => {
+            Some(State::Due) => {
                 self.states.insert(offset, State::Outstanding);
                 Fetched::Deliver(self.redeliveries.get(&offset).copied().unwrap_or(1))
             }
-            Some(State::Acked) | Some(State::Outstanding) => Fetched::Skip,
+            // A nacked offset whose delay still runs is fetched again by the
+            // seek for its own delay (see `due`), not by another's.
+            Some(State::Acked) | Some(State::Outstanding) | Some(State::Nacked) => Fetched::Skip,
         }
     }
 
     /// Marks an offset acked. False if it was not outstanding or nacked.
     pub(crate) fn ack(&mut self, offset: i64) -> bool {
         match self.states.get_mut(&offset) {
-            Some(s @ (State::Outstanding | State::Nacked)) => {
+            Some(s @ (State::Outstanding | State::Nacked | State::Due)) => {
                 *s = State::Acked;
                 self.redeliveries.remove(&offset);
                 self.compact();
@@ -105,6 +122,40 @@ impl PartitionOffsets {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Ends the redelivery delay of a nacked offset. False if it is not
+    /// nacked (acked meanwhile, or its partition was taken over).
+    pub(crate) fn due(&mut self, offset: i64) -> bool {
+        match self.states.get_mut(&offset) {
+            Some(s @ State::Nacked) => {
+                *s = State::Due;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Where to seek so that every due offset is fetched again: the lowest
+    /// one (a seek to any higher offset would skip the lower ones, so the
+    /// seeks of several nacks each go to this, taken right before seeking,
+    /// in order). None if there is none, or if the fetch from the last
+    /// seek has not reached it yet and so will bring it. The caller seeks
+    /// to the target returned, or reports [`seek_failed`](Self::seek_failed).
+    pub(crate) fn rewind_target(&mut self) -> Option<i64> {
+        let lowest = self.states.iter().find(|(_, s)| **s == State::Due).map(|(o, _)| *o)?;
+        if self.rewound_to.is_some_and(|t| t <= lowest) {
+            return None;
+        }
+        self.rewound_to = Some(lowest);
+        Some(lowest)
+    }
+
+    /// The seek to `target` did not happen.
+    pub(crate) fn seek_failed(&mut self, target: i64) {
+        if self.rewound_to == Some(target) {
+            self.rewound_to = None;
         }
     }
 
@@ -132,6 +183,7 @@ impl PartitionOffsets {
     fn compact(&mut self) {
         let pos = self.position();
         self.states = self.states.split_off(&pos);
+        self.start = self.start.max(pos);
     }
 }
 
@@ -216,10 +268,46 @@ mod tests {
         assert_eq!(p.fetched(11), Fetched::Deliver(0));
         assert!(p.nack(10));
         assert!(!p.nack(10), "only an outstanding offset can be nacked");
+        assert_eq!(p.rewind_target(), None, "the delay still runs");
+        assert_eq!(p.fetched(10), Fetched::Skip, "not before its delay is over");
+        assert!(p.due(10));
+        assert_eq!(p.rewind_target(), Some(10));
         // The seek fetches 10 and 11 again: 10 comes back, 11 is still out.
         assert_eq!(p.fetched(10), Fetched::Deliver(1));
+        assert_eq!(p.rewind_target(), None);
         assert_eq!(p.fetched(11), Fetched::Skip);
         assert_eq!(p.position(), 10);
+    }
+
+    #[test]
+    fn every_due_offset_is_fetched_again_whatever_the_nack_order() {
+        let mut p = PartitionOffsets::restore(0, "");
+        for o in 0..10 {
+            assert_eq!(p.fetched(o), Fetched::Deliver(0));
+        }
+        // Nacked high first, then low: the seek target is always the lowest
+        // due offset, so a later seek never jumps over an earlier nack.
+        for o in [7, 2, 5] {
+            assert!(p.nack(o) && p.due(o));
+        }
+        assert_eq!(p.rewind_target(), Some(2));
+        assert!(p.nack(8) && p.due(8));
+        assert_eq!(p.rewind_target(), None, "the fetch from 2 brings the later ones");
+        let redelivered: Vec<i64> = (2..10).filter(|o| p.fetched(*o) == Fetched::Deliver(1)).collect();
+        assert_eq!(redelivered, vec![2, 5, 7, 8]);
+        // Nacked again after the fetch passed: a new seek.
+        assert!(p.nack(5) && p.due(5));
+        assert_eq!(p.rewind_target(), Some(5));
+        p.seek_failed(5);
+        assert_eq!(p.rewind_target(), Some(5), "a failed seek is retried");
+        assert_eq!(p.fetched(5), Fetched::Deliver(2));
+        // Acked ones below the committed prefix are never delivered again.
+        for o in 0..10 {
+            p.ack(o);
+        }
+        assert_eq!(p.position(), 10);
+        assert_eq!(p.fetched(3), Fetched::Skip);
+        assert_eq!(p.fetched(10), Fetched::Deliver(0));
     }
 
     #[test]

@@ -236,6 +236,126 @@ pub async fn nack_with_delay(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// Twenty messages, each nacked three times and then acked, the nacks sent
+/// in a shuffled order from several tasks at once: every one comes back
+/// until acked, and none comes back after its ack. (A Kafka consumer that
+/// sought once per nack let a later seek jump over an earlier nacked
+/// record, which then never came back.)
+pub async fn nack_many_concurrently_all_come_back(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.nack {
+        return Outcome::Unsupported("nack redelivery is not claimed".into());
+    }
+    const N: usize = 20;
+    const NACKS: u32 = 3;
+    let topic = ctx.topic(Qos::AtLeastOnce, "nack-many");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    p.send_batch((0..N).map(numbered).collect()).await.expect("send");
+    let mut deliveries = [0u32; N];
+    let mut acked = BTreeSet::new();
+    let mut tasks = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut wave = 0usize;
+    while acked.len() < N {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "not every nacked message came back within 60 s: acked {acked:?}, deliveries per message {deliveries:?}"
+        );
+        let mut batch = match c.receive_batch(N, left.min(Duration::from_secs(5))).await {
+            Ok(b) => b,
+            Err(Error::Timeout(_)) => Vec::new(),
+            Err(e) => panic!("receive: {e}"),
+        };
+        // A fixed shuffle, different in every wave.
+        wave += 1;
+        batch.sort_by_key(|m| (number_of(m) * 7 + wave * 3) % N);
+        let mut chunks: Vec<Vec<(Message, bool)>> = vec![Vec::new(); 4];
+        for (i, m) in batch.into_iter().enumerate() {
+            let n = number_of(&m);
+            assert!(!acked.contains(&n), "message {n} came back after it was acked");
+            deliveries[n] += 1;
+            if deliveries[n] > 1 && ctx.caps.redelivery_count {
+                assert!(
+                    m.redelivery_count() >= 1,
+                    "delivery {} of message {n} has redelivery count 0",
+                    deliveries[n]
+                );
+            }
+            let ack = deliveries[n] > NACKS;
+            if ack {
+                acked.insert(n);
+            }
+            chunks[i % 4].push((m, ack));
+        }
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            tasks.push(tokio::spawn(async move {
+                for (m, ack) in chunk {
+                    if ack {
+                        m.ack().await.expect("ack");
+                    } else {
+                        m.nack().await.expect("nack");
+                    }
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.expect("ack/nack task");
+    }
+    assert!(
+        deliveries.iter().all(|d| *d == NACKS + 1),
+        "each message is delivered once per nack plus once: {deliveries:?}"
+    );
+    expect_quiet(c.as_ref(), "acked messages must not come back").await;
+    Outcome::Passed
+}
+
+/// A payload of exactly `Capabilities::max_payload` bytes arrives, even
+/// with a key and properties; one byte more is `PayloadTooLarge`, which is
+/// not retriable (a retry loop must not spin on it). (Kafka claimed
+/// 1,000,000 bytes while its client refused anything above 999,964, with
+/// a retriable `Error::Broker`.)
+pub async fn payload_at_the_limit(ctx: &Ctx) -> Outcome {
+    let Some(max) = ctx.caps.max_payload else {
+        return Outcome::Unsupported("no payload limit is claimed".into());
+    };
+    let topic = ctx.topic(Qos::AtLeastOnce, "payload-limit");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let p = ctx.producer(&topic).await;
+    let dressed = |size: usize| {
+        OutgoingMessage::new(vec![b'x'; size])
+            .with_key("order-4711")
+            .with_property("n", "0")
+            .with_property("trace-id", "0af7651916cd43dd8448eb211c80319c")
+            .with_property("source", "conformance")
+    };
+    for (what, m) in [
+        ("bare", OutgoingMessage::new(vec![b'y'; max + 1])),
+        ("with a key and properties", dressed(max + 1)),
+    ] {
+        match p.send(m.clone()).await {
+            Err(e @ Error::PayloadTooLarge { .. }) => {
+                assert!(!e.is_retriable(), "PayloadTooLarge must not be retriable")
+            }
+            other => panic!("{what}, one byte over the {max}-byte limit: expected PayloadTooLarge, got {other:?}"),
+        }
+        match p.send_batch(vec![numbered(1), m]).await {
+            Err(e @ Error::PayloadTooLarge { .. }) => assert!(!e.is_retriable()),
+            other => panic!("{what}, one byte over the limit in a batch: expected PayloadTooLarge, got {other:?}"),
+        }
+    }
+    p.send(dressed(max))
+        .await
+        .unwrap_or_else(|e| panic!("a payload of exactly max_payload ({max}) bytes with a key and properties: {e}"));
+    let got = receive_n(c.as_ref(), 1, true).await.remove(0);
+    assert_eq!(got.payload().len(), max, "the payload arrives whole");
+    assert!(got.payload().iter().all(|b| *b == b'x'));
+    assert_eq!(got.key(), Some("order-4711"));
+    expect_quiet(c.as_ref(), "refused messages must not be delivered").await;
+    Outcome::Passed
+}
+
 /// Messages a consumer received but did not ack go to the next consumer
 /// of the subscription once it closes.
 pub async fn unacked_redelivered_after_close(ctx: &Ctx) -> Outcome {
