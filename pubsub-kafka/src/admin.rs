@@ -47,7 +47,30 @@ impl Inner {
                 Err((t, code)) => return Err(Error::broker_msg(NAME, format!("create topic {t}: {code}"))),
             }
         }
+        self.await_visible(name).await?;
         Ok(created)
+    }
+
+    /// Waits until the broker's metadata shows the topic: CreateTopics
+    /// returns once the controller has it, a little before the brokers
+    /// answer for it, and producers, consumers and `topic_exists` ask them.
+    async fn await_visible(&self, name: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        loop {
+            if matches!(self.partitions(name).await?, Some(p) if !p.is_empty()) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::broker_msg(
+                    NAME,
+                    format!(
+                        "topic {name} was created but the brokers did not list it within {:?}",
+                        self.config.timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     async fn metadata(&self, topic: Option<String>) -> Result<Metadata> {

@@ -53,9 +53,10 @@ fn too_large(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
-/// A client error as ours: transport and timeouts are `Connection`, the rest `Broker`.
-pub(crate) fn map_err(what: impl fmt::Display, e: KafkaError) -> Error {
-    let transport = matches!(
+/// Whether `e` is the transport failing or timing out, which librdkafka
+/// recovers from by itself (reconnecting, refreshing metadata).
+pub(crate) fn is_transient(e: &KafkaError) -> bool {
+    matches!(
         e.rdkafka_error_code(),
         Some(
             RDKafkaErrorCode::BrokerTransportFailure
@@ -65,8 +66,12 @@ pub(crate) fn map_err(what: impl fmt::Display, e: KafkaError) -> Error {
                 | RDKafkaErrorCode::RequestTimedOut
                 | RDKafkaErrorCode::NetworkException
         )
-    );
-    if transport {
+    )
+}
+
+/// A client error as ours: transport and timeouts are `Connection`, the rest `Broker`.
+pub(crate) fn map_err(what: impl fmt::Display, e: KafkaError) -> Error {
+    if is_transient(&e) {
         Error::connection(NAME, format!("{what}: {e}"), e)
     } else {
         Error::broker(NAME, format!("{what}: {e}"), e)

@@ -105,6 +105,11 @@ impl KafkaConfig {
             .set("socket.timeout.ms", self.timeout.as_millis().to_string())
             // Tansu drops the connection on snappy-compressed fetches: keep compression off.
             .set("compression.type", "none")
+            // Topics are created by the SDK, explicitly. A broker with
+            // auto.create.topics.enable (Apache Kafka's default) would
+            // otherwise re-create a deleted topic on the next metadata
+            // request that names it, even from `topic_exists`.
+            .set("allow.auto.create.topics", "false")
             .set("log_level", "3");
         if let (Some(user), Some(pass)) = (&self.sasl_username, &self.sasl_password) {
             c.set("security.protocol", "SASL_PLAINTEXT")

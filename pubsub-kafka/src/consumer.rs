@@ -169,7 +169,15 @@ impl ConsumerContext for Ctx {
             Rebalance::Revoke(tpl) => {
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if shared.acked_mode() {
-                    let commit = shared.commit_list(Which::These(&revoked));
+                    // A lost assignment (the session timed out, e.g. while the
+                    // broker was down) cannot commit: the group has a new
+                    // generation. The acks are in the last periodic commit,
+                    // the rest is redelivered to whoever owns it now.
+                    let commit = if base.assignment_lost() {
+                        TopicPartitionList::new()
+                    } else {
+                        shared.commit_list(Which::These(&revoked))
+                    };
                     if commit.count() > 0 {
                         if let Err(e) = base.commit(&commit, CommitMode::Sync) {
                             tracing::warn!(topic = %shared.topic, error = %e, "commit on revoke failed");
@@ -454,7 +462,8 @@ fn water_marks(batch_size: usize) -> (usize, usize) {
 async fn poll_loop(shared: Arc<Shared>, consumer: Arc<StreamConsumer<Ctx>>) {
     let (high_water, low_water) = water_marks(shared.options.batch_size);
     let mut paused = false;
-    let mut backoff = Duration::from_millis(100);
+    // Errors in a row, so an outage is logged once, not once per event.
+    let mut failures = 0u32;
     while !shared.closed.load(Ordering::Acquire) {
         let buffered = shared.buffer.lock().expect("buffer lock").len();
         let full = if paused {
@@ -493,16 +502,29 @@ async fn poll_loop(shared: Arc<Shared>, consumer: Arc<StreamConsumer<Ctx>>) {
         };
         match received {
             Ok(m) => {
-                backoff = Duration::from_millis(100);
+                if failures > 0 {
+                    tracing::info!(topic = %shared.topic, after = failures, "kafka consumer receives again");
+                    failures = 0;
+                }
                 if let Some(msg) = convert(&shared, m) {
                     shared.buffer.lock().expect("buffer lock").push_back(msg);
                     shared.arrived.notify_waiters();
                 }
             }
             Err(e) => {
-                tracing::warn!(topic = %shared.topic, error = %e, retry_in = ?backoff, "kafka consumer poll failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // librdkafka reconnects and rejoins the group by itself, and
+                // queues one error event per failed attempt: keep polling, or
+                // the rebalance that follows an outage waits behind stale
+                // errors (a growing backoff here once stalled a consumer for a
+                // minute after its broker came back). The short pause only
+                // keeps a persistent error from spinning.
+                if failures == 0 {
+                    tracing::warn!(topic = %shared.topic, error = %e, "kafka consumer poll failed; librdkafka retries");
+                } else {
+                    tracing::debug!(topic = %shared.topic, error = %e, "kafka consumer poll failed again");
+                }
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }

@@ -20,7 +20,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::admin::blocking;
-use crate::backend::{kafka_topic, map_err, Inner, NAME};
+use crate::backend::{is_transient, kafka_topic, map_err, Inner, NAME};
 use crate::consumer::record_parts;
 
 /// A client that reads without a group: offsets are given, never committed.
@@ -237,12 +237,24 @@ impl Reader for KafkaReader {
             // Wake now and then to notice a close.
             let m = match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
                 Err(_) => continue,
+                // The broker is away: librdkafka reconnects, the reader waits.
+                Ok(Err(e)) if is_transient(&e) => {
+                    tracing::debug!(topic = %self.topic, error = %e, "kafka reader waits for the broker");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 Ok(r) => r.map_err(|e| map_err("read", e))?,
             };
-            self.next
-                .lock()
-                .expect("next lock")
-                .insert(m.partition(), m.offset() + 1);
+            {
+                let mut next = self.next.lock().expect("next lock");
+                let expected = next.entry(m.partition()).or_insert(m.offset());
+                // After a reconnect librdkafka may fetch again from an older
+                // position: what was read already is not read twice.
+                if m.offset() < *expected {
+                    continue;
+                }
+                *expected = m.offset() + 1;
+            }
             buffer.push_back(Message::new(record_parts(&m, &self.topic), Arc::new(NoAck)));
         }
     }
