@@ -7,12 +7,29 @@
 #   NATS       127.0.0.1:4222   Debian nats-server, with JetStream (-js)
 #   Mosquitto  127.0.0.1:1883   Debian mosquitto (+ mosquitto-clients for the interop test)
 #
-#   Kafka      127.0.0.1:9092   Tansu 0.6 from crates.io (`cargo install tansu
-#                               --no-default-features --features libsql`,
-#                               about 17 minutes on 2 cores, then cached in
+#   Kafka      127.0.0.1:9092   Apache Kafka 4.4 (KRaft, combined broker and
+#                               controller on 9093), its jars fetched from
+#                               Maven Central by scripts/kafka/pom.xml into
+#                               target/kafka/libs (cached in ~/.m2), run on the
+#                               machine's Java 17 with settings written here
+#   Kafka #2   127.0.0.1:9094   noida-db 0.2.2 from PyPI (in target/pyenv), a
+#                               second Kafka-protocol implementation that
+#                               scripts/test.sh runs the Kafka suite against
+#                               (0.2.3 needs glibc 2.39)
+#   Tansu      127.0.0.1:9095   only with PUBSUB_TANSU=1: Tansu 0.6 from
+#                               crates.io (`cargo install tansu
+#                               --no-default-features --features libsql`, about
+#                               20 minutes on 2 cores, then cached in
 #                               ~/.cargo/bin), with sqlite storage
 #
-#   Pulsar     127.0.0.1:6650   pulsar-lite 0.2 from PyPI (in target/pyenv) on
+#   Pulsar     127.0.0.1:6652   Apache Pulsar 4.0.7 standalone (binary protocol;
+#              127.0.0.1:8082   HTTP admin API), its jars fetched from Maven
+#                               Central by scripts/pulsar/pom.xml into
+#                               target/pulsar/libs; RocksDB metadata store, one
+#                               bookie in process on 127.0.0.1:3191, no
+#                               ZooKeeper, no stream storage, no functions
+#                               worker; settings in scripts/pulsar/standalone.conf
+#   Pulsar #2  127.0.0.1:6650   pulsar-lite 0.2 from PyPI (in target/pyenv) on
 #                               127.0.0.1:6651, behind tools/pulsar-lite-relay
 #                               on 6650: the relay adds the MESSAGE-frame
 #                               checksum the Rust `pulsar` crate requires and
@@ -92,16 +109,86 @@ allow_anonymous true
 persistence true
 persistence_location $RUN_DIR/
 log_dest file $RUN_DIR/mosquitto.log
+# What a production Mosquitto needs too (README, MQTT notes): PUBACKs
+# without Nagle's delay, and a queue per client that holds what a consumer
+# may leave unacked (the stock limit of 1000 drops confirmed q1 messages).
+set_tcp_nodelay true
+max_queued_messages 100000
 CONF
     mosquitto -d -c "$RUN_DIR/mosquitto.conf" || return 1
     wait_port 1883 10
 }
 
-TANSU_VERSION=0.6.0
+# Apache Kafka from Maven Central: the jars of scripts/kafka/pom.xml are
+# copied into target/kafka/libs once (the version is in the pom).
+KAFKA_LIBS="$PWD/target/kafka/libs"
+fetch_kafka() {
+    [ -f "$KAFKA_LIBS/.complete" ] && cmp -s scripts/kafka/pom.xml "$KAFKA_LIBS/.complete" && return 0
+    ensure_binary java openjdk-17-jre-headless || return 1
+    ensure_binary mvn maven || return 1
+    log "fetching Apache Kafka from Maven Central into $KAFKA_LIBS"
+    rm -rf "$KAFKA_LIBS"
+    mvn -q -B -f scripts/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory="$KAFKA_LIBS" >"$RUN_DIR/kafka-fetch.log" 2>&1 || return 1
+    cp scripts/kafka/pom.xml "$KAFKA_LIBS/.complete"
+}
+
+# The cluster id of every test broker: any fixed base64 UUID will do, since
+# each broker has a data dir of its own.
+KAFKA_CLUSTER_ID=I5rc0JjaSZCAw_Nof5vRlQ
 start_kafka() {
     port_open 9092 && { log "kafka already on 9092"; return 0; }
+    fetch_kafka || return 1
+    local dir="$RUN_DIR/kafka"
+    mkdir -p "$dir"
+    cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:9093
+listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093
+advertised.listeners=PLAINTEXT://127.0.0.1:9092
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Stock Kafka waits 3 s for more members before a new group's first
+# assignment; the SDK copes with that (see the README), the suite need not wait.
+group.initial.rebalance.delay.ms=0
+PROPS
+    local java_opts=(-Xms256m -Xmx1g -XX:+UseG1GC "-Dlog4j2.configurationFile=$PWD/scripts/kafka/log4j2.properties"
+        "-Dkafka.logs.file=$RUN_DIR/kafka.log")
+    if [ ! -f "$dir/data/meta.properties" ]; then
+        java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$KAFKA_CLUSTER_ID" \
+            -c "$dir/server.properties" >"$RUN_DIR/kafka-format.log" 2>&1 || return 1
+    fi
+    nohup java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" \
+        >"$RUN_DIR/kafka.out" 2>&1 &
+    echo $! >"$RUN_DIR/kafka.pid"
+    wait_port 9092 60
+}
+
+# noida-db: a second Kafka-protocol implementation (PyPI, in target/pyenv).
+start_kafka_noida() {
+    port_open 9094 && { log "noida-db already on 9094"; return 0; }
+    mkdir -p "$RUN_DIR/noida"
+    nohup "$PWD/target/pyenv/bin/noida-db" start --only kafka --kafka-port 9094 --data-dir "$RUN_DIR/noida" \
+        >"$RUN_DIR/kafka_noida.log" 2>&1 &
+    echo $! >"$RUN_DIR/kafka_noida.pid"
+    wait_port 9094 20
+}
+
+# Tansu, only with PUBSUB_TANSU=1 (a 20-minute build the first time).
+TANSU_VERSION=0.6.0
+start_kafka_tansu() {
+    port_open 9095 && { log "tansu already on 9095"; return 0; }
     if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
-        log "installing tansu $TANSU_VERSION from crates.io (about 17 minutes the first time)"
+        log "installing tansu $TANSU_VERSION from crates.io (about 20 minutes the first time)"
         cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features --features libsql \
             >"$RUN_DIR/tansu-install.log" 2>&1 || return 1
     fi
@@ -110,13 +197,70 @@ start_kafka() {
     mkdir -p "$RUN_DIR/tansu"
     # The sqlite path is relative to the working directory.
     (cd "$RUN_DIR/tansu" && nohup "$tansu" broker \
-        --listener-url tcp://127.0.0.1:9092 \
-        --advertised-listener-url tcp://127.0.0.1:9092 \
-        --storage-engine sqlite://tansu.db >"$RUN_DIR/kafka.log" 2>&1 &
-        echo $! >"$RUN_DIR/kafka.pid")
-    wait_port 9092 20
+        --listener-url tcp://127.0.0.1:9095 \
+        --advertised-listener-url tcp://127.0.0.1:9095 \
+        --storage-engine sqlite://tansu.db >"$RUN_DIR/kafka_tansu.log" 2>&1 &
+        echo $! >"$RUN_DIR/kafka_tansu.pid")
+    wait_port 9095 20
 }
 
+# Apache Pulsar 4.0.7 standalone from Maven Central: the jars of
+# scripts/pulsar/pom.xml are copied into target/pulsar/libs once.
+PULSAR_LIBS="$PWD/target/pulsar/libs"
+fetch_pulsar() {
+    [ -f "$PULSAR_LIBS/.complete" ] && cmp -s scripts/pulsar/pom.xml "$PULSAR_LIBS/.complete" && return 0
+    ensure_binary java openjdk-17-jre-headless || return 1
+    ensure_binary mvn maven || return 1
+    log "fetching Apache Pulsar from Maven Central into $PULSAR_LIBS (235 MB the first time)"
+    rm -rf "$PULSAR_LIBS"
+    mvn -q -B -f scripts/pulsar/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory="$PULSAR_LIBS" >"$RUN_DIR/pulsar-apache-fetch.log" 2>&1 || return 1
+    cp scripts/pulsar/pom.xml "$PULSAR_LIBS/.complete"
+}
+
+# Serving means more than an open port: the standalone opens 6652 before it
+# has made the cluster, the public tenant and public/default.
+pulsar_apache_ready() {
+    port_open 6652 && curl -sf --max-time 2 http://127.0.0.1:8082/admin/v2/namespaces/public 2>/dev/null |
+        grep -q '"public/default"'
+}
+
+start_pulsar_apache() {
+    pulsar_apache_ready && { log "apache pulsar already on 6652"; return 0; }
+    ensure_binary curl curl || return 1
+    fetch_pulsar || return 1
+    local dir="$RUN_DIR/pulsar-apache" conf="$PWD/scripts/pulsar/standalone.conf"
+    mkdir -p "$dir"
+    # The JVM options are bin/pulsar's (the --add-opens Java 17 needs for
+    # Netty, BookKeeper and the OS metrics), with small heaps for a 2-core
+    # test machine: about 0.5-0.7 GB resident.
+    local java_opts=(-Xms256m -Xmx512m -XX:MaxDirectMemorySize=512m -XX:+UseG1GC
+        --add-opens java.base/java.io=ALL-UNNAMED --add-opens java.base/java.util.zip=ALL-UNNAMED
+        --add-opens java.base/sun.net=ALL-UNNAMED --add-opens java.base/java.nio=ALL-UNNAMED
+        --add-opens java.base/jdk.internal.misc=ALL-UNNAMED --add-opens java.management/sun.management=ALL-UNNAMED
+        --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+        -Dio.netty.tryReflectionSetAccessible=true
+        "-Dlog4j2.configurationFile=$PWD/scripts/pulsar/log4j2.properties"
+        "-Dpulsar.log.file=$RUN_DIR/pulsar-apache.log")
+    # Started in its data dir: the standalone resolves ./data, ./offloaders
+    # and the like against the working directory.
+    (cd "$dir" || exit 1
+        nohup java "${java_opts[@]}" -cp "$PULSAR_LIBS/*" org.apache.pulsar.PulsarStandaloneStarter \
+        -c "$conf" --no-functions-worker --no-stream-storage \
+        --bookkeeper-port 3191 --metadata-dir "$dir/metadata" --bookkeeper-dir "$dir/bookkeeper" \
+        >"$RUN_DIR/pulsar-apache.out" 2>&1 &
+        echo $! >"$RUN_DIR/pulsar-apache.pid")
+    local i pid
+    pid=$(cat "$RUN_DIR/pulsar-apache.pid")
+    for ((i = 0; i < 1800; i++)); do # 3 minutes; about 3 s on a 2-core machine
+        pulsar_apache_ready && return 0
+        kill -0 "$pid" 2>/dev/null || { log "apache pulsar exited (see $RUN_DIR/pulsar-apache.log)"; return 1; }
+        sleep 0.1
+    done
+    return 1
+}
+
+# pulsar-lite: a second Pulsar-protocol implementation, behind its relay.
 start_pulsar() {
     ensure_binary protoc protobuf-compiler || return 1
     local venv="$PWD/target/pyenv"
@@ -146,9 +290,11 @@ start_pulsar() {
 # in a venv of our own.
 ensure_python_tools() {
     local venv="$PWD/target/pyenv"
-    "$venv/bin/python" -c "import confluent_kafka, pulsar, pulsar_lite" 2>/dev/null && return 0
-    log "making $venv with confluent-kafka, pulsar-client and pulsar-lite"
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q confluent-kafka pulsar-client "pulsar-lite==0.2.0"
+    "$venv/bin/python" -c "import confluent_kafka, pulsar, pulsar_lite" 2>/dev/null && [ -x "$venv/bin/noida-db" ] &&
+        return 0
+    log "making $venv with confluent-kafka, pulsar-client, pulsar-lite and noida-db"
+    python3 -m venv "$venv" &&
+        "$venv/bin/pip" install -q confluent-kafka pulsar-client "pulsar-lite==0.2.0" "noida-db==0.2.2"
 }
 
 failed=()
@@ -158,7 +304,9 @@ else
     log "python tools could NOT be installed"
     failed+=("python-tools")
 fi
-for broker in redis nats mosquitto kafka pulsar; do
+brokers=(redis nats mosquitto kafka kafka_noida pulsar_apache pulsar)
+[ "${PUBSUB_TANSU:-}" = "1" ] && brokers+=(kafka_tansu)
+for broker in "${brokers[@]}"; do
     if "start_$broker"; then
         log "$broker ready"
     else

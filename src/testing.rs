@@ -20,7 +20,9 @@
 //! Brokers: Redis (`redis-server`, AOF with `appendfsync always`, so an
 //! acknowledged write survives a kill), NATS (`nats-server -js`, file
 //! storage), MQTT (`mosquitto`, persistence saved on shutdown, optional
-//! password file), Kafka (Tansu with sqlite storage) and Pulsar (pulsar-lite
+//! password file), Kafka (Apache Kafka 4.4 in KRaft mode on the machine's
+//! Java, from the jars `scripts/brokers.sh` fetches from Maven Central into
+//! `target/kafka/libs`, or `PUBSUB_KAFKA_LIBS`) and Pulsar (pulsar-lite
 //! from PyPI, behind the `pulsar-lite-relay` of this workspace, which adds
 //! the frame checksum the Rust client needs; the relay stays up across
 //! [`TestBroker::restart`], so the URL does not change).
@@ -42,7 +44,7 @@ use pubsub_core::{Error, PubSubBackend, Result, Secret};
 use crate::{BackendConfig, BackendKind};
 
 /// How long [`TestBroker::start`] waits for the broker to answer.
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One broker process owned by a test; stopped when dropped.
 pub struct TestBroker {
@@ -52,7 +54,8 @@ pub struct TestBroker {
     extra_args: Vec<String>,
     credentials: Option<(String, Secret)>,
     child: Option<Child>,
-    /// Pulsar only: the port pulsar-lite listens on, behind the relay on `port`.
+    /// Pulsar: the port pulsar-lite listens on, behind the relay on `port`.
+    /// Kafka: the KRaft controller's port. Others: `port`.
     inner_port: u16,
     /// Pulsar only: the relay process.
     relay: Option<Child>,
@@ -74,7 +77,13 @@ struct Spec {
     args: Vec<String>,
 }
 
-fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, Secret)>) -> Result<Spec> {
+fn spec(
+    kind: BackendKind,
+    port: u16,
+    inner_port: u16,
+    dir: &Path,
+    credentials: Option<&(String, Secret)>,
+) -> Result<Spec> {
     let d = dir.display().to_string();
     if credentials.is_some() && kind != BackendKind::Mqtt {
         return Err(Error::unsupported(
@@ -158,25 +167,7 @@ fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, 
                 args: vec!["-c".into(), conf_path.display().to_string()],
             }
         }
-        BackendKind::Kafka => {
-            let url = format!("tcp://127.0.0.1:{port}");
-            Spec {
-                binary: "tansu",
-                install: "cargo install tansu --locked --no-default-features --features libsql",
-                // sqlite storage, relative to the working directory (the data dir).
-                args: [
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                    "--storage-engine",
-                    "sqlite://tansu.db",
-                ]
-                .map(String::from)
-                .to_vec(),
-            }
-        }
+        BackendKind::Kafka => kafka_spec(port, inner_port, dir)?,
         BackendKind::Pulsar => {
             let conf = dir.join("pulsar-lite.toml");
             std::fs::write(&conf, "[metrics]\nenabled = false\n")
@@ -188,7 +179,7 @@ fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, 
                     "--config",
                     &conf.display().to_string(),
                     "--addr",
-                    &format!("127.0.0.1:{port}"),
+                    &format!("127.0.0.1:{inner_port}"),
                     "--db-path",
                     &format!("{d}/data"),
                     "--log-level",
@@ -204,6 +195,72 @@ fn spec(kind: BackendKind, port: u16, dir: &Path, credentials: Option<&(String, 
                 "a TestBroker for the embedded backend (it runs in process: use embedded://memory or a temp dir)",
             ))
         }
+    })
+}
+
+/// Where the Apache Kafka jars are: `PUBSUB_KAFKA_LIBS`, else the
+/// workspace's `target/kafka/libs` (filled by `scripts/brokers.sh`).
+fn kafka_libs() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PUBSUB_KAFKA_LIBS") {
+        return Some(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().ok()?;
+    // Test binaries live in target/<profile>/deps, examples in target/<profile>/examples.
+    let dir = exe.parent()?.parent()?.parent()?.join("kafka/libs");
+    dir.join(KAFKA_MAIN_JAR).is_file().then_some(dir)
+}
+
+/// The jar whose presence says the Kafka classpath is there.
+const KAFKA_MAIN_JAR: &str = "kafka_2.13-4.4.0.jar";
+
+/// Any fixed base64 UUID serves as the cluster id: each broker has its own data dir.
+const KAFKA_CLUSTER_ID: &str = "I5rc0JjaSZCAw_Nof5vRlQ";
+
+/// Apache Kafka in KRaft mode, broker and controller in one process, on the
+/// machine's `java`. The storage is formatted once; a restart keeps it.
+fn kafka_spec(port: u16, controller_port: u16, dir: &Path) -> Result<Spec> {
+    const INSTALL: &str = "scripts/brokers.sh (it fetches Apache Kafka from Maven Central into target/kafka/libs; \
+                           or set PUBSUB_KAFKA_LIBS to a directory of its jars) and a Java 17 runtime";
+    let libs = kafka_libs().ok_or_else(|| missing(BackendKind::Kafka, "kafka_2.13-4.4.0.jar", INSTALL))?;
+    let d = dir.display();
+    let properties = format!(
+        "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller_port}\n\
+         listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
+         advertised.listeners=PLAINTEXT://127.0.0.1:{port}\ncontroller.listener.names=CONTROLLER\n\
+         listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+         inter.broker.listener.name=PLAINTEXT\nlog.dirs={d}/data\nnum.partitions=1\n\
+         offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
+         transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
+         share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
+    );
+    let conf = dir.join("server.properties");
+    std::fs::write(&conf, properties).map_err(|e| Error::broker("testing", "server.properties", e))?;
+    let java = find_binary("java")
+        .ok_or_else(|| missing(BackendKind::Kafka, "java", "apt-get install openjdk-17-jre-headless"))?;
+    let classpath = format!("{}/*", libs.display());
+    let jvm = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-cp", &classpath].map(String::from);
+    if !dir.join("data/meta.properties").is_file() {
+        let status = Command::new(&java)
+            .args(&jvm)
+            .args(["kafka.tools.StorageTool", "format", "-t", KAFKA_CLUSTER_ID, "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| Error::broker("testing", "kafka storage format", e))?;
+        if !status.success() {
+            return Err(Error::broker_msg(
+                "testing",
+                format!("formatting Kafka's storage failed: {status}"),
+            ));
+        }
+    }
+    let mut args = jvm.to_vec();
+    args.extend(["kafka.Kafka".to_string(), conf.display().to_string()]);
+    Ok(Spec {
+        binary: "java",
+        install: "apt-get install openjdk-17-jre-headless",
+        args,
     })
 }
 
@@ -297,7 +354,7 @@ impl TestBroker {
             .tempdir()
             .map_err(|e| Error::broker("testing", "temp dir", e))?;
         let port = free_port()?;
-        let inner_port = if kind == BackendKind::Pulsar {
+        let inner_port = if matches!(kind, BackendKind::Pulsar | BackendKind::Kafka) {
             free_port()?
         } else {
             port
@@ -317,7 +374,13 @@ impl TestBroker {
     }
 
     async fn launch(&mut self) -> Result<()> {
-        let spec = spec(self.kind, self.inner_port, self.dir.path(), self.credentials.as_ref())?;
+        let spec = spec(
+            self.kind,
+            self.port,
+            self.inner_port,
+            self.dir.path(),
+            self.credentials.as_ref(),
+        )?;
         let binary = find_binary(spec.binary).ok_or_else(|| missing(self.kind, spec.binary, spec.install))?;
         // The relay is looked for before anything starts, so a missing one
         // is the same clear error as a missing broker.
@@ -330,7 +393,12 @@ impl TestBroker {
         };
         let mut child = self.spawn(&binary, &spec.args, &self.extra_args)?;
         let dir = self.dir.path().to_path_buf();
-        let result = wait_for_port(self.inner_port, &mut child, spec.binary, || read_logs(&dir)).await;
+        let listen = if self.kind == BackendKind::Pulsar {
+            self.inner_port
+        } else {
+            self.port
+        };
+        let result = wait_for_port(listen, &mut child, spec.binary, || read_logs(&dir)).await;
         self.child = Some(child);
         result?;
         if let Some(relay) = relay {
@@ -391,7 +459,7 @@ impl TestBroker {
                 Some((user, password)) => format!("mqtt://{user}:{}@127.0.0.1:{}", password.expose(), self.port),
                 None => format!("mqtt://127.0.0.1:{}", self.port),
             },
-            BackendKind::Kafka => format!("kafka://127.0.0.1:{}?broker=tansu", self.port),
+            BackendKind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
             BackendKind::Pulsar => format!("pulsar://127.0.0.1:{}?broker=lite", self.port),
             BackendKind::Embedded => format!("embedded://{}", self.dir.path().display()),
         }

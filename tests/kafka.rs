@@ -1,16 +1,12 @@
-//! Kafka beyond the conformance suite: an unreachable broker, secrets.
-//!
-//! No broker-restart test here: Tansu 0.6 (sqlite storage), the Kafka
-//! broker we can install, panics serving requests after a restart with
-//! existing data ("more or less than one row", tansu-storage lite.rs:503,
-//! and service.rs:337), whether it was killed or stopped cleanly. See the
-//! README's Kafka notes.
+//! Kafka beyond the conformance suite: broker restarts, topic deletion
+//! under running consumers, an unreachable broker, secrets. Each broker
+//! test starts its own Apache Kafka (`pubsub::testing`, KRaft on Java 17).
 
 mod common;
 
 use std::time::Duration;
 
-use pubsub::{Error, Secret};
+use pubsub::{BackendKind, ConsumerOptions, Error, OutgoingMessage, Secret, Topic, TopicOptions};
 
 /// Nothing listening: a typed connection error within a bounded time.
 #[tokio::test]
@@ -30,38 +26,68 @@ fn sasl_password_is_not_printed() {
     assert!(shown.contains("svc") && !shown.contains("kafka-pw-123"), "{shown}");
 }
 
-/// `delete_topic` as on Apache Kafka, on a Tansu of its own: deleting a
-/// topic on Tansu crashes every running librdkafka consumer of that broker
-/// (which is why `?broker=tansu` refuses it), so this runs where no other
-/// client is connected.
+/// q1 no-loss across a SIGKILL of the broker (records acked with acks=all
+/// are in the log; the page cache outlives the process).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_topic_on_a_broker_of_its_own() {
-    use pubsub::kafka::{KafkaBackend, KafkaBroker, KafkaConfig};
-    use pubsub::{BackendKind, Topic, TopicOptions};
+async fn restart_loses_no_confirmed_message() {
+    let Some(b) = common::broker(BackendKind::Kafka, &[]).await else {
+        return;
+    };
+    common::no_loss_across_restart(b, common::Outage::Kill, 300, 10).await;
+}
 
+/// Consumers and producers go on after a graceful broker restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_resumes_after_restart() {
+    let Some(b) = common::broker(BackendKind::Kafka, &[]).await else {
+        return;
+    };
+    common::consumer_resumes_after_restart(b).await;
+}
+
+/// Readers go on after a graceful broker restart where they stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_resumes_after_restart() {
+    let Some(b) = common::broker(BackendKind::Kafka, &[]).await else {
+        return;
+    };
+    common::reader_resumes_after_restart(b).await;
+}
+
+/// Deleting a topic while consumers of other topics run on the same broker
+/// (on Tansu 0.6 this crashed every running librdkafka consumer, which is
+/// why `?broker=tansu` refuses it): they keep receiving, and the deleted
+/// topic is gone from every listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_topic_under_running_consumers() {
     let Some(broker) = common::broker(BackendKind::Kafka, &[]).await else {
         return;
     };
-    let tansu = pubsub::connect(&broker.url())
+    let backend = broker.backend().await.expect("connect");
+    let admin = backend.admin();
+    let doomed: Topic = "q1/admin/delete/orders".parse().unwrap();
+    let other: Topic = "q1/admin/delete/survivor".parse().unwrap();
+    let consumer = backend
+        .create_consumer(&other, "s", ConsumerOptions::default())
         .await
-        .expect("connect with ?broker=tansu");
-    let topic: Topic = "q1/admin/delete/orders".parse().unwrap();
-    assert!(matches!(
-        tansu.admin().delete_topic(&topic).await,
-        Err(Error::Unsupported { .. })
-    ));
-    tansu.close().await.unwrap();
-
-    let config = KafkaConfig::new(format!("127.0.0.1:{}", broker.port())).with_broker(KafkaBroker::Apache);
-    let backend = KafkaBackend::connect(config).await.expect("connect");
-    let admin = pubsub::PubSubBackend::admin(&backend);
+        .unwrap();
+    let producer = backend.create_producer(&other, Default::default()).await.unwrap();
     assert!(admin
-        .create_topic(&topic, TopicOptions::default().with_partitions(2))
+        .create_topic(&doomed, TopicOptions::default().with_partitions(2))
         .await
         .unwrap());
-    assert!(admin.topic_exists(&topic).await.unwrap());
-    admin.delete_topic(&topic).await.expect("delete_topic");
-    assert!(!admin.topic_exists(&topic).await.unwrap(), "a deleted topic exists");
-    assert!(!admin.list_topics("admin", "delete").await.unwrap().contains(&topic));
-    assert!(matches!(admin.delete_topic(&topic).await, Err(Error::NotFound(_))));
+    assert!(admin.topic_exists(&doomed).await.unwrap());
+    admin.delete_topic(&doomed).await.expect("delete_topic");
+    assert!(!admin.topic_exists(&doomed).await.unwrap(), "a deleted topic exists");
+    assert!(!admin.list_topics("admin", "delete").await.unwrap().contains(&doomed));
+    let again = admin.delete_topic(&doomed).await;
+    assert!(matches!(again, Err(Error::NotFound(_))), "{again:?}");
+    producer.send(OutgoingMessage::new("still here")).await.unwrap();
+    let m = consumer
+        .receive_timeout(Duration::from_secs(30))
+        .await
+        .expect("the other topic's consumer still receives");
+    assert_eq!(m.payload().as_ref(), b"still here");
+    m.ack().await.unwrap();
+    backend.close().await.unwrap();
 }

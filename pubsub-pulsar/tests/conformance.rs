@@ -1,13 +1,13 @@
 //! The conformance suite against the Pulsar-protocol broker that
 //! `PULSAR_URL` names; run it once per broker:
 //!
-//! - Apache Pulsar (the primary): `PULSAR_URL=pulsar://127.0.0.1:6652
-//!   PULSAR_ADMIN_URL=http://127.0.0.1:8082`, the standalone that
-//!   scripts/brokers.sh starts. Every case runs in a namespace of its own,
+//! - Apache Pulsar (the primary, and the default when `PULSAR_URL` is
+//!   unset): `pulsar://127.0.0.1:6652` with `PULSAR_ADMIN_URL`
+//!   `http://127.0.0.1:8082`, the standalone that scripts/brokers.sh starts. Every case runs in a namespace of its own,
 //!   which Apache Pulsar does not make by itself: the adapter makes it through
 //!   the HTTP admin API at `PULSAR_ADMIN_URL` (see `PulsarConfig::admin_url`).
-//! - pulsar-lite (the second): `PULSAR_URL` unset, i.e.
-//!   `pulsar://127.0.0.1:6650?broker=lite`, pulsar-lite behind its checksum
+//! - pulsar-lite (the second): `PULSAR_URL=pulsar://127.0.0.1:6650?broker=lite`,
+//!   pulsar-lite behind its checksum
 //!   relay; `?broker=lite` selects `PulsarBroker::Lite`, which refuses the
 //!   two features that broker lacks.
 
@@ -18,9 +18,12 @@ use pubsub_core::{Error, PubSubBackend};
 use pubsub_pulsar::{PulsarBackend, PulsarConfig};
 
 async fn backend() -> Result<Arc<dyn PubSubBackend>, Error> {
-    let url = std::env::var("PULSAR_URL").unwrap_or_else(|_| "pulsar://127.0.0.1:6650?broker=lite".into());
+    let (url, admin) = match std::env::var("PULSAR_URL") {
+        Ok(url) => (url, std::env::var("PULSAR_ADMIN_URL").ok()),
+        Err(_) => ("pulsar://127.0.0.1:6652".into(), Some("http://127.0.0.1:8082".into())),
+    };
     let mut config = PulsarConfig::new(url).with_timeout(Duration::from_secs(5));
-    if let Ok(admin) = std::env::var("PULSAR_ADMIN_URL") {
+    if let Some(admin) = admin {
         config = config.with_admin_url(admin);
     }
     Ok(Arc::new(PulsarBackend::connect(config).await?))
