@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: start the brokers, check formatting and lints,
-# and run every test of the workspace (all backends compiled in) against them.
+# and run every test of the workspace (all backends compiled in) against them,
+# then the Kafka and Pulsar conformance suites again against the second
+# implementation of each protocol.
 #
 # Under CI=true (or PUBSUB_REQUIRE_BROKERS=1) a broker that cannot be
 # started fails the run; elsewhere its tests print SKIPPED and pass.
@@ -30,15 +32,44 @@ echo "== tests"
 mkdir -p target
 export PUBSUB_TEST_REPORT="$PWD/target/test-report.txt"
 : >"$PUBSUB_TEST_REPORT"
+log="$PWD/target/test.log"
+: >"$log"
 status=0
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo test --workspace --all-features --doc
-    # With default features: a backend that is not compiled in names its feature.
-    cargo nextest run -p pubsub --test env_config
-    cargo nextest run --workspace --all-features --no-fail-fast 2>&1 | tee target/nextest.log || status=$?
-else
-    cargo test --workspace --all-features --no-fail-fast 2>&1 | tee target/nextest.log || status=$?
+# Every runner's output goes to the terminal and to $log, whose
+# "test result:" lines are added up at the end.
+run() { "$@" 2>&1 | tee -a "$log" || status=1; }
+
+# The whole workspace with every backend, doctests (and the README's
+# snippets) included.
+run cargo test --workspace --all-features --no-fail-fast
+# With default features only: a backend that is not compiled in names its feature.
+run cargo test -p pubsub --test env_config
+
+# The second implementations, through the conformance binaries just built
+# (no rebuild): noida-db for Kafka, pulsar-lite for Pulsar.
+conformance_binary() { # package
+    cargo test -p "$1" --all-features --test conformance --no-run --message-format=json 2>/dev/null |
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "conformance":
+        print(m["executable"])'
+}
+echo "== Kafka conformance on noida-db 0.2.2 (127.0.0.1:9094)"
+# noida-db assigns partitions to one group member only: the cases that need
+# a second member of a group to be assigned are Apache Kafka's alone (README,
+# "Kafka brokers").
+kafka_bin=$(conformance_binary pubsub-kafka)
+run env KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9094 "$kafka_bin" --test-threads 2 \
+    --skip concurrent_producers_and_consumers --skip unsubscribe_deletes_position --skip shared_scale_down
+if [ "${PUBSUB_TANSU:-}" = "1" ]; then
+    echo "== Kafka conformance on Tansu 0.6 (127.0.0.1:9095)"
+    run env KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:9095?broker=tansu' "$kafka_bin" --test-threads 2
 fi
+echo "== Pulsar conformance on pulsar-lite 0.2 (127.0.0.1:6650, behind its relay)"
+pulsar_bin=$(conformance_binary pubsub-pulsar)
+run env PULSAR_URL='pulsar://127.0.0.1:6650?broker=lite' "$pulsar_bin" --test-threads 2
 
 echo "== fuzz (FUZZ_SECONDS=${FUZZ_SECONDS:=20} per target)"
 FUZZ_SECONDS="$FUZZ_SECONDS" scripts/fuzz.sh || status=1
@@ -47,12 +78,9 @@ echo "== unsupported and skipped cases"
 sort -u "$PUBSUB_TEST_REPORT"
 [ -s "$PUBSUB_TEST_REPORT" ] || echo "(none)"
 
-# Close with the runner's own counts, as a plain line.
-summary=$(grep -E "tests run: [0-9]+ passed" target/nextest.log | tail -1 || true)
-passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
-failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
-skipped=$(sed -nE 's/.* ([0-9]+) skipped.*/\1/p' <<<"$summary")
-if [ -n "$passed" ]; then
-    echo "tests: ${passed} passed, ${failed:-0} failed, ${skipped:-0} skipped"
-fi
+# Close with the runners' counts added up, as one plain line.
+read -r passed failed ignored < <(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$log" |
+    awk '{p += $1; f += $2; i += $3} END {print p + 0, f + 0, i + 0}')
+echo "tests: ${passed} passed, ${failed} failed, ${ignored} skipped"
+[ "$failed" -eq 0 ] || status=1
 exit "$status"
