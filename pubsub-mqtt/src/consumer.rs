@@ -515,17 +515,36 @@ impl Consumer for MqttConsumer {
 }
 
 impl Drop for MqttConsumer {
+    /// Dropped without `close`: the same as `close`, in a task (when a
+    /// runtime is there to run it): it hands back what it held if others of
+    /// its subscription are open, else its session stays subscribed, parked.
     fn drop(&mut self) {
-        // Dropped without `close`: nothing is handed back (that needs the
-        // runtime); the session stays subscribed, parked if it was the last.
-        if !self.shared.shutting.swap(true, Ordering::AcqRel) && self.shared.joined.load(Ordering::Acquire) {
-            leave(&self.shared.group, self.shared.slot, true);
+        let shared = &self.shared;
+        if shared.shutting.swap(true, Ordering::AcqRel) || shared.closed.load(Ordering::Acquire) {
+            return;
         }
-        if !self.shared.closed.swap(true, Ordering::AcqRel) {
-            self.shared.stop.notify_waiters();
-            let _ = self.shared.client.try_disconnect();
-            if let Some(s) = self.shared.slot {
-                self.shared.inner.release_slot(&self.shared.subscription, s);
+        let others_open = shared.joined.load(Ordering::Acquire) && leave(&shared.group, shared.slot, true);
+        let runtime = tokio::runtime::Handle::try_current().ok().filter(|_| others_open);
+        shared.handing_back.store(runtime.is_some(), Ordering::Release);
+        shared.closed.store(true, Ordering::Release);
+        shared.stop.notify_waiters();
+        match runtime {
+            Some(runtime) => {
+                let shared = shared.clone();
+                runtime.spawn(async move {
+                    give_back(&shared).await;
+                    shared.handing_back.store(false, Ordering::Release);
+                    let _ = shared.client.disconnect().await;
+                    if let Some(s) = shared.slot {
+                        shared.inner.release_slot(&shared.subscription, s);
+                    }
+                });
+            }
+            None => {
+                let _ = shared.client.try_disconnect();
+                if let Some(s) = shared.slot {
+                    shared.inner.release_slot(&shared.subscription, s);
+                }
             }
         }
     }
