@@ -4,8 +4,6 @@
 //! acked). q0 topics are plain subjects, which are no object on the server:
 //! managing them is refused.
 
-use async_nats::jetstream::context::GetStreamErrorKind;
-use async_nats::jetstream::ErrorCode;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use pubsub_core::{
@@ -13,8 +11,8 @@ use pubsub_core::{
     SubscriptionInfo, Topic, TopicOptions,
 };
 
-use crate::backend::{broker_err, NatsBackend, NAME};
-use crate::naming::{durable_name, stream_name};
+use crate::backend::{broker_err, foreign_stream_problem, NatsBackend, NAME};
+use crate::naming::durable_name;
 use crate::replay;
 
 /// Streams this SDK made start with this.
@@ -38,15 +36,10 @@ impl NatsBackend {
             .ok_or_else(|| Error::NotFound(format!("topic {topic}")))
     }
 
+    /// The topic's stream: the SDK's own or an adopted one made elsewhere
+    /// (an incompatible one is an error saying why).
     async fn stream(&self, topic: &Topic) -> Result<Option<async_nats::jetstream::stream::Stream>> {
-        let name = stream_name(topic);
-        match self.inner.js.get_stream(&name).await {
-            Ok(s) => Ok(Some(s)),
-            Err(e) => match e.kind() {
-                GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => Ok(None),
-                _ => Err(broker_err(format!("look up stream {name}"), e)),
-            },
-        }
+        self.inner.find_stream(topic).await
     }
 }
 
@@ -64,10 +57,11 @@ impl Admin for NatsBackend {
 
     async fn delete_topic(&self, topic: &Topic) -> Result<()> {
         self.check_admin(Some(topic))?;
-        if self.stream(topic).await?.is_none() {
+        let Some(stream) = self.stream(topic).await? else {
             return Err(Error::NotFound(format!("topic {topic}")));
-        }
-        let name = stream_name(topic);
+        };
+        // The SDK's own stream, or the adopted one that holds only this topic.
+        let name = stream.cached_info().config.name.clone();
         self.inner
             .js
             .delete_stream(&name)
@@ -89,7 +83,14 @@ impl Admin for NatsBackend {
             .map_err(|e| broker_err("list streams", e))?;
         let subjects = infos
             .into_iter()
-            .filter(|i| i.config.name.starts_with(STREAM_PREFIX))
+            .filter(|i| {
+                // The SDK's streams, and those made elsewhere it would adopt.
+                i.config.name.starts_with(STREAM_PREFIX)
+                    || i.config
+                        .subjects
+                        .first()
+                        .is_some_and(|s| foreign_stream_problem(&i.config, s).is_none())
+            })
             .flat_map(|i| i.config.subjects);
         Ok(topics_in_namespace(subjects, tenant, namespace, |s: String| {
             parse_joined(&s, '.', Qos::AtLeastOnce)

@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use async_nats::jetstream::context::{GetStreamByNameErrorKind, GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::{self, stream, ErrorCode};
 use async_trait::async_trait;
 use pubsub_core::UnackedLimit;
 use pubsub_core::{
@@ -131,8 +132,13 @@ impl Inner {
         ensure_open(self.closed.load(Ordering::Acquire), "nats backend")
     }
 
-    /// The stream of a q1/q2 topic, created if missing.
+    /// The stream of a q1/q2 topic, created if missing: the SDK's own
+    /// (`PUBSUB_…`), or one made outside the SDK that holds the topic's
+    /// subject and is safe to use (see [`foreign_stream_problem`]).
     pub(crate) async fn ensure_stream(&self, topic: &Topic) -> Result<stream::Stream> {
+        if let Some(s) = self.find_stream(topic).await? {
+            return Ok(s);
+        }
         let name = stream_name(topic);
         let config = stream::Config {
             name: name.clone(),
@@ -142,13 +148,64 @@ impl Inner {
             duplicate_window: self.config.dedup_window,
             ..Default::default()
         };
-        let s = self
-            .js
-            .get_or_create_stream(config)
+        match self.js.create_stream(config).await {
+            Ok(s) => {
+                self.streams.lock().await.insert(name);
+                Ok(s)
+            }
+            // Someone made a stream for the subject (or the SDK's own) since
+            // the look-up: use it if it fits, else say why not.
+            Err(e) => match self.find_stream(topic).await? {
+                Some(s) => Ok(s),
+                None => Err(broker_err(format!("create stream {name} for {topic}"), e)),
+            },
+        }
+    }
+
+    /// The stream holding a q1/q2 topic, if there is one: the SDK's own by
+    /// name, else the one the server names for the topic's subject, which
+    /// is adopted if compatible and refused with
+    /// [`Error::InvalidConfiguration`] saying what to change if not.
+    pub(crate) async fn find_stream(&self, topic: &Topic) -> Result<Option<stream::Stream>> {
+        let name = stream_name(topic);
+        match self.js.get_stream(&name).await {
+            Ok(s) => {
+                self.streams.lock().await.insert(name);
+                return Ok(Some(s));
+            }
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
+                _ => return Err(broker_err(format!("look up stream {name}"), e)),
+            },
+        }
+        let subject = subject(topic);
+        let other = match self.js.stream_by_subject(subject.as_str()).await {
+            Ok(other) => other,
+            Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(broker_err(format!("look up the stream of subject {subject}"), e)),
+        };
+        let mut s = match self.js.get_stream(&other).await {
+            Ok(s) => s,
+            Err(e) => match e.kind() {
+                // Deleted since the look-up.
+                GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => return Ok(None),
+                _ => return Err(broker_err(format!("look up stream {other}"), e)),
+            },
+        };
+        let info = s
+            .info()
             .await
-            .map_err(|e| broker_err(format!("create stream {name} for {topic}"), e))?;
+            .map_err(|e| broker_err(format!("look up stream {other}"), e))?;
+        if let Some(problem) = foreign_stream_problem(&info.config, &subject) {
+            return Err(Error::InvalidConfiguration(format!(
+                "topic {topic}: subject {subject} is held by stream {other}, made outside the SDK, which {problem}; \
+                 the SDK adopts a stream whose only subject is {subject}, with limits retention, acks on and not \
+                 sealed: change or delete {other} (the SDK then makes its own stream)"
+            )));
+        }
+        tracing::debug!(%topic, stream = %other, "using a stream made outside the SDK");
         self.streams.lock().await.insert(name);
-        Ok(s)
+        Ok(Some(s))
     }
 
     pub(crate) async fn forget_stream(&self, topic: &Topic) {
@@ -158,6 +215,42 @@ impl Inner {
     async fn stream_known(&self, topic: &Topic) -> bool {
         self.streams.lock().await.contains(&stream_name(topic))
     }
+}
+
+/// Why a stream made outside the SDK cannot serve the topic of `subject`,
+/// or `None` when it can:
+/// - its subjects must be exactly `subject`: with more (`acme.>`), readers,
+///   positions, backlog and `delete_topic` would take in other subjects;
+/// - limits retention: work-queue retention deletes a message on its first
+///   ack and allows one consumer per subject (one subscription at most),
+///   interest retention deletes what current consumers acked, so a later
+///   `Earliest` subscription would miss it;
+/// - acks on (`no_ack` false): a send returns on the server's PubAck;
+/// - not sealed: a sealed stream takes no new messages.
+pub(crate) fn foreign_stream_problem(config: &stream::Config, subject: &str) -> Option<String> {
+    if config.subjects.len() != 1 || config.subjects[0] != subject {
+        return Some(format!(
+            "has the subjects {:?} (the SDK needs exactly [{subject:?}]: with more, readers, positions, backlog \
+             and delete_topic would take in other subjects)",
+            config.subjects
+        ));
+    }
+    match config.retention {
+        stream::RetentionPolicy::Limits => {}
+        other => {
+            return Some(format!(
+                "has {other:?} retention (the SDK needs Limits: work-queue and interest retention delete acked \
+                 messages, so a second or later subscription would not see them)"
+            ))
+        }
+    }
+    if config.no_ack {
+        return Some("has no_ack set (an SDK send waits for the server's ack)".into());
+    }
+    if config.sealed {
+        return Some("is sealed (it takes no new messages)".into());
+    }
+    None
 }
 
 #[async_trait]

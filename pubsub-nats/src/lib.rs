@@ -4,6 +4,7 @@
 //! | SDK | NATS |
 //! |---|---|
 //! | topic `q1/t/ns/q` | subject `t.ns.q`; stream `PUBSUB_t_ns_q_{hash}` (one per topic, file storage, `max_age` 7 days, created on demand) |
+//! | a stream made elsewhere | adopted when its only subject is `t.ns.q`, with limits retention, acks on and not sealed (its own limits then apply); any other stream holding the subject is refused with `Error::InvalidConfiguration` naming it and what to change |
 //! | q0 | core publish; consumers are a queue group named after the subscription (Shared); nothing retained |
 //! | q1 | JetStream publish (returns on the PubAck); durable pull consumer named after the subscription, explicit ack, `ack_wait` = ack timeout |
 //! | q2 | q1 + `Nats-Msg-Id` = dedup id (the stream's `duplicate_window`, default 2 min) + double ack (the ack returns once the server confirmed it) |
