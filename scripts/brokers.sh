@@ -290,11 +290,11 @@ start_pulsar() {
 # in a venv of our own.
 ensure_python_tools() {
     local venv="$PWD/target/pyenv"
-    "$venv/bin/python" -c "import confluent_kafka, pulsar, pulsar_lite" 2>/dev/null && [ -x "$venv/bin/noida-db" ] &&
+    "$venv/bin/python" -c "import confluent_kafka, pulsar, pulsar_lite, redis" 2>/dev/null && [ -x "$venv/bin/noida-db" ] &&
         return 0
-    log "making $venv with confluent-kafka, pulsar-client, pulsar-lite and noida-db"
+    log "making $venv with confluent-kafka, pulsar-client, pulsar-lite, noida-db and redis-py"
     python3 -m venv "$venv" &&
-        "$venv/bin/pip" install -q confluent-kafka pulsar-client "pulsar-lite==0.2.0" "noida-db==0.2.2"
+        "$venv/bin/pip" install -q confluent-kafka pulsar-client "pulsar-lite==0.2.0" "noida-db==0.2.2" redis
 }
 
 failed=()
