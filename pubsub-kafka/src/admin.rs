@@ -47,24 +47,27 @@ impl Inner {
                 Err((t, code)) => return Err(Error::broker_msg(NAME, format!("create topic {t}: {code}"))),
             }
         }
-        self.await_visible(name).await?;
+        self.await_listed(name, true).await?;
         Ok(created)
     }
 
-    /// Waits until the broker's metadata shows the topic: CreateTopics
-    /// returns once the controller has it, a little before the brokers
-    /// answer for it, and producers, consumers and `topic_exists` ask them.
-    async fn await_visible(&self, name: &str) -> Result<()> {
+    /// Waits until the brokers' metadata shows the topic (`listed`) or no
+    /// longer does: CreateTopics and DeleteTopics return once the
+    /// controller has the change, a little before the brokers answer with
+    /// it, and producers, consumers and `topic_exists` ask the brokers.
+    pub(crate) async fn await_listed(&self, name: &str, listed: bool) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         loop {
-            if matches!(self.partitions(name).await?, Some(p) if !p.is_empty()) {
+            let shown = matches!(self.partitions(name).await?, Some(p) if !p.is_empty());
+            if shown == listed {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
+                let change = if listed { "created" } else { "deleted" };
                 return Err(Error::broker_msg(
                     NAME,
                     format!(
-                        "topic {name} was created but the brokers did not list it within {:?}",
+                        "topic {name} was {change} but the brokers did not show it within {:?}",
                         self.config.timeout
                     ),
                 ));
@@ -201,7 +204,7 @@ impl Admin for KafkaBackend {
                 Err((t, code)) => return Err(Error::broker_msg(NAME, format!("delete topic {t}: {code}"))),
             }
         }
-        Ok(())
+        self.inner.await_listed(&name, false).await
     }
 
     async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<Topic>> {

@@ -148,6 +148,9 @@ impl KafkaBackend {
             })?;
         let caps = Capabilities {
             persistence: true,
+            // Acks above an unacked record live in the commit metadata,
+            // which Apache Kafka keeps and the stand-ins return empty.
+            individual_acks: config.broker.keeps_commit_metadata(),
             earliest: true,
             shared: true,
             nack: true,
@@ -162,7 +165,7 @@ impl KafkaBackend {
             admin: AdminCapabilities {
                 topics: true,
                 q0_topics: true,
-                delete_topic: config.broker == KafkaBroker::Apache,
+                delete_topic: config.broker != KafkaBroker::Tansu,
                 list_topics: true,
                 partitions: true,
                 subscriptions: true,

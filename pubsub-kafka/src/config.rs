@@ -16,8 +16,23 @@ pub enum KafkaBroker {
     /// Tansu 0.6. Deleting a topic there makes every running librdkafka
     /// consumer of the cluster crash (a segfault in librdkafka's metadata
     /// cache on Tansu's next metadata answer), so `delete_topic` is refused.
+    /// Tansu also returns commit metadata empty, so acks above an unacked
+    /// record are not kept (`individual_acks` is false).
     /// Selected by `?broker=tansu` after the bootstrap servers.
     Tansu,
+    /// noida-db 0.2 (PyPI), a test stand-in: it returns commit metadata
+    /// empty, as Tansu does, and never completes the rebalance when a
+    /// second member joins a group (that member gets no assignment).
+    /// Selected by `?broker=noida`.
+    Noida,
+}
+
+impl KafkaBroker {
+    /// Whether the broker keeps the metadata of a commit, where the acks
+    /// above a partition's first unacked record are kept.
+    pub fn keeps_commit_metadata(self) -> bool {
+        self == KafkaBroker::Apache
+    }
 }
 
 /// How to reach Kafka, and how to create topics on demand.
@@ -35,7 +50,8 @@ pub enum KafkaBroker {
 pub struct KafkaConfig {
     /// `host:port[,host:port]` (`KAFKA_BOOTSTRAP_SERVERS`).
     pub bootstrap_servers: String,
-    /// The broker implementation (`?broker=tansu` selects [`KafkaBroker::Tansu`]).
+    /// The broker implementation (`?broker=tansu` selects [`KafkaBroker::Tansu`],
+    /// `?broker=noida` [`KafkaBroker::Noida`]).
     pub broker: KafkaBroker,
     /// Partitions of topics this backend creates (default 4). Consumers of
     /// one subscription share a topic's partitions, so this bounds their
@@ -57,10 +73,14 @@ impl KafkaConfig {
     /// Defaults for the cluster at `bootstrap_servers`.
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         let servers = bootstrap_servers.into();
-        let (bootstrap_servers, broker) = match servers.strip_suffix("?broker=tansu") {
-            Some(base) => (base.to_string(), KafkaBroker::Tansu),
-            None => (servers, KafkaBroker::Apache),
-        };
+        let flavours = [
+            ("?broker=tansu", KafkaBroker::Tansu),
+            ("?broker=noida", KafkaBroker::Noida),
+        ];
+        let (bootstrap_servers, broker) = flavours
+            .iter()
+            .find_map(|(suffix, broker)| Some((servers.strip_suffix(suffix)?.to_string(), *broker)))
+            .unwrap_or((servers, KafkaBroker::Apache));
         KafkaConfig {
             bootstrap_servers,
             broker,
