@@ -137,8 +137,9 @@ fetch_kafka() {
 # each broker has a data dir of its own.
 KAFKA_CLUSTER_ID=I5rc0JjaSZCAw_Nof5vRlQ
 start_kafka() {
-    port_open 9092 && { log "kafka already on 9092"; return 0; }
+    # TestBroker starts brokers of its own from these jars too.
     fetch_kafka || return 1
+    port_open 9092 && { log "kafka already on 9092"; return 0; }
     local dir="$RUN_DIR/kafka"
     mkdir -p "$dir"
     cat >"$dir/server.properties" <<PROPS
