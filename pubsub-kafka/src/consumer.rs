@@ -207,6 +207,81 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// The consumers' `session.timeout.ms`.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long `create_consumer` waits for the group to assign partitions:
+/// what a rebalance on Apache Kafka takes at worst without anything being
+/// wrong, plus the client's `timeout` for the requests themselves.
+///
+/// A join is a rebalance of the whole group. Live members rejoin within a
+/// heartbeat (1 s for ours). A new group first waits the broker's
+/// `group.initial.rebalance.delay.ms` (3 s by default), 3 s more for every
+/// member joining meanwhile: measured on Apache Kafka 4.4 with the default,
+/// 3.1 s for one consumer of a new group (6.1 s for the first group of a
+/// fresh broker), 6.1 s for eight joining one within 2 s; a further member
+/// joins in 1 s. A member that went away without leaving (a killed
+/// process) holds the rebalance until its session times out: 9.9 s after
+/// one of ours ([`SESSION_TIMEOUT`]); other clients' sessions may be longer
+/// (45 s for the Java client), and a live member that does not rejoin
+/// holds it up to its `max.poll.interval.ms`. Hence the wait covers our own
+/// session timeout and five initial delays, and when it runs out with the
+/// position already fixed (see [`fix_start`]) the consumer is returned
+/// anyway and gets its partitions when the rebalance ends. (The wait was
+/// `timeout * 3` before: 15 s with a 5 s timeout, just above the 9.9 s.)
+fn join_wait(timeout: Duration) -> Duration {
+    SESSION_TIMEOUT + Duration::from_secs(15) + timeout
+}
+
+/// Fixes the subscription's start before joining: partitions without a
+/// committed offset get the start (`Earliest`: low watermark; `Latest`: high
+/// watermark) committed now, outside the group (generation -1), which Kafka
+/// accepts while the group has no members. True when every partition has a
+/// committed offset afterwards, i.e. the position no longer depends on when
+/// the group assigns the partitions. False otherwise (the group has members,
+/// a request failed or timed out): then the first assignment fixes it, in
+/// [`prepare_assignment`].
+async fn fix_start(consumer: Arc<StreamConsumer<Ctx>>, shared: Arc<Shared>) -> bool {
+    let timeout = shared.timeout;
+    let work = tokio::task::spawn_blocking(move || -> std::result::Result<bool, rdkafka::error::KafkaError> {
+        let t = Timeout::After(timeout);
+        let metadata = consumer.fetch_metadata(Some(&shared.name), t)?;
+        let mut all = TopicPartitionList::new();
+        for topic in metadata.topics().iter().filter(|m| m.name() == shared.name) {
+            for p in topic.partitions() {
+                all.add_partition(&shared.name, p.id());
+            }
+        }
+        if all.count() == 0 {
+            return Ok(false);
+        }
+        let committed = consumer.committed_offsets(all, t)?;
+        let mut fresh = TopicPartitionList::new();
+        for e in committed.elements() {
+            if !matches!(e.offset(), Offset::Offset(_)) {
+                let (low, high) = consumer.fetch_watermarks(&shared.name, e.partition(), t)?;
+                let start = match shared.options.initial_position {
+                    InitialPosition::Earliest => low,
+                    InitialPosition::Latest => high,
+                };
+                fresh.add_partition_offset(&shared.name, e.partition(), Offset::Offset(start))?;
+            }
+        }
+        if fresh.count() > 0 {
+            consumer.commit(&fresh, CommitMode::Sync)?;
+        }
+        Ok(true)
+    });
+    match tokio::time::timeout(timeout * 2, work).await {
+        Ok(Ok(Ok(fixed))) => fixed,
+        Ok(Ok(Err(e))) => {
+            tracing::debug!(error = %e, "fixing the start outside the group failed; the first assignment fixes it");
+            false
+        }
+        _ => false,
+    }
+}
+
 /// Fixes the start of partitions that have no committed offset yet and
 /// restores the acks above the committed ones.
 fn prepare_assignment(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &TopicPartitionList) {
@@ -299,7 +374,7 @@ impl KafkaConsumer {
                     InitialPosition::Latest => "latest",
                 },
             )
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
             .create_with_context(ctx)
@@ -323,6 +398,7 @@ impl KafkaConsumer {
         });
         let _ = consumer.context().shared.set(shared.clone());
         let _ = shared.consumer.set(Arc::downgrade(&consumer));
+        let fixed = acked && fix_start(consumer.clone(), shared.clone()).await;
         consumer
             .subscribe(&[&name])
             .map_err(|e| map_err(format!("subscribe to {name}"), e))?;
@@ -336,13 +412,24 @@ impl KafkaConsumer {
             consumer: std::sync::Mutex::new(Some(consumer)),
             tasks,
         };
-        // The subscription's position is fixed once the group assigned us.
-        let wait = inner.config.timeout * 3;
+        // Wait for the group to take us in, so the consumer has its share
+        // (and `seek` its partitions) when this returns. See `join_wait`.
+        let wait = join_wait(inner.config.timeout);
         if tokio::time::timeout(wait, assigned_rx.wait_for(|a| *a)).await.is_err() {
+            if fixed {
+                // The position is fixed already: the partitions come with
+                // the rebalance, whenever the group finishes it.
+                tracing::warn!(topic = %this.shared.topic, group = subscription, ?wait, "the group has not assigned partitions yet; the consumer receives once it does");
+                return Ok(this);
+            }
             this.shut().await;
             return Err(Error::Connection {
                 backend: NAME,
-                message: format!("the group {subscription} did not assign partitions within {wait:?}"),
+                message: format!(
+                    "the group {subscription} did not assign partitions within {wait:?} (a member that went away \
+                     without leaving holds a rebalance for its session timeout, a live one that does not rejoin \
+                     for its max.poll.interval.ms)"
+                ),
                 source: None,
             });
         }
