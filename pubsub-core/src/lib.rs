@@ -53,11 +53,11 @@ pub use capabilities::Capabilities;
 pub use error::{BoxError, Error, Result};
 pub use ext::{ConsumerExt, MessageStream, ProducerExt};
 pub use message::{
-    ensure_open, validate_property, AckTarget, Message, MessageId, MessageParts, NoAck, OutgoingMessage, Properties,
-    CONTENT_TYPE_PROPERTY, MAX_PROPERTY_NAME_LEN, RESERVED_PROPERTY_PREFIX,
+    ensure_open, validate_key, validate_property, AckTarget, Message, MessageId, MessageParts, NoAck, OutgoingMessage,
+    Properties, CONTENT_TYPE_PROPERTY, MAX_PROPERTY_NAME_LEN, RESERVED_PROPERTY_PREFIX,
 };
 pub use options::{
-    validate_subscription_name, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType,
+    validate_subscription_name, Compression, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType,
     DEFAULT_MAX_UNACKED, MAX_SUBSCRIPTION_LEN,
 };
 pub use replay::{LogPosition, Position, Reader, ReaderExt, ReaderStream};

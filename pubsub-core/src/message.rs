@@ -25,6 +25,29 @@ pub const RESERVED_PROPERTY_PREFIX: &str = "pubsub.";
 /// The property the codecs write the payload's content type into.
 pub const CONTENT_TYPE_PROPERTY: &str = "content-type";
 
+/// Checks a message key against the rules every backend can carry: no
+/// control characters, no whitespace at either end.
+///
+/// ```
+/// assert!(pubsub_core::validate_key("order-42").is_ok());
+/// assert!(pubsub_core::validate_key(" padded").is_err());
+/// ```
+pub fn validate_key(key: &str) -> Result<()> {
+    if key.chars().any(|c| c.is_control()) {
+        return Err(Error::InvalidProperty {
+            name: "key".into(),
+            reason: "the key contains a control character".into(),
+        });
+    }
+    if let Some(reason) = surrounding_whitespace(key) {
+        return Err(Error::InvalidProperty {
+            name: "key".into(),
+            reason: format!("the key {reason}"),
+        });
+    }
+    Ok(())
+}
+
 /// Checks one property: the name is 1 to [`MAX_PROPERTY_NAME_LEN`] bytes of
 /// `[A-Za-z0-9_.-]` and does not start with [`RESERVED_PROPERTY_PREFIX`]; the
 /// value has no control characters other than tab and does not begin or end
@@ -153,18 +176,7 @@ impl OutgoingMessage {
             validate_property(name, value)?;
         }
         if let Some(key) = &self.key {
-            if key.chars().any(|c| c.is_control()) {
-                return Err(Error::InvalidProperty {
-                    name: "key".into(),
-                    reason: "the key contains a control character".into(),
-                });
-            }
-            if let Some(reason) = surrounding_whitespace(key) {
-                return Err(Error::InvalidProperty {
-                    name: "key".into(),
-                    reason: format!("the key {reason}"),
-                });
-            }
+            validate_key(key)?;
         }
         if let Some(id) = &self.dedup_id {
             if id.is_empty() || id.chars().any(|c| c.is_control()) {

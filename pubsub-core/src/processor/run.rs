@@ -15,7 +15,7 @@ use super::options::{default_dead_letter_topic, ProcessorOptions};
 use super::shutdown::Shutdown;
 use crate::backend::{Consumer, Producer, PubSubBackend};
 use crate::error::{Error, Result};
-use crate::message::{Message, OutgoingMessage};
+use crate::message::{validate_key, validate_property, Message, OutgoingMessage, CONTENT_TYPE_PROPERTY};
 use crate::topic::Topic;
 
 /// Property of a dead letter: why it failed (control characters replaced).
@@ -359,15 +359,25 @@ async fn handle_one(ctx: &Context, msg: Message) {
 /// it; if publishing fails the message is nacked (and comes back).
 async fn dead_letter(ctx: &Context, msg: &Message, error: &HandlerError, attempt: u32) -> Result<&'static str> {
     let mut letter = OutgoingMessage::new(msg.payload().clone());
-    letter.properties = msg.properties().clone();
-    letter.key = msg.key().map(str::to_string);
+    // What another client sent may break our property rules (a padded
+    // value, say): such a property or key does not travel, or the dead
+    // letter would be refused and the message retried forever.
+    letter.properties = msg
+        .properties()
+        .iter()
+        .filter(|(name, value)| name.as_str() == CONTENT_TYPE_PROPERTY || validate_property(name, value).is_ok())
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    letter.key = msg.key().filter(|k| validate_key(k).is_ok()).map(str::to_string);
     let reason: String = error
         .reason()
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(1000)
         .collect();
-    letter.properties.insert(DEAD_LETTER_REASON.into(), reason);
+    letter
+        .properties
+        .insert(DEAD_LETTER_REASON.into(), reason.trim().to_string());
     letter
         .properties
         .insert(DEAD_LETTER_ATTEMPTS.into(), attempt.to_string());

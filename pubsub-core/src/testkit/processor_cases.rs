@@ -61,7 +61,10 @@ pub async fn processor_retries_then_dead_letters(ctx: &Ctx) -> Outcome {
                 let n = number(&m);
                 log.lock().unwrap().push((n, m.redelivery_count()));
                 if m.property("fail").is_some() {
-                    return Err(HandlerError::retry(format!("refusing {n}\non purpose")));
+                    // A reason ending in a newline must not make the dead
+                    // letter itself invalid (a trailing space once did).
+                    let end = if n == 4 { "\n" } else { "" };
+                    return Err(HandlerError::retry(format!("refusing {n}\non purpose{end}")));
                 }
                 Ok(())
             }
