@@ -8,7 +8,7 @@
 //! | q2 | not claimed (an idempotent producer only de-duplicates its own retries, and a commit cannot confirm an out-of-order ack): refused unless `allow_degraded_qos`, then run as q1 |
 //! | subscription | consumer group; Shared = group members sharing partitions (parallelism bounded by partitions; order per partition, so per key) |
 //! | Earliest / Latest | `auto.offset.reset`, and the start committed when the group first gets a partition |
-//! | nack (delay) | seek back to the nacked offset (after the delay): later records of that partition are fetched again but skipped if acked or still out |
+//! | nack (delay) | after the delay, seek back to the lowest nacked offset whose delay is over: later records of that partition are fetched again but skipped if acked or still out |
 //! | properties, key, publish time | headers, key, timestamp |
 //! | Exclusive, Failover, KeyShared, ack timeout, `deliver_after` | not supported |
 //! | typed messages | Avro by default (`Capabilities::default_codec`) |
