@@ -4,7 +4,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Args, Parser, ValueEnum};
+#[cfg(test)]
+use clap::Parser;
+use clap::{Args, ValueEnum};
 use pubsub_core::{redact_url, Error, PubSubBackend, Result, Secret};
 
 /// The backends this SDK knows, compiled in or not.
@@ -26,6 +28,36 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// Every backend, in the order the README lists them.
+    pub const ALL: [BackendKind; 6] = [
+        BackendKind::Embedded,
+        BackendKind::Kafka,
+        BackendKind::Pulsar,
+        BackendKind::Mqtt,
+        BackendKind::Nats,
+        BackendKind::Redis,
+    ];
+
+    /// The backends this build includes.
+    pub fn compiled() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|k| k.is_compiled()).collect()
+    }
+
+    /// The backend used when `PUBSUB_BACKEND` is unset: `embedded` when it is
+    /// compiled in, else the only backend compiled in. A build with several
+    /// backends and no `embedded` still answers `embedded`, whose `connect`
+    /// then says which values `PUBSUB_BACKEND` can take.
+    pub fn default_for_build() -> BackendKind {
+        Self::default_among(&Self::compiled())
+    }
+
+    fn default_among(compiled: &[BackendKind]) -> BackendKind {
+        match compiled {
+            [only] => *only,
+            _ => BackendKind::Embedded,
+        }
+    }
+
     /// The lowercase name, as in `PUBSUB_BACKEND` and the cargo feature.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +81,34 @@ impl BackendKind {
             BackendKind::Redis => cfg!(feature = "redis"),
         }
     }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = Error;
+
+    /// Parses a lowercase backend name (`PUBSUB_BACKEND`); surrounding
+    /// whitespace and case are ignored.
+    fn from_str(s: &str) -> Result<Self> {
+        let name = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                Error::InvalidConfiguration(format!(
+                    "PUBSUB_BACKEND={s:?} is not a backend; expected one of {} (compiled into this build: {})",
+                    names(&Self::ALL),
+                    names(&Self::compiled())
+                ))
+            })
+    }
+}
+
+/// `a, b, c`, or `none` for an empty list.
+fn names(kinds: &[BackendKind]) -> String {
+    if kinds.is_empty() {
+        return "none".to_string();
+    }
+    kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 impl fmt::Display for BackendKind {
@@ -217,12 +277,22 @@ impl BackendConfig {
     pub async fn connect(&self) -> Result<Arc<dyn PubSubBackend>> {
         let kind = self.kind();
         if !kind.is_compiled() {
-            return Err(Error::InvalidConfiguration(format!(
-                "backend {kind:?} is not compiled in; enable the cargo feature \"{kind}\" of the pubsub crate \
-                 (e.g. `pubsub = {{ version = \"0.1\", features = [\"{kind}\"] }}`)",
-                kind = kind.as_str()
-            )));
+            let compiled = BackendKind::compiled();
+            let mut msg = format!(
+                "backend \"{kind}\" is not compiled in; enable the cargo feature \"{kind}\" of the pubsub \
+                 dependency (`features = [\"{kind}\"]` on `pubsub` in Cargo.toml)"
+            );
+            if !compiled.is_empty() {
+                msg.push_str(&format!(
+                    ", or set PUBSUB_BACKEND to a backend this build has: {}",
+                    names(&compiled)
+                ));
+            }
+            return Err(Error::InvalidConfiguration(msg));
         }
+        self.check()?;
+        #[cfg(any(feature = "kafka", feature = "pulsar"))]
+        probe::refused_fast(self).await?;
         match self {
             #[cfg(feature = "embedded")]
             BackendConfig::Embedded { data_dir } => {
@@ -265,12 +335,194 @@ impl BackendConfig {
                 pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url.clone())).await?,
             )),
             #[cfg(feature = "redis")]
-            BackendConfig::Redis { url } => Ok(Arc::new(
-                pubsub_redis::RedisBackend::connect(pubsub_redis::RedisConfig::new(url.clone())).await?,
-            )),
+            BackendConfig::Redis { url } => {
+                match pubsub_redis::RedisBackend::connect(pubsub_redis::RedisConfig::new(url.clone())).await {
+                    Ok(backend) => Ok(Arc::new(backend)),
+                    // The redis crate reports another protocol's greeting
+                    // as "Parse error at 1 Unexpected `78`".
+                    Err(e) if e.to_string().contains("Parse error") => Err(Error::Connection {
+                        backend: "redis",
+                        message: format!(
+                            "connect to {}: the server there does not speak Redis (its answer is not a Redis reply)",
+                            redact_url(url)
+                        ),
+                        source: Some(Box::new(e)),
+                    }),
+                    Err(e) => Err(e),
+                }
+            }
             #[allow(unreachable_patterns)]
             _ => unreachable!("is_compiled() checked above"),
         }
+    }
+}
+
+impl BackendConfig {
+    /// Refuses settings that cannot work before anything is connected,
+    /// naming the setting, its value (without a password) and what is allowed.
+    fn check(&self) -> Result<()> {
+        match self {
+            BackendConfig::Embedded { .. } => Ok(()),
+            BackendConfig::Kafka { bootstrap_servers } => check_kafka("Kafka bootstrap servers", bootstrap_servers),
+            BackendConfig::Pulsar { url, .. } => check_pulsar("Pulsar URL", url),
+            BackendConfig::Mqtt { host, port, .. } => {
+                check_mqtt_host("MQTT host", host)?;
+                check_port("MQTT port", &port.to_string())
+            }
+            BackendConfig::Nats { url } => check_nats("NATS URL", url),
+            BackendConfig::Redis { url } => check_redis("Redis URL", url),
+        }
+    }
+}
+
+/// `NAME="value"` for an environment variable, `setting "value"` otherwise.
+fn show(label: &str, value: &str) -> String {
+    let value = redact_url(value);
+    if label.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+        format!("{label}={value:?}")
+    } else {
+        format!("{label} {value:?}")
+    }
+}
+
+fn invalid(label: &str, value: &str, why: impl fmt::Display) -> Error {
+    Error::InvalidConfiguration(format!("{}: {why}", show(label, value)))
+}
+
+/// A port: a number from 1 to 65535.
+fn check_port(label: &str, value: &str) -> Result<()> {
+    match value.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(invalid(label, value, "not a port; expected a number from 1 to 65535")),
+    }
+}
+
+/// Splits `scheme://rest` into the scheme and the authority (`[user@]host[:port]`,
+/// up to the first `/` or `?`); no scheme gives `None` and the whole value.
+fn split_url(value: &str) -> (Option<&str>, &str) {
+    let (scheme, rest) = match value.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, value),
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    (scheme, &rest[..end])
+}
+
+/// `[user[:password]@]host[:port]` with a host and, if there is one, a valid port.
+/// Gives whether a port was there.
+fn check_authority(label: &str, value: &str, authority: &str, expected: &str) -> Result<bool> {
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) if p.starts_with(':') => (h, Some(&p[1..])),
+            _ => {
+                return Err(invalid(
+                    label,
+                    value,
+                    format!("a bracketed IPv6 host is not closed; {expected}"),
+                ))
+            }
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.trim().is_empty() {
+        return Err(invalid(label, value, format!("no host; {expected}")));
+    }
+    if host.contains(char::is_whitespace) || host.contains(':') && !hostport.starts_with('[') {
+        return Err(invalid(
+            label,
+            value,
+            format!("{host:?} is not a host name; {expected}"),
+        ));
+    }
+    match port {
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(true),
+            _ => Err(invalid(
+                label,
+                value,
+                format!("the port {p:?} is not a number from 1 to 65535; {expected}"),
+            )),
+        },
+        None => Ok(false),
+    }
+}
+
+fn check_kafka(label: &str, value: &str) -> Result<()> {
+    const EXPECTED: &str = "expected host:port[,host:port...] (no scheme), optionally followed by ?broker=tansu";
+    let servers = value.strip_suffix("?broker=tansu").unwrap_or(value);
+    if servers.contains("://") {
+        return Err(invalid(label, value, format!("a URL is not a server list; {EXPECTED}")));
+    }
+    for server in servers.split(',') {
+        check_authority(label, value, server.trim(), EXPECTED)?;
+    }
+    Ok(())
+}
+
+fn check_pulsar(label: &str, value: &str) -> Result<()> {
+    const EXPECTED: &str =
+        "expected pulsar://host:6650, pulsar+ssl://host:6651 or host:port, optionally followed by ?broker=lite";
+    let url = value.strip_suffix("?broker=lite").unwrap_or(value);
+    match split_url(url) {
+        (Some("pulsar" | "pulsar+ssl") | None, authority) => {
+            check_authority(label, value, authority, EXPECTED).map(drop)
+        }
+        (Some(other), _) => Err(invalid(
+            label,
+            value,
+            format!("the scheme {other}:// is not Pulsar's; {EXPECTED}"),
+        )),
+    }
+}
+
+fn check_mqtt_host(label: &str, value: &str) -> Result<()> {
+    const EXPECTED: &str = "expected a host name or address (the port goes in MQTT_PORT), or mqtt://host:port";
+    if value.contains("://")
+        || value.contains('/')
+        || value.contains('@')
+        || value.contains(':') && !value.starts_with('[')
+    {
+        return Err(invalid(label, value, format!("not a host name; {EXPECTED}")));
+    }
+    check_authority(label, value, value, EXPECTED).map(drop)
+}
+
+fn check_nats(label: &str, value: &str) -> Result<()> {
+    const EXPECTED: &str = "expected nats://host:4222 (tls://, ws:// and wss:// too; several separated by commas)";
+    for url in value.split(',') {
+        match split_url(url.trim()) {
+            (Some("nats" | "tls" | "ws" | "wss") | None, authority) => {
+                check_authority(label, value, authority, EXPECTED)?;
+            }
+            (Some(other), _) => {
+                return Err(invalid(
+                    label,
+                    value,
+                    format!("the scheme {other}:// is not NATS's; {EXPECTED}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_redis(label: &str, value: &str) -> Result<()> {
+    const EXPECTED: &str = "expected redis://[:password@]host[:6379][/db] or rediss:// (TLS)";
+    match split_url(value) {
+        (Some("redis" | "rediss"), authority) => check_authority(label, value, authority, EXPECTED).map(drop),
+        (Some("redis+unix" | "unix"), _) => Ok(()),
+        (Some(other), _) => Err(invalid(
+            label,
+            value,
+            format!("the scheme {other}:// is not Redis's; {EXPECTED}"),
+        )),
+        (None, _) => Err(invalid(label, value, format!("no scheme; {EXPECTED}"))),
     }
 }
 
@@ -292,49 +544,79 @@ impl BackendConfig {
 /// let cli = Cli::parse_from(["svc", "--pubsub-backend", "embedded"]);
 /// assert_eq!(cli.pubsub.pubsub_backend, pubsub::BackendKind::Embedded);
 /// ```
+// `about`/`long_about` are cleared so that a program flattening this struct
+// shows its own description in `--help`, not this doc comment.
 #[derive(Args, Clone, PartialEq, Eq)]
+#[command(about = None, long_about = None)]
 pub struct PubSubArgs {
-    /// Which backend to use.
-    #[arg(long, env = "PUBSUB_BACKEND", value_enum, default_value_t = BackendKind::Embedded)]
+    /// Which backend to use: embedded, kafka, pulsar, mqtt, nats or redis (default: embedded, or
+    /// the only backend compiled in).
+    #[arg(long, env = "PUBSUB_BACKEND", value_parser = parse_backend, default_value_t = BackendKind::default_for_build(), global = true, help_heading = HEADING)]
     pub pubsub_backend: BackendKind,
     /// Embedded backend: keep q1/q2 topics in this directory (default: memory only).
-    #[arg(long, env = "PUBSUB_EMBEDDED_DIR")]
+    #[arg(long = "pubsub-embedded-dir", alias = "embedded-dir", env = "PUBSUB_EMBEDDED_DIR", global = true, help_heading = HEADING)]
     pub embedded_dir: Option<PathBuf>,
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092")]
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092", global = true, help_heading = HEADING)]
     pub kafka_bootstrap_servers: String,
     /// Pulsar service URL.
-    #[arg(long, env = "PULSAR_HOST", default_value = "pulsar://localhost:6650")]
+    #[arg(long, env = "PULSAR_HOST", default_value = "pulsar://localhost:6650", global = true, help_heading = HEADING)]
     pub pulsar_host: String,
     /// Pulsar token (never printed).
-    #[arg(long, env = "PULSAR_API_KEY", hide_env_values = true)]
+    #[arg(long, env = "PULSAR_API_KEY", hide_env_values = true, global = true, help_heading = HEADING)]
     pub pulsar_api_key: Option<Secret>,
     /// Pulsar listener name.
-    #[arg(long, env = "PULSAR_LISTENER")]
+    #[arg(long, env = "PULSAR_LISTENER", global = true, help_heading = HEADING)]
     pub pulsar_listener: Option<String>,
-    /// MQTT broker host.
-    #[arg(long, env = "MQTT_HOST", default_value = "localhost")]
+    /// MQTT broker host (or mqtt://host:port).
+    #[arg(long, env = "MQTT_HOST", default_value = "localhost", global = true, help_heading = HEADING)]
     pub mqtt_host: String,
     /// MQTT broker port.
-    #[arg(long, env = "MQTT_PORT", default_value_t = 1883)]
+    #[arg(long, env = "MQTT_PORT", default_value_t = 1883, value_parser = parse_mqtt_port, global = true, help_heading = HEADING)]
     pub mqtt_port: u16,
     /// MQTT user name.
-    #[arg(long, env = "MQTT_USERNAME")]
+    #[arg(long, env = "MQTT_USERNAME", global = true, help_heading = HEADING)]
     pub mqtt_username: Option<String>,
     /// MQTT password (never printed).
-    #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true)]
+    #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true, global = true, help_heading = HEADING)]
     pub mqtt_password: Option<Secret>,
     /// NATS server URL.
-    #[arg(long, env = "NATS_URL", default_value = "nats://localhost:4222")]
+    #[arg(long, env = "NATS_URL", default_value = "nats://localhost:4222", global = true, help_heading = HEADING)]
     pub nats_url: String,
     /// Redis URL (a password in it is never printed).
     #[arg(
         long,
         env = "REDIS_URL",
         default_value = "redis://localhost:6379",
-        hide_env_values = true
+        hide_env_values = true,
+        global = true,
+        help_heading = HEADING
     )]
     pub redis_url: String,
+}
+
+/// The `--help` section of the backend flags.
+const HEADING: &str = "Backend (each flag also read from its variable)";
+
+// An empty variable counts as unset, in flags read from the environment too.
+fn parse_backend(s: &str) -> std::result::Result<BackendKind, String> {
+    if s.trim().is_empty() {
+        return Ok(BackendKind::default_for_build());
+    }
+    s.parse().map_err(|e: Error| match e {
+        Error::InvalidConfiguration(m) => m,
+        other => other.to_string(),
+    })
+}
+
+fn parse_mqtt_port(s: &str) -> std::result::Result<u16, String> {
+    if s.trim().is_empty() {
+        return Ok(1883);
+    }
+    match s.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err("MQTT_PORT / --mqtt-port is a number from 1 to 65535".to_string()),
+    }
 }
 
 impl fmt::Debug for PubSubArgs {
@@ -346,6 +628,7 @@ impl fmt::Debug for PubSubArgs {
     }
 }
 
+#[cfg(test)]
 #[derive(Parser)]
 struct EnvOnly {
     #[command(flatten)]
@@ -353,45 +636,234 @@ struct EnvOnly {
 }
 
 impl PubSubArgs {
-    /// Reads every setting from the environment (defaults where unset).
+    /// Reads every setting from the environment (defaults where unset; an
+    /// empty variable counts as unset). A value that cannot be used is
+    /// [`Error::InvalidConfiguration`] naming the variable, the value and
+    /// what is allowed.
     pub fn from_env() -> Result<Self> {
-        EnvOnly::try_parse_from(["pubsub"])
-            .map(|e| e.args)
-            .map_err(|e| Error::InvalidConfiguration(e.to_string().trim().to_string()))
+        fn var(name: &str) -> Result<Option<String>> {
+            match std::env::var(name) {
+                Ok(v) if v.trim().is_empty() => Ok(None),
+                Ok(v) => Ok(Some(v)),
+                Err(std::env::VarError::NotPresent) => Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(Error::InvalidConfiguration(format!("{name} is not valid UTF-8")))
+                }
+            }
+        }
+        // Surrounding whitespace is a copy-paste accident except in secrets.
+        let text = |name: &str| -> Result<Option<String>> { Ok(var(name)?.map(|v| v.trim().to_string())) };
+        let pubsub_backend = match text("PUBSUB_BACKEND")? {
+            Some(v) => v.parse()?,
+            None => BackendKind::default_for_build(),
+        };
+        let mqtt_port = match text("MQTT_PORT")? {
+            Some(v) => {
+                check_port("MQTT_PORT", &v)?;
+                v.parse().expect("checked")
+            }
+            None => 1883,
+        };
+        Ok(PubSubArgs {
+            pubsub_backend,
+            embedded_dir: text("PUBSUB_EMBEDDED_DIR")?.map(PathBuf::from),
+            kafka_bootstrap_servers: text("KAFKA_BOOTSTRAP_SERVERS")?.unwrap_or_else(|| "localhost:9092".into()),
+            pulsar_host: text("PULSAR_HOST")?.unwrap_or_else(|| "pulsar://localhost:6650".into()),
+            pulsar_api_key: var("PULSAR_API_KEY")?.map(Secret::new),
+            pulsar_listener: text("PULSAR_LISTENER")?,
+            mqtt_host: text("MQTT_HOST")?.unwrap_or_else(|| "localhost".into()),
+            mqtt_port,
+            mqtt_username: text("MQTT_USERNAME")?,
+            mqtt_password: var("MQTT_PASSWORD")?.map(Secret::new),
+            nats_url: text("NATS_URL")?.unwrap_or_else(|| "nats://localhost:4222".into()),
+            redis_url: text("REDIS_URL")?.unwrap_or_else(|| "redis://localhost:6379".into()),
+        })
     }
 
-    /// The configuration of the chosen backend.
+    /// The configuration of the chosen backend, checked: a value that
+    /// cannot work is [`Error::InvalidConfiguration`] naming its variable.
+    /// `MQTT_HOST` may be a URL (`mqtt://[user:password@]host[:port]`) or
+    /// `host:port`; its port then takes the place of `MQTT_PORT`.
+    pub fn checked_config(&self) -> Result<BackendConfig> {
+        let config = self.raw_config();
+        match &config {
+            BackendConfig::Kafka { bootstrap_servers } => check_kafka("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers)?,
+            BackendConfig::Pulsar { url, .. } => check_pulsar("PULSAR_HOST", url)?,
+            BackendConfig::Mqtt { host, .. } => return self.mqtt_config(host, config.clone()),
+            BackendConfig::Nats { url } => check_nats("NATS_URL", url)?,
+            BackendConfig::Redis { url } => check_redis("REDIS_URL", url)?,
+            BackendConfig::Embedded { .. } => {}
+        }
+        Ok(config)
+    }
+
+    /// `MQTT_HOST` as a host, `host:port` or `mqtt://` URL, with `MQTT_PORT`.
+    fn mqtt_config(&self, value: &str, plain: BackendConfig) -> Result<BackendConfig> {
+        const EXPECTED: &str = "expected a host name (with MQTT_PORT), host:port or mqtt://[user:password@]host[:port]";
+        let (scheme, authority) = split_url(value);
+        let is_host_port = scheme.is_none() && value.matches(':').count() == 1;
+        if scheme.is_none() && !is_host_port {
+            check_mqtt_host("MQTT_HOST", value)?;
+            return Ok(plain);
+        }
+        let BackendConfig::Mqtt {
+            username: plain_user,
+            password: plain_password,
+            ..
+        } = plain
+        else {
+            unreachable!("an MQTT configuration")
+        };
+        match scheme {
+            Some("mqtt" | "tcp") | None => {}
+            Some(other) => {
+                return Err(invalid(
+                    "MQTT_HOST",
+                    value,
+                    format!("the scheme {other}:// is not supported; {EXPECTED}"),
+                ))
+            }
+        }
+        let has_port = check_authority("MQTT_HOST", value, authority, EXPECTED)?;
+        let Ok(BackendConfig::Mqtt {
+            host,
+            port,
+            username,
+            password,
+        }) = BackendConfig::from_url(&format!("mqtt://{authority}"))
+        else {
+            return Err(invalid("MQTT_HOST", value, EXPECTED));
+        };
+        if has_port && self.mqtt_port != 1883 && self.mqtt_port != port {
+            return Err(invalid(
+                "MQTT_HOST",
+                value,
+                format!(
+                    "its port {port} and MQTT_PORT={} differ; set the port in one place",
+                    self.mqtt_port
+                ),
+            ));
+        }
+        Ok(BackendConfig::Mqtt {
+            host,
+            port: if has_port { port } else { self.mqtt_port },
+            username: plain_user.or(username),
+            password: plain_password.or(password),
+        })
+    }
+
+    /// The configuration of the chosen backend (see
+    /// [`checked_config`](Self::checked_config); values it refuses are
+    /// passed on as they are here).
     pub fn config(&self) -> BackendConfig {
+        self.checked_config().unwrap_or_else(|_| self.raw_config())
+    }
+
+    fn raw_config(&self) -> BackendConfig {
+        // An empty value (a variable set to "") counts as unset.
+        let or = |v: &str, default: &str| {
+            if v.trim().is_empty() {
+                default.to_string()
+            } else {
+                v.trim().to_string()
+            }
+        };
+        let some = |v: &Option<String>| v.as_ref().filter(|v| !v.trim().is_empty()).cloned();
         match self.pubsub_backend {
             BackendKind::Embedded => BackendConfig::Embedded {
-                data_dir: self.embedded_dir.clone(),
+                data_dir: self.embedded_dir.clone().filter(|d| !d.as_os_str().is_empty()),
             },
             BackendKind::Kafka => BackendConfig::Kafka {
-                bootstrap_servers: self.kafka_bootstrap_servers.clone(),
+                bootstrap_servers: or(&self.kafka_bootstrap_servers, "localhost:9092"),
             },
             BackendKind::Pulsar => BackendConfig::Pulsar {
-                url: self.pulsar_host.clone(),
-                api_key: self.pulsar_api_key.clone(),
-                listener: self.pulsar_listener.clone(),
+                url: or(&self.pulsar_host, "pulsar://localhost:6650"),
+                api_key: self.pulsar_api_key.clone().filter(|k| !k.expose().is_empty()),
+                listener: some(&self.pulsar_listener),
             },
             BackendKind::Mqtt => BackendConfig::Mqtt {
-                host: self.mqtt_host.clone(),
+                host: or(&self.mqtt_host, "localhost"),
                 port: self.mqtt_port,
-                username: self.mqtt_username.clone(),
-                password: self.mqtt_password.clone(),
+                username: some(&self.mqtt_username),
+                password: self.mqtt_password.clone().filter(|p| !p.expose().is_empty()),
             },
             BackendKind::Nats => BackendConfig::Nats {
-                url: self.nats_url.clone(),
+                url: or(&self.nats_url, "nats://localhost:4222"),
             },
             BackendKind::Redis => BackendConfig::Redis {
-                url: self.redis_url.clone(),
+                url: or(&self.redis_url, "redis://localhost:6379"),
             },
         }
     }
 
     /// Connects to the chosen backend.
     pub async fn connect(&self) -> Result<Arc<dyn PubSubBackend>> {
-        self.config().connect().await
+        self.checked_config()?.connect().await
+    }
+}
+
+/// Kafka and Pulsar clients retry a refused connection until their own
+/// timeout (10 s); Redis, NATS and MQTT report it at once. A TCP connect to
+/// each address first makes a refused port fail as fast on every backend.
+#[cfg(any(feature = "kafka", feature = "pulsar"))]
+mod probe {
+    use std::io::ErrorKind;
+    use std::time::Duration;
+
+    use super::{split_url, BackendConfig};
+    use pubsub_core::{redact_url, Error, Result};
+
+    /// `Error::Connection` when every address of the configured servers
+    /// refuses a TCP connection; anything else (an answer, a timeout, a
+    /// name that does not resolve) is left to the client library.
+    pub(super) async fn refused_fast(config: &BackendConfig) -> Result<()> {
+        let (backend, shown, addrs): (&'static str, String, Vec<String>) = match config {
+            #[cfg(feature = "kafka")]
+            BackendConfig::Kafka { bootstrap_servers } => {
+                let servers = bootstrap_servers
+                    .strip_suffix("?broker=tansu")
+                    .unwrap_or(bootstrap_servers);
+                let addrs = servers.split(',').map(|s| with_port(s.trim(), 9092)).collect();
+                ("kafka", bootstrap_servers.clone(), addrs)
+            }
+            #[cfg(feature = "pulsar")]
+            BackendConfig::Pulsar { url, .. } => {
+                let base = url.strip_suffix("?broker=lite").unwrap_or(url);
+                let (scheme, authority) = split_url(base);
+                let port = if scheme == Some("pulsar+ssl") { 6651 } else { 6650 };
+                ("pulsar", redact_url(url), vec![with_port(authority, port)])
+            }
+            _ => return Ok(()),
+        };
+        let mut refused = Vec::new();
+        for addr in &addrs {
+            let attempt = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr.as_str()));
+            match attempt.await {
+                Ok(Err(e)) if e.kind() == ErrorKind::ConnectionRefused => refused.push(addr.as_str()),
+                _ => return Ok(()),
+            }
+        }
+        Err(Error::Connection {
+            backend,
+            message: format!("connect to {shown}: connection refused by {}", refused.join(", ")),
+            source: None,
+        })
+    }
+
+    /// `host:port`, the default port added when there is none.
+    fn with_port(authority: &str, default: u16) -> String {
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let has_port = match hostport.rsplit_once(':') {
+            Some((h, p)) => {
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']'))
+            }
+            None => false,
+        };
+        if has_port {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:{default}")
+        }
     }
 }
 
@@ -435,6 +907,58 @@ mod tests {
                 matches!(BackendConfig::from_url(bad), Err(Error::InvalidConfiguration(_))),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn the_default_backend_is_the_only_one_compiled_in() {
+        use BackendKind::*;
+        assert_eq!(BackendKind::default_among(&[Nats]), Nats);
+        assert_eq!(BackendKind::default_among(&[Embedded, Nats]), Embedded);
+        // Several and no embedded: embedded, whose connect lists what to set.
+        assert_eq!(BackendKind::default_among(&[Nats, Redis]), Embedded);
+        assert_eq!(
+            BackendKind::default_for_build(),
+            BackendKind::default_among(&BackendKind::compiled())
+        );
+    }
+
+    #[test]
+    fn url_checks_name_the_setting_and_what_is_allowed() {
+        for (check, value, expect) in [
+            (check_redis as fn(&str, &str) -> Result<()>, "http://h:6379", "redis://"),
+            (check_redis, "localhost:6379", "no scheme"),
+            (check_redis, "redis://:pw@h:abc", "\"abc\""),
+            (check_nats, "http://h:4222", "nats://"),
+            (check_nats, "nats://a:4222,nats://b:x", "\"x\""),
+            (check_pulsar, "http://h:6650", "pulsar://"),
+            (check_pulsar, "pulsar://:6650", "no host"),
+            (check_kafka, "kafka://h:9092", "no scheme"),
+            (check_kafka, "a:9092,b:0", "1 to 65535"),
+            (check_mqtt_host, "h/x", "host name"),
+        ] {
+            let err = check("SOME_VAR", value).unwrap_err().to_string();
+            assert!(err.contains("SOME_VAR=") && err.contains(expect), "{value}: {err}");
+            assert!(!err.contains(":pw@"), "{err}");
+        }
+        for (check, value) in [
+            (
+                check_redis as fn(&str, &str) -> Result<()>,
+                "redis://:pw@localhost:6379/0",
+            ),
+            (check_redis, "rediss://h"),
+            (check_redis, "redis+unix:///tmp/r.sock"),
+            (check_nats, "nats://a:4222,tls://b"),
+            (check_nats, "localhost:4222"),
+            (check_pulsar, "pulsar://127.0.0.1:6650?broker=lite"),
+            (check_pulsar, "127.0.0.1:6650"),
+            (check_pulsar, "pulsar+ssl://[::1]:6651"),
+            (check_kafka, "a:9092, b:9092?broker=tansu"),
+            (check_kafka, "localhost"),
+            (check_mqtt_host, "broker.local"),
+            (check_mqtt_host, "[::1]"),
+        ] {
+            check("SOME_VAR", value).unwrap_or_else(|e| panic!("{value}: {e}"));
         }
     }
 
