@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::message::OutgoingMessage;
-use crate::options::{ConsumerOptions, InitialPosition, SubscriptionType};
+use crate::options::{Compression, ConsumerOptions, InitialPosition, ProducerOptions, SubscriptionType};
 use crate::topic::{Qos, Topic};
 
 /// What one backend supports. Each adapter fills this in once; the
@@ -90,6 +90,13 @@ pub struct Capabilities {
     /// setting cannot be read by a client; the README says what a
     /// production broker needs.
     pub broker_may_drop_backlog: bool,
+    /// The codecs a producer can compress with
+    /// ([`ProducerOptions::with_compression`]), which are also every codec
+    /// this backend's consumers and readers decompress, whichever client
+    /// wrote the message. Empty where the backend has no compression
+    /// (MQTT, NATS, Redis, embedded): a producer asking for one is refused
+    /// with [`Error::Unsupported`] at `create_producer`.
+    pub compression: &'static [Compression],
 }
 
 impl Capabilities {
@@ -122,6 +129,7 @@ impl Capabilities {
             replay: false,
             positions: false,
             broker_may_drop_backlog: false,
+            compression: &[],
         }
     }
 
@@ -136,9 +144,22 @@ impl Capabilities {
     }
 
     /// The checks every adapter makes before creating a producer: a q2 topic
-    /// without exactly-once support fails unless degrading was allowed.
-    pub fn check_producer(&self, topic: &Topic, allow_degraded_qos: bool) -> Result<()> {
-        self.check_qos(topic, allow_degraded_qos)
+    /// without exactly-once support fails unless degrading was allowed, and
+    /// a compression codec not in [`compression`](Self::compression) is
+    /// [`Error::Unsupported`].
+    pub fn check_producer(&self, topic: &Topic, opts: &ProducerOptions) -> Result<()> {
+        self.check_qos(topic, opts.allow_degraded_qos)?;
+        if opts.compression != Compression::None && !self.compression.contains(&opts.compression) {
+            let offered = match self.compression {
+                [] => "none".to_string(),
+                codecs => codecs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            };
+            return Err(Error::unsupported(
+                self.backend,
+                format!("{} compression (codecs here: {offered})", opts.compression),
+            ));
+        }
+        Ok(())
     }
 
     /// The checks every adapter makes before creating a consumer: valid
@@ -243,10 +264,11 @@ mod tests {
         let q2: Topic = "q2/a/b/c".parse().unwrap();
         let q1: Topic = "q1/a/b/c".parse().unwrap();
         assert!(matches!(
-            caps.check_producer(&q2, false),
+            caps.check_producer(&q2, &ProducerOptions::default()),
             Err(Error::Unsupported { .. })
         ));
-        caps.check_producer(&q2, true).unwrap();
+        caps.check_producer(&q2, &ProducerOptions::default().allow_degraded_qos())
+            .unwrap();
         caps.check_consumer(&q1, &ConsumerOptions::default()).unwrap();
         let excl = ConsumerOptions::default().with_type(SubscriptionType::Exclusive);
         assert!(matches!(
@@ -297,6 +319,26 @@ mod tests {
         let mut assigned = ConsumerOptions::default();
         assigned.ack_timeout = Some(Duration::from_secs(7));
         assert!(unsupported(&none, &assigned));
+    }
+
+    #[test]
+    fn compression_is_refused_unless_listed() {
+        let q1: Topic = "q1/a/b/c".parse().unwrap();
+        let none = Capabilities::none("test");
+        let some = Capabilities {
+            compression: &[Compression::Lz4, Compression::Zstd],
+            ..Capabilities::none("test")
+        };
+        let with = |c| ProducerOptions::default().with_compression(c);
+        for caps in [&none, &some] {
+            caps.check_producer(&q1, &with(Compression::None)).unwrap();
+            let err = caps.check_producer(&q1, &with(Compression::Gzip)).unwrap_err();
+            assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+            assert!(err.to_string().contains("gzip"), "{err}");
+        }
+        some.check_producer(&q1, &with(Compression::Lz4)).unwrap();
+        some.check_producer(&q1, &with(Compression::Zstd)).unwrap();
+        assert!(none.check_producer(&q1, &with(Compression::Zstd)).is_err());
     }
 
     #[test]

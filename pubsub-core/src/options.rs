@@ -92,6 +92,60 @@ pub struct ProducerOptions {
     /// How long `send` may wait for the broker before [`Error::Timeout`].
     /// `None` uses the backend's default (30 s on every backend).
     pub send_timeout: Option<Duration>,
+    /// The codec this producer compresses payloads with (default
+    /// [`Compression::None`]). Consumers need no setting: they read every
+    /// codec the backend lists in [`Capabilities::compression`], whoever
+    /// wrote the message. A codec the backend does not list is refused at
+    /// `create_producer` with [`Error::Unsupported`].
+    ///
+    /// [`Capabilities::compression`]: crate::Capabilities::compression
+    pub compression: Compression,
+}
+
+/// A compression codec for [`ProducerOptions::with_compression`]: the
+/// broker stores the compressed batch and every client of that broker
+/// (the SDK's consumers and other teams' clients alike) decompresses it.
+///
+/// Only Kafka and Pulsar compress; [`Capabilities::compression`] lists the
+/// codecs of each backend.
+///
+/// [`Capabilities::compression`]: crate::Capabilities::compression
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Payloads as they are (the default).
+    #[default]
+    None,
+    /// Deflate: Kafka's `gzip`, Pulsar's `ZLIB`.
+    Gzip,
+    /// Snappy: Kafka's `snappy`, Pulsar's `SNAPPY`.
+    Snappy,
+    /// LZ4: Kafka's `lz4`, Pulsar's `LZ4`.
+    Lz4,
+    /// Zstandard: Kafka's `zstd`, Pulsar's `ZSTD`.
+    Zstd,
+}
+
+impl Compression {
+    /// Every codec other than [`Compression::None`].
+    pub const ALL: &'static [Compression] = &[
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        })
+    }
 }
 
 impl ProducerOptions {
@@ -110,6 +164,20 @@ impl ProducerOptions {
     /// Sets the send timeout.
     pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = Some(timeout);
+        self
+    }
+
+    /// Compresses what this producer sends with `compression`.
+    ///
+    /// ```
+    /// use pubsub_core::{Compression, ProducerOptions};
+    ///
+    /// let opts = ProducerOptions::default().with_compression(Compression::Zstd);
+    /// assert_eq!(opts.compression, Compression::Zstd);
+    /// assert_eq!(ProducerOptions::default().compression, Compression::None);
+    /// ```
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 }

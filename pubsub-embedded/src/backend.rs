@@ -207,7 +207,7 @@ impl PubSubBackend for EmbeddedBackend {
     }
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
-        self.broker.caps.check_producer(topic, options.allow_degraded_qos)?;
+        self.broker.caps.check_producer(topic, &options)?;
         let handle = self.broker.topic(topic)?;
         let producer = EmbeddedProducer {
             topic: handle,

@@ -1,16 +1,17 @@
 //! The Kafka [`PubSubBackend`], topic creation and the producer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pubsub_core::codec::CodecKind;
 use pubsub_core::UnackedLimit;
 use pubsub_core::{
-    ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Consumer, ConsumerOptions, Error,
-    MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos, Reader, Result, Topic,
+    ensure_open, validate_subscription_name, Admin, AdminCapabilities, Capabilities, Compression, Consumer,
+    ConsumerOptions, Error, MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos,
+    Reader, Result, Topic,
 };
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
@@ -100,6 +101,10 @@ pub(crate) struct Inner {
     reliable: FutureProducer,
     /// acks=0: q0.
     best_effort: FutureProducer,
+    /// Producers with a `compression.type`, made on first use and shared by
+    /// every producer asking for that codec and q0 or not (librdkafka
+    /// compresses per client, not per record).
+    compressed: Mutex<HashMap<(Compression, bool), FutureProducer>>,
     created: tokio::sync::Mutex<HashSet<String>>,
 }
 
@@ -116,23 +121,8 @@ impl KafkaBackend {
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         let bad_config = |e: KafkaError| Error::InvalidConfiguration(format!("kafka client settings: {e}"));
         let admin: AdminClient<DefaultClientContext> = config.client_config().create().map_err(bad_config)?;
-        let reliable: FutureProducer = config
-            .client_config()
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
-            .set("message.timeout.ms", config.timeout.as_millis().to_string())
-            .create()
-            .map_err(bad_config)?;
-        let best_effort: FutureProducer = config
-            .client_config()
-            .set("acks", "0")
-            .set("linger.ms", "1")
-            .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
-            .set("message.timeout.ms", config.timeout.as_millis().to_string())
-            .create()
-            .map_err(bad_config)?;
+        let reliable = make_producer(&config, true, Compression::None)?;
+        let best_effort = make_producer(&config, false, Compression::None)?;
         // Fail now, typed and bounded, if nothing answers.
         let probe = reliable.clone();
         let timeout = config.timeout;
@@ -159,6 +149,13 @@ impl KafkaBackend {
             properties: true,
             keys: true,
             max_payload: Some(MAX_RECORD_BYTES - RECORD_RESERVE),
+            // librdkafka reads all four (zstd with rdkafka's `zstd`
+            // feature). Not claimed on Tansu, which dropped the connection
+            // on snappy-compressed fetches and was not checked with the others.
+            compression: match config.broker {
+                KafkaBroker::Tansu => &[],
+                KafkaBroker::Apache | KafkaBroker::Noida => Compression::ALL,
+            },
             default_codec: CodecKind::Avro,
             replay: true,
             positions: true,
@@ -181,13 +178,50 @@ impl KafkaBackend {
                 admin: Arc::new(admin),
                 reliable,
                 best_effort,
+                compressed: Default::default(),
                 created: Default::default(),
             }),
         })
     }
 }
 
+/// A producer client: acks=all and idempotent when `reliable` (q1, q2 run
+/// as q1), acks=0 otherwise (q0); `compression` as its `compression.type`.
+fn make_producer(config: &KafkaConfig, reliable: bool, compression: Compression) -> Result<FutureProducer> {
+    let mut c = config.client_config();
+    if reliable {
+        c.set("acks", "all").set("enable.idempotence", "true");
+    } else {
+        c.set("acks", "0");
+    }
+    if compression != Compression::None {
+        // Asked for by this producer's options: above `config.extra`.
+        c.set("compression.type", compression.to_string());
+    }
+    c.set("linger.ms", "1")
+        .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
+        .set("message.timeout.ms", config.timeout.as_millis().to_string())
+        .create()
+        .map_err(|e: KafkaError| Error::InvalidConfiguration(format!("kafka client settings: {e}")))
+}
+
 impl Inner {
+    /// The producer client for a q0 topic or not, with `compression`.
+    fn producer_for(&self, reliable: bool, compression: Compression) -> Result<FutureProducer> {
+        match (compression, reliable) {
+            (Compression::None, true) => return Ok(self.reliable.clone()),
+            (Compression::None, false) => return Ok(self.best_effort.clone()),
+            _ => {}
+        }
+        let mut made = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = made.get(&(compression, reliable)) {
+            return Ok(p.clone());
+        }
+        let p = make_producer(&self.config, reliable, compression)?;
+        made.insert((compression, reliable), p.clone());
+        Ok(p)
+    }
+
     pub(crate) fn ensure_open(&self) -> Result<()> {
         ensure_open(self.closed.load(Ordering::Acquire), "kafka backend")
     }
@@ -235,10 +269,14 @@ impl PubSubBackend for KafkaBackend {
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.inner.ensure_open()?;
-        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        self.inner.caps.check_producer(topic, &options)?;
         let name = self.inner.ensure_topic(topic).await?;
         let timeout = options.send_timeout.unwrap_or(self.inner.config.timeout);
+        let client = self
+            .inner
+            .producer_for(topic.qos() != Qos::AtMostOnce, options.compression)?;
         let producer = KafkaProducer {
+            client,
             inner: self.inner.clone(),
             topic: topic.clone(),
             name,
@@ -294,6 +332,8 @@ impl PubSubBackend for KafkaBackend {
 }
 
 struct KafkaProducer {
+    /// One of `Inner`'s producer clients, chosen by q0 and compression.
+    client: FutureProducer,
     inner: Arc<Inner>,
     topic: Topic,
     name: String,
@@ -329,11 +369,7 @@ impl KafkaProducer {
     }
 
     fn producer(&self) -> &FutureProducer {
-        if self.topic.qos() == Qos::AtMostOnce {
-            &self.inner.best_effort
-        } else {
-            &self.inner.reliable
-        }
+        &self.client
     }
 
     /// Queues one message; the future resolves with its delivery report.

@@ -121,7 +121,7 @@ impl PubSubBackend for MqttBackend {
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.inner.ensure_open()?;
-        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        self.inner.caps.check_producer(topic, &options)?;
         let producer = MqttProducer {
             inner: self.inner.clone(),
             topic: topic.clone(),

@@ -269,7 +269,7 @@ impl PubSubBackend for NatsBackend {
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.inner.ensure_open()?;
-        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        self.inner.caps.check_producer(topic, &options)?;
         if topic.qos() != Qos::AtMostOnce {
             self.inner.ensure_stream(topic).await?;
         }

@@ -162,7 +162,7 @@ impl PubSubBackend for RedisBackend {
 
     async fn create_producer(&self, topic: &Topic, options: ProducerOptions) -> Result<Box<dyn Producer>> {
         self.inner.ensure_open()?;
-        self.inner.caps.check_producer(topic, options.allow_degraded_qos)?;
+        self.inner.caps.check_producer(topic, &options)?;
         let producer = RedisProducer {
             inner: self.inner.clone(),
             topic: topic.clone(),
