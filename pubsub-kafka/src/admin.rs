@@ -118,9 +118,11 @@ fn committed(inner: &Inner, group: &str, name: &str, marks: &Watermarks) -> Resu
     for &p in marks.keys() {
         tpl.add_partition(name, p);
     }
-    let all = reader
-        .committed_offsets(tpl, Timeout::After(inner.config.timeout))
-        .map_err(|e| map_err(format!("committed offsets of group {group}"), e))?;
+    let all = reader.committed_offsets(tpl, Timeout::After(inner.config.timeout));
+    // Destroying a client takes about 100 ms (librdkafka joins its
+    // threads), 50 times the request itself: it happens off the caller's path.
+    std::thread::spawn(move || drop(reader));
+    let all = all.map_err(|e| map_err(format!("committed offsets of group {group}"), e))?;
     let mut out = TopicPartitionList::new();
     for e in all.elements() {
         if let Offset::Offset(at) = e.offset() {
@@ -153,6 +155,42 @@ fn group_backlog(inner: &Inner, group: &str, name: &str, marks: &Watermarks) -> 
         backlog += (high - at - acked_above).max(0) as u64;
     }
     Ok(Some(backlog))
+}
+
+/// How many groups' offsets are read at once: Kafka has no "groups of a
+/// topic" request and librdkafka reads one group's offsets per client, so a
+/// cluster with many groups is read by several clients side by side.
+const GROUP_READERS: usize = 16;
+
+/// [`group_backlog`] of every group, [`GROUP_READERS`] at a time.
+fn groups_backlogs(
+    inner: &Inner,
+    groups: &[String],
+    name: &str,
+    marks: &Watermarks,
+) -> Result<Vec<(String, Option<u64>)>> {
+    let per_reader = groups.len().div_ceil(GROUP_READERS).max(1);
+    std::thread::scope(|scope| {
+        let readers: Vec<_> = groups
+            .chunks(per_reader)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|g| Ok((g.clone(), group_backlog(inner, g, name, marks)?)))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(groups.len());
+        for reader in readers {
+            let part = reader
+                .join()
+                .map_err(|_| Error::broker_msg(NAME, "a thread reading group offsets panicked"))??;
+            out.extend(part);
+        }
+        Ok(out)
+    })
 }
 
 impl KafkaBackend {
@@ -229,8 +267,8 @@ impl Admin for KafkaBackend {
             let marks = watermarks(&inner, &name)?;
             let groups = list_groups(inner.admin_client().inner(), inner.config.timeout)?;
             let mut out = Vec::new();
-            for g in groups {
-                if let Some(backlog) = group_backlog(&inner, &g, &name, &marks)? {
+            for (g, backlog) in groups_backlogs(&inner, &groups, &name, &marks)? {
+                if let Some(backlog) = backlog {
                     out.push(SubscriptionInfo::new(g, Some(backlog)));
                 }
             }
