@@ -551,13 +551,34 @@ fn check_redis(label: &str, value: &str) -> Result<()> {
 pub struct PubSubArgs {
     /// Which backend to use: embedded, kafka, pulsar, mqtt, nats or redis (default: embedded, or
     /// the only backend compiled in).
-    #[arg(long, env = "PUBSUB_BACKEND", value_parser = parse_backend, default_value_t = BackendKind::default_for_build(), global = true, help_heading = HEADING)]
+    #[arg(
+        long,
+        env = "PUBSUB_BACKEND",
+        value_parser = parse_backend,
+        default_value_t = BackendKind::default_for_build(),
+        global = true,
+        help_heading = HEADING
+    )]
     pub pubsub_backend: BackendKind,
     /// Embedded backend: keep q1/q2 topics in this directory (default: memory only).
-    #[arg(long = "pubsub-embedded-dir", alias = "embedded-dir", env = "PUBSUB_EMBEDDED_DIR", global = true, help_heading = HEADING)]
+    #[arg(
+        long = "pubsub-embedded-dir",
+        alias = "embedded-dir",
+        value_name = "PUBSUB_EMBEDDED_DIR",
+        value_parser = parse_dir,
+        env = "PUBSUB_EMBEDDED_DIR",
+        global = true,
+        help_heading = HEADING
+    )]
     pub embedded_dir: Option<PathBuf>,
     /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "localhost:9092", global = true, help_heading = HEADING)]
+    #[arg(
+        long,
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092",
+        global = true,
+        help_heading = HEADING
+    )]
     pub kafka_bootstrap_servers: String,
     /// Pulsar service URL.
     #[arg(long, env = "PULSAR_HOST", default_value = "pulsar://localhost:6650", global = true, help_heading = HEADING)]
@@ -572,7 +593,14 @@ pub struct PubSubArgs {
     #[arg(long, env = "MQTT_HOST", default_value = "localhost", global = true, help_heading = HEADING)]
     pub mqtt_host: String,
     /// MQTT broker port.
-    #[arg(long, env = "MQTT_PORT", default_value_t = 1883, value_parser = parse_mqtt_port, global = true, help_heading = HEADING)]
+    #[arg(
+        long,
+        env = "MQTT_PORT",
+        default_value_t = 1883,
+        value_parser = parse_mqtt_port,
+        global = true,
+        help_heading = HEADING
+    )]
     pub mqtt_port: u16,
     /// MQTT user name.
     #[arg(long, env = "MQTT_USERNAME", global = true, help_heading = HEADING)]
@@ -607,6 +635,11 @@ fn parse_backend(s: &str) -> std::result::Result<BackendKind, String> {
         Error::InvalidConfiguration(m) => m,
         other => other.to_string(),
     })
+}
+
+fn parse_dir(s: &str) -> std::result::Result<PathBuf, String> {
+    // Empty: unset (`raw_config` drops an empty path).
+    Ok(PathBuf::from(s))
 }
 
 fn parse_mqtt_port(s: &str) -> std::result::Result<u16, String> {

@@ -10,7 +10,16 @@ use std::process::{Command, Output, Stdio};
 /// cleared of pubsub settings except `env`.
 fn pubsub(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pubsub"));
-    for var in ["PUBSUB_BACKEND", "PUBSUB_EMBEDDED_DIR", "REDIS_URL"] {
+    for var in [
+        "PUBSUB_BACKEND",
+        "PUBSUB_EMBEDDED_DIR",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "PULSAR_HOST",
+        "MQTT_HOST",
+        "MQTT_PORT",
+        "NATS_URL",
+        "REDIS_URL",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied())
@@ -164,11 +173,143 @@ fn bad_input_gives_clear_errors_and_exit_codes() {
     assert!(e.contains("earliest, latest"), "{e}");
     let e = fails(&env, &["consume", "q1/demo/cli/x"], 2);
     assert!(e.contains("--subscription"), "{e}");
+    // What the user typed, not a topic made up from it ("q1/demo//x").
     let e = fails(&env, &["topics", "list", "demo"], 2);
-    assert!(e.contains("invalid topic"), "{e}");
+    assert!(e.contains("\"demo\" is not tenant/namespace"), "{e}");
+    assert!(!e.contains("q1/demo"), "{e}");
+    let e = fails(&env, &["topics", "list", "demo/bad.ns"], 2);
+    assert!(e.contains("\"demo/bad.ns\" is not tenant/namespace"), "{e}");
     let e = fails(&env, &["topics", "info", "q1/demo/cli/never"], 1);
     assert!(e.contains("not found"), "{e}");
     fails(&env, &["no-such-command"], 2);
+}
+
+/// `consume` of a topic that does not exist exits 1 (README: "a missing
+/// topic"), with a subscription or without, and does not create it.
+#[test]
+fn consume_of_a_missing_topic_exits_1_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = embedded(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for args in [
+        &["consume", "q1/demo/cli/absent", "-s", "audit", "--timeout", "0.2"][..],
+        &[
+            "consume",
+            "q1/demo/cli/absent",
+            "--from",
+            "earliest",
+            "--timeout",
+            "0.2",
+        ][..],
+    ] {
+        let e = fails(&env, args, 1);
+        assert!(e.contains("not found") && e.contains("q1/demo/cli/absent"), "{e}");
+    }
+    assert_eq!(ok(&env, &["topics", "list", "demo/cli"], ""), "");
+}
+
+/// The backend flags work before and after the subcommand, and the data
+/// directory flag is named like the others (after its variable).
+#[test]
+fn backend_flags_work_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = ok(&[], &["health", "--pubsub-backend", "embedded"], "");
+    assert_eq!(out.trim(), "embedded: ok");
+    ok(
+        &[],
+        &["topics", "create", "q1/demo/flags/t", "--pubsub-embedded-dir", d],
+        "",
+    );
+    let listed = ok(&[], &["--pubsub-embedded-dir", d, "topics", "list", "demo/flags"], "");
+    assert_eq!(listed.trim(), "q1/demo/flags/t");
+    // The old name still works.
+    let listed = ok(&[], &["topics", "list", "demo/flags", "--embedded-dir", d], "");
+    assert_eq!(listed.trim(), "q1/demo/flags/t");
+    // An empty variable is unset.
+    let out = ok(&[("PUBSUB_BACKEND", ""), ("PUBSUB_EMBEDDED_DIR", "")], &["health"], "");
+    assert_eq!(out.trim(), "embedded: ok");
+}
+
+/// `pubsub --help` describes the tool, not `PubSubArgs` and its code sample.
+#[test]
+fn help_describes_the_tool() {
+    for flag in ["--help", "-h"] {
+        let help = ok(&[], &[flag], "");
+        assert!(help.starts_with("Publish, consume and manage topics"), "{help}");
+        assert!(!help.contains("Flatten it") && !help.contains("```"), "{help}");
+        assert!(
+            help.contains("--pubsub-embedded-dir") && help.contains("PUBSUB_BACKEND"),
+            "{help}"
+        );
+    }
+}
+
+/// A malformed URL exits 2 on every backend, naming the variable; so does
+/// a bad backend name or port, without a command-line flag's wording.
+#[test]
+fn malformed_settings_exit_2_on_every_backend() {
+    for (backend, var, value) in [
+        ("redis", "REDIS_URL", "http://127.0.0.1:6379"),
+        ("redis", "REDIS_URL", "redis://127.0.0.1:port"),
+        ("nats", "NATS_URL", "nats://127.0.0.1:port"),
+        ("nats", "NATS_URL", "http://127.0.0.1:4222"),
+        ("pulsar", "PULSAR_HOST", "pulsar://127.0.0.1:port"),
+        ("pulsar", "PULSAR_HOST", "http://127.0.0.1:6650"),
+        ("kafka", "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:port"),
+        ("kafka", "KAFKA_BOOTSTRAP_SERVERS", "kafka://127.0.0.1:9092"),
+        ("mqtt", "MQTT_HOST", "mqtt://127.0.0.1:port"),
+        ("mqtt", "MQTT_HOST", "http://127.0.0.1"),
+    ] {
+        let e = fails(&[("PUBSUB_BACKEND", backend), (var, value)], &["health"], 2);
+        assert!(e.contains(&format!("{var}=")), "{var}={value}: {e}");
+    }
+    let e = fails(&[("PUBSUB_BACKEND", "bogus")], &["health"], 2);
+    assert!(e.contains("PUBSUB_BACKEND=\"bogus\" is not a backend"), "{e}");
+    let e = fails(&[("PUBSUB_BACKEND", "mqtt"), ("MQTT_PORT", "abc")], &["health"], 2);
+    assert!(e.contains("MQTT_PORT"), "{e}");
+}
+
+/// q2 on a backend without exactly-once: the error names the option and the
+/// flag, and `--allow-degraded-qos` runs it (MQTT, on the shared Mosquitto).
+#[test]
+fn allow_degraded_qos_is_a_flag() {
+    if !cfg!(feature = "mqtt") {
+        return;
+    }
+    let env = [("PUBSUB_BACKEND", "mqtt"), ("MQTT_HOST", "127.0.0.1")];
+    let out = pubsub(&env, &["health"], "");
+    if !out.status.success() {
+        eprintln!(
+            "SKIPPED allow_degraded_qos_is_a_flag: broker unavailable: {}",
+            text(&out.stderr)
+        );
+        return;
+    }
+    let e = fails(&env, &["publish", "q2/demo/cli/degraded", "hi"], 1);
+    assert!(
+        e.contains("allow_degraded_qos()") && e.contains("--allow-degraded-qos"),
+        "{e}"
+    );
+    assert!(e.contains("q1's guarantee, at least once"), "{e}");
+    ok(
+        &env,
+        &["publish", "q2/demo/cli/degraded", "hi", "--allow-degraded-qos"],
+        "",
+    );
+    ok(
+        &env,
+        &[
+            "consume",
+            "q2/demo/cli/degraded",
+            "-s",
+            "cli",
+            "--timeout",
+            "0.2",
+            "--allow-degraded-qos",
+        ],
+        "",
+    );
 }
 
 #[test]

@@ -113,3 +113,22 @@ fn processor_stops_gracefully_on_sigterm() {
         "{rest:?}"
     );
 }
+
+/// A program that flattens `PubSubArgs` shows its own description in
+/// `--help`, and its own flags outside the backend section.
+#[test]
+fn processor_help_describes_the_processor() {
+    for flag in ["--help", "-h"] {
+        let out = Command::new(example("processor"))
+            .arg(flag)
+            .output()
+            .expect("run processor");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{help}");
+        assert!(help.starts_with("Transforms JSON records"), "{help}");
+        assert!(!help.contains("Flatten it") && !help.contains("```"), "{help}");
+        let own = help.find("--input-topic").expect("its own flags");
+        let backend = help.find("Backend (").expect("the backend section");
+        assert!(own < backend, "its own flags come first: {help}");
+    }
+}

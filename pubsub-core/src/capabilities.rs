@@ -244,7 +244,8 @@ impl Capabilities {
         if topic.qos() == Qos::ExactlyOnce && !self.exactly_once && !allow_degraded_qos {
             return Err(Error::unsupported(
                 self.backend,
-                "q2 (exactly-once); set allow_degraded_qos to run it as q1",
+                "q2 (exactly-once); with allow_degraded_qos() in the producer and consumer options \
+                 (CLI: --allow-degraded-qos) it runs with q1's guarantee, at least once",
             ));
         }
         Ok(())

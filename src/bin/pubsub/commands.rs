@@ -39,7 +39,11 @@ async fn publish(backend: &dyn PubSubBackend, args: PublishArgs) -> Result<()> {
         }
         m
     };
-    let producer = backend.create_producer(&topic, ProducerOptions::default()).await?;
+    let mut options = ProducerOptions::default();
+    if args.allow_degraded_qos {
+        options = options.allow_degraded_qos();
+    }
+    let producer = backend.create_producer(&topic, options).await?;
     let mut progress = Progress::new("published");
     let mut sent = 0u64;
     match args.message.as_deref() {
@@ -78,9 +82,26 @@ async fn consume(backend: &dyn PubSubBackend, args: ConsumeArgs) -> Result<()> {
         Some(s) => return Err(Error::InvalidConfiguration(format!("--timeout {s}: must be positive"))),
         None => None,
     };
+    if let Some(sub) = &args.subscription {
+        pubsub::validate_subscription_name(sub)?;
+    }
+    // A missing topic is an error (exit 1), not something to create by
+    // reading it; where the backend cannot tell, the consumer goes on.
+    match backend.admin().topic_exists(&topic).await {
+        Ok(true) | Err(Error::Unsupported { .. }) => {}
+        Ok(false) => {
+            return Err(Error::NotFound(format!(
+                "topic {topic} (create it with `pubsub topics create {topic}` or publish to it first)"
+            )))
+        }
+        Err(e) => return Err(e),
+    }
     let source = match (&args.subscription, args.from.clone()) {
         (Some(sub), from) => {
             let mut options = ConsumerOptions::default();
+            if args.allow_degraded_qos {
+                options = options.allow_degraded_qos();
+            }
             if args.earliest {
                 options = options.with_initial_position(InitialPosition::Earliest);
             }
@@ -165,9 +186,10 @@ async fn topics(backend: &dyn PubSubBackend, cmd: TopicsCommand) -> Result<()> {
             admin.delete_topic(&topic).await?;
             println!("{topic}: deleted");
         }
-        TopicsCommand::List { namespace } => {
-            let (tenant, ns) = namespace.split_once('/').unwrap_or((namespace.as_str(), ""));
-            for t in admin.list_topics(tenant, ns).await? {
+        TopicsCommand::List {
+            namespace: (tenant, ns),
+        } => {
+            for t in admin.list_topics(&tenant, &ns).await? {
                 println!("{t}");
             }
         }

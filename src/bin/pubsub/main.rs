@@ -62,6 +62,10 @@ struct PublishArgs {
     /// Send the message this many times.
     #[arg(short = 'n', long, default_value_t = 1)]
     count: u64,
+    /// On a q2 topic of a backend without exactly-once: send with q1's
+    /// guarantee (at least once) instead of refusing.
+    #[arg(long)]
+    allow_degraded_qos: bool,
 }
 
 #[derive(Args)]
@@ -89,6 +93,10 @@ struct ConsumeArgs {
     /// One JSON object per message (id, key, properties, payload, publish time).
     #[arg(long)]
     json: bool,
+    /// On a q2 topic of a backend without exactly-once: consume with q1's
+    /// guarantee (at least once) instead of refusing.
+    #[arg(long)]
+    allow_degraded_qos: bool,
 }
 
 #[derive(Subcommand)]
@@ -108,8 +116,9 @@ enum TopicsCommand {
     },
     /// List the topics of a namespace.
     List {
-        /// `tenant/namespace`.
-        namespace: String,
+        /// `tenant/namespace`, e.g. `demo/cli`.
+        #[arg(value_parser = parse_namespace)]
+        namespace: (String, String),
     },
     /// Show whether a topic exists and its subscriptions with their backlog.
     Info {
@@ -122,6 +131,19 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
     let (name, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not name=value"))?;
     pubsub::validate_property(name, value).map_err(|e| e.to_string())?;
     Ok((name.to_string(), value.to_string()))
+}
+
+/// `tenant/namespace`: two segments of `[A-Za-z0-9_-]`, as in a topic.
+fn parse_namespace(s: &str) -> Result<(String, String), String> {
+    let bad = |why: &str| format!("{s:?} is not tenant/namespace (e.g. demo/cli): {why}");
+    let (tenant, namespace) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
+    // A topic in the namespace checks both segments exactly as topics do.
+    let probe = format!("q1/{tenant}/{namespace}/x");
+    match probe.parse::<pubsub::Topic>() {
+        Ok(_) => Ok((tenant.to_string(), namespace.to_string())),
+        Err(pubsub::Error::InvalidTopic { reason, .. }) => Err(bad(&reason)),
+        Err(e) => Err(bad(&e.to_string())),
+    }
 }
 
 fn parse_position(s: &str) -> Result<pubsub::Position, String> {
