@@ -453,9 +453,14 @@ fn check_authority(label: &str, value: &str, authority: &str, expected: &str) ->
     }
 }
 
+/// The value without its `?broker=<name>` suffix (which the adapter reads).
+fn without_broker(value: &str) -> &str {
+    value.rsplit_once("?broker=").map_or(value, |(base, _)| base)
+}
+
 fn check_kafka(label: &str, value: &str) -> Result<()> {
-    const EXPECTED: &str = "expected host:port[,host:port...] (no scheme), optionally followed by ?broker=tansu";
-    let servers = value.strip_suffix("?broker=tansu").unwrap_or(value);
+    const EXPECTED: &str = "expected host:port[,host:port...] (no scheme), optionally followed by ?broker=<name>";
+    let servers = without_broker(value);
     if servers.contains("://") {
         return Err(invalid(label, value, format!("a URL is not a server list; {EXPECTED}")));
     }
@@ -467,8 +472,8 @@ fn check_kafka(label: &str, value: &str) -> Result<()> {
 
 fn check_pulsar(label: &str, value: &str) -> Result<()> {
     const EXPECTED: &str =
-        "expected pulsar://host:6650, pulsar+ssl://host:6651 or host:port, optionally followed by ?broker=lite";
-    let url = value.strip_suffix("?broker=lite").unwrap_or(value);
+        "expected pulsar://host:6650, pulsar+ssl://host:6651 or host:port, optionally followed by ?broker=<name>";
+    let url = without_broker(value);
     match split_url(url) {
         (Some("pulsar" | "pulsar+ssl") | None, authority) => {
             check_authority(label, value, authority, EXPECTED).map(drop)
@@ -843,7 +848,7 @@ mod probe {
     use std::io::ErrorKind;
     use std::time::Duration;
 
-    use super::{split_url, BackendConfig};
+    use super::{split_url, without_broker, BackendConfig};
     use pubsub_core::{redact_url, Error, Result};
 
     /// `Error::Connection` when every address of the configured servers
@@ -853,15 +858,13 @@ mod probe {
         let (backend, shown, addrs): (&'static str, String, Vec<String>) = match config {
             #[cfg(feature = "kafka")]
             BackendConfig::Kafka { bootstrap_servers } => {
-                let servers = bootstrap_servers
-                    .strip_suffix("?broker=tansu")
-                    .unwrap_or(bootstrap_servers);
+                let servers = without_broker(bootstrap_servers);
                 let addrs = servers.split(',').map(|s| with_port(s.trim(), 9092)).collect();
                 ("kafka", bootstrap_servers.clone(), addrs)
             }
             #[cfg(feature = "pulsar")]
             BackendConfig::Pulsar { url, .. } => {
-                let base = url.strip_suffix("?broker=lite").unwrap_or(url);
+                let base = without_broker(url);
                 let (scheme, authority) = split_url(base);
                 let port = if scheme == Some("pulsar+ssl") { 6651 } else { 6650 };
                 ("pulsar", redact_url(url), vec![with_port(authority, port)])
@@ -987,6 +990,7 @@ mod tests {
             (check_pulsar, "127.0.0.1:6650"),
             (check_pulsar, "pulsar+ssl://[::1]:6651"),
             (check_kafka, "a:9092, b:9092?broker=tansu"),
+            (check_kafka, "a:9092?broker=noida"),
             (check_kafka, "localhost"),
             (check_mqtt_host, "broker.local"),
             (check_mqtt_host, "[::1]"),

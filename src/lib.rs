@@ -53,6 +53,10 @@
 #![warn(missing_docs)]
 
 mod config;
+/// The README's Rust snippets, compiled (and run unless `no_run`) as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub mod readme {}
 #[cfg(feature = "testing")]
 pub mod testing;
 
