@@ -1,7 +1,7 @@
 //! `from_env` and `connect`: backend choice, defaults, and clear errors.
 //! The tests change process environment variables, so each holds `ENV`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pubsub::{ConsumerOptions, Error, OutgoingMessage, Topic};
 
@@ -258,7 +258,7 @@ async fn a_refused_port_fails_fast_on_kafka_and_pulsar() {
     for (backend, var, value) in cases {
         std::env::set_var("PUBSUB_BACKEND", backend);
         std::env::set_var(var, &value);
-        let started = Instant::now();
+        let started = std::time::Instant::now();
         let Err(err) = pubsub::from_env().await else {
             panic!("{backend}: nothing listens there")
         };
