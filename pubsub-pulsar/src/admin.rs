@@ -1,8 +1,14 @@
-//! The admin API on Pulsar's binary protocol, the only one the `pulsar`
-//! crate speaks: topics are listed with `GetTopicsOfNamespace` and created
-//! the way Pulsar creates them, by a producer attaching. Deleting topics
-//! and reading subscription backlogs need Pulsar's HTTP admin API, which
-//! this adapter does not use: both are `Unsupported`, as
+//! The admin API. With [`PulsarConfig::admin_url`](crate::PulsarConfig::admin_url)
+//! set (Apache Pulsar), all of it goes through Pulsar's HTTP admin API:
+//! topics of both domains are created, listed, looked up and deleted, and
+//! subscriptions are read with their backlog from the topic's stats.
+//!
+//! Without it, only Pulsar's binary protocol is there, the one the
+//! `pulsar` crate speaks: q1 topics are listed with `GetTopicsOfNamespace`
+//! and created the way Pulsar creates them, by a producer attaching.
+//! `GetTopicsOfNamespace` does not list non-persistent topics, so q0
+//! topics cannot be looked up, and deleting topics and reading backlogs
+//! have no binary command: all three are `Unsupported`, as
 //! `Capabilities::admin` says. pulsar-lite does not answer
 //! `GetTopicsOfNamespace` at all, so against it only the health check works.
 
@@ -36,6 +42,12 @@ impl PulsarBackend {
             NAME,
             "listing topics (pulsar-lite does not answer GetTopicsOfNamespace)",
         )?;
+        if let Some(http) = &self.inner.http_admin {
+            let names = http.list_topics(tenant, namespace).await?;
+            return Ok(topics_in_namespace(names, tenant, namespace, |n: String| {
+                parse_pulsar_topic(&n)
+            }));
+        }
         let names = match self
             .inner
             .client
@@ -60,6 +72,9 @@ impl Admin for PulsarBackend {
         self.inner.caps.admin.check_topic(NAME, topic)?;
         options.check(&self.capabilities().admin, NAME)?;
         self.inner.ensure_namespace(topic).await?;
+        if let Some(http) = &self.inner.http_admin {
+            return http.create_topic(topic).await;
+        }
         if self.topic_exists(topic).await? {
             return Ok(false);
         }
@@ -77,9 +92,18 @@ impl Admin for PulsarBackend {
         Ok(true)
     }
 
-    async fn delete_topic(&self, _topic: &Topic) -> Result<()> {
+    async fn delete_topic(&self, topic: &Topic) -> Result<()> {
         self.inner.ensure_open()?;
-        Err(Error::unsupported(NAME, "delete_topic (needs Pulsar's HTTP admin API)"))
+        match &self.inner.http_admin {
+            Some(http) => {
+                self.inner.caps.admin.check_topic(NAME, topic)?;
+                http.delete_topic(topic).await
+            }
+            None => Err(Error::unsupported(
+                NAME,
+                "delete_topic (needs Pulsar's HTTP admin API: set PulsarConfig::admin_url)",
+            )),
+        }
     }
 
     async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<Topic>> {
@@ -90,17 +114,26 @@ impl Admin for PulsarBackend {
     async fn topic_exists(&self, topic: &Topic) -> Result<bool> {
         self.inner.ensure_open()?;
         self.inner.caps.admin.check_topic(NAME, topic)?;
+        if let Some(http) = &self.inner.http_admin {
+            return http.topic_exists(topic).await;
+        }
         let name = pulsar_topic(topic);
         let all = self.namespace_topics(topic.tenant(), topic.namespace()).await?;
         Ok(all.iter().any(|t| pulsar_topic(t) == name))
     }
 
-    async fn subscriptions(&self, _topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
+    async fn subscriptions(&self, topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
         self.inner.ensure_open()?;
-        Err(Error::unsupported(
-            NAME,
-            "subscriptions and backlog (need Pulsar's HTTP admin API)",
-        ))
+        match &self.inner.http_admin {
+            Some(http) => {
+                self.inner.caps.admin.check_topic(NAME, topic)?;
+                http.subscriptions(topic).await
+            }
+            None => Err(Error::unsupported(
+                NAME,
+                "subscriptions and backlog (need Pulsar's HTTP admin API: set PulsarConfig::admin_url)",
+            )),
+        }
     }
 
     /// A topic lookup: a round trip the broker answers without creating anything.

@@ -1,19 +1,26 @@
 //! The little of Pulsar's HTTP admin API the adapter uses: making a
-//! topic's tenant and namespace when they do not exist yet. Apache Pulsar
+//! topic's tenant and namespace when they do not exist yet (Apache Pulsar
 //! creates topics on first use but never tenants or namespaces, so without
 //! this every SDK topic outside an existing namespace is refused with
-//! "Namespace not found". Plain HTTP/1.0 over a TCP stream (one request per
-//! connection, no TLS): enough for these three calls, no HTTP stack needed.
+//! "Namespace not found"), and the topic calls of the [`Admin`] interface
+//! the binary protocol lacks: creating, listing and deleting topics of
+//! both domains (`GetTopicsOfNamespace` leaves out non-persistent ones) and
+//! a topic's subscriptions with their backlog (its stats). Plain HTTP/1.0
+//! over a TCP stream (one request per connection, no TLS): enough for
+//! these few calls, no HTTP stack needed.
+//!
+//! [`Admin`]: pubsub_core::Admin
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pubsub_core::{Error, Result, Secret, Topic};
+use pubsub_core::{Error, Qos, Result, Secret, SubscriptionInfo, Topic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::errors::NAME;
+use crate::naming::pulsar_topic;
 
 /// The admin API at `http://host:port[/prefix]`, and the namespaces known to exist.
 pub(crate) struct HttpAdmin {
@@ -131,6 +138,86 @@ impl HttpAdmin {
         }
     }
 
+    /// Creates `topic` (non-partitioned): `Ok(false)` if it existed.
+    pub(crate) async fn create_topic(&self, topic: &Topic) -> Result<bool> {
+        let answer = self.call("PUT", &topic_path(topic), None).await?;
+        match answer.status {
+            200..=299 => Ok(true),
+            409 => Ok(false),
+            _ => Err(self.refused(&format!("create topic {}", pulsar_topic(topic)), answer)),
+        }
+    }
+
+    /// The Pulsar names of the topics of `tenant/namespace`, persistent and
+    /// non-persistent; none if the namespace does not exist.
+    pub(crate) async fn list_topics(&self, tenant: &str, namespace: &str) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for domain in ["persistent", "non-persistent"] {
+            names.extend(self.domain_topics(domain, tenant, namespace).await?);
+        }
+        Ok(names)
+    }
+
+    async fn domain_topics(&self, domain: &str, tenant: &str, namespace: &str) -> Result<Vec<String>> {
+        let answer = self
+            .call("GET", &format!("/admin/v2/{domain}/{tenant}/{namespace}"), None)
+            .await?;
+        match answer.status {
+            200 => serde_json::from_str(&answer.body)
+                .map_err(|e| Error::broker_msg(NAME, format!("list {domain} topics of {tenant}/{namespace}: {e}"))),
+            // "Namespace does not exist" (or the tenant): no topics.
+            404 => Ok(Vec::new()),
+            _ => Err(self.refused(&format!("list {domain} topics of {tenant}/{namespace}"), answer)),
+        }
+    }
+
+    /// Whether `topic` exists: listed in its namespace.
+    pub(crate) async fn topic_exists(&self, topic: &Topic) -> Result<bool> {
+        let domain = domain(topic.qos());
+        let name = pulsar_topic(topic);
+        let names = self.domain_topics(domain, topic.tenant(), topic.namespace()).await?;
+        Ok(names.contains(&name))
+    }
+
+    /// Deletes `topic` with its messages and subscriptions. Refused while
+    /// a producer or consumer is attached to it (Pulsar's own rule without
+    /// `force`: a forced delete would be undone by the SDK consumers, which
+    /// subscribe again and so make the topic anew). `NotFound` if missing.
+    pub(crate) async fn delete_topic(&self, topic: &Topic) -> Result<()> {
+        let name = pulsar_topic(topic);
+        // Apache Pulsar answers 204 to deleting a missing non-persistent topic.
+        if topic.qos() == Qos::AtMostOnce && !self.topic_exists(topic).await? {
+            return Err(Error::NotFound(format!("topic {topic} ({name})")));
+        }
+        let answer = self.call("DELETE", &topic_path(topic), None).await?;
+        match answer.status {
+            200..=299 => Ok(()),
+            404 => Err(Error::NotFound(format!("topic {topic} ({name})"))),
+            412 => Err(Error::broker_msg(
+                NAME,
+                format!(
+                    "delete topic {name}: producers or consumers are attached; close them first ({})",
+                    answer.body.trim()
+                ),
+            )),
+            _ => Err(self.refused(&format!("delete topic {name}"), answer)),
+        }
+    }
+
+    /// `topic`'s subscriptions with their backlog (`msgBacklog` of the
+    /// topic's stats), sorted by name. `NotFound` if the topic is missing.
+    pub(crate) async fn subscriptions(&self, topic: &Topic) -> Result<Vec<SubscriptionInfo>> {
+        let name = pulsar_topic(topic);
+        let answer = self.call("GET", &format!("{}/stats", topic_path(topic)), None).await?;
+        match answer.status {
+            200 => {
+                parse_subscriptions(&answer.body).map_err(|e| Error::broker_msg(NAME, format!("stats of {name}: {e}")))
+            }
+            404 => Err(Error::NotFound(format!("topic {topic} ({name})"))),
+            _ => Err(self.refused(&format!("stats of {name}"), answer)),
+        }
+    }
+
     /// The error for a refusal: 401/403 say the token lacks the rights.
     fn refused(&self, what: &str, answer: Answer) -> Error {
         let text = answer.body.trim();
@@ -178,6 +265,41 @@ impl HttpAdmin {
     }
 }
 
+/// `persistent` (q1, q2) or `non-persistent` (q0).
+fn domain(qos: Qos) -> &'static str {
+    match qos {
+        Qos::AtMostOnce => "non-persistent",
+        Qos::AtLeastOnce | Qos::ExactlyOnce => "persistent",
+    }
+}
+
+/// `/admin/v2/{domain}/{tenant}/{namespace}/{topic}`: the segments are
+/// `[A-Za-z0-9_-]`, so nothing needs escaping.
+fn topic_path(topic: &Topic) -> String {
+    format!(
+        "/admin/v2/{}/{}/{}/{}",
+        domain(topic.qos()),
+        topic.tenant(),
+        topic.namespace(),
+        topic.queue()
+    )
+}
+
+/// The subscriptions of a topic's stats: `{"subscriptions": {name: {"msgBacklog": n, ..}, ..}, ..}`.
+fn parse_subscriptions(body: &str) -> std::result::Result<Vec<SubscriptionInfo>, String> {
+    let stats: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    let subs = stats
+        .get("subscriptions")
+        .and_then(|s| s.as_object())
+        .ok_or("no subscriptions object")?;
+    let mut infos: Vec<SubscriptionInfo> = subs
+        .iter()
+        .map(|(name, s)| SubscriptionInfo::new(name.clone(), s.get("msgBacklog").and_then(|b| b.as_u64())))
+        .collect();
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(infos)
+}
+
 /// Status and body of a raw HTTP/1.x answer.
 fn parse_answer(raw: &[u8]) -> Option<Answer> {
     let text = String::from_utf8_lossy(raw);
@@ -222,5 +344,25 @@ mod tests {
         assert_eq!((a.status, a.body.as_str()), (409, "{\"reason\":\"x\"}"));
         assert_eq!(parse_answer(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().status, 204);
         assert!(parse_answer(b"garbage").is_none());
+    }
+
+    #[test]
+    fn paths_and_stats() {
+        let q0: Topic = "q0/tg/flow/a".parse().unwrap();
+        let q1: Topic = "q1/tg/flow/b".parse().unwrap();
+        assert_eq!(topic_path(&q0), "/admin/v2/non-persistent/tg/flow/a");
+        assert_eq!(topic_path(&q1), "/admin/v2/persistent/tg/flow/b");
+        let stats =
+            r#"{"msgRateIn":0.0,"subscriptions":{"t":{"msgBacklog":5,"type":"Shared"},"s.one":{"msgBacklog":0}}}"#;
+        assert_eq!(
+            parse_subscriptions(stats).unwrap(),
+            vec![
+                SubscriptionInfo::new("s.one", Some(0)),
+                SubscriptionInfo::new("t", Some(5))
+            ]
+        );
+        assert_eq!(parse_subscriptions(r#"{"subscriptions":{}}"#).unwrap(), vec![]);
+        assert!(parse_subscriptions("{}").is_err());
+        assert!(parse_subscriptions("not json").is_err());
     }
 }

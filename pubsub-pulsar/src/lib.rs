@@ -6,6 +6,7 @@
 //! | topic `q1/t/ns/q` | `persistent://t/ns/q`; `send` returns on the broker's receipt |
 //! | q2 | not supported: Pulsar de-duplicates by producer name and sequence id, and the `pulsar` crate numbers sequences itself, so a message's dedup id cannot become one. Refused with `Error::Unsupported` (or run as q1 with `allow_degraded_qos`) |
 //! | Shared, Exclusive, Failover, KeyShared | the subscription types of the same names |
+//! | Failover's active consumer | the first one made in this process that is still open: each Failover consumer gets a priority level in creation order (Apache Pulsar otherwise picks by hashing the topic name over the consumers' names). When it closes, the broker hands its unacked messages to the next after `activeConsumerFailoverDelayTimeMillis` (1 s); Apache Pulsar 4.0.7 may leave them until the next publish if the active consumer closes within milliseconds of a delivery (a broker race; the crate ignores `ActiveConsumerChange`) |
 //! | Earliest / Latest | the subscription's initial position |
 //! | readers | non-durable subscriptions started at an id, filtered on the client (from a time: read from the earliest, older messages skipped) |
 //! | `seek` | the protocol's `Seek` by id or time, then the consumer subscribes afresh; no log positions (ids are not counts) |
@@ -20,6 +21,7 @@
 //! | token auth | `PULSAR_API_KEY`, never printed |
 //! | broker implementation | [`PulsarBroker`]: Apache Pulsar (default) or pulsar-lite (`?broker=lite`), which lacks `deliver_after` and a safe Exclusive refusal, so those are refused there |
 //! | tenant, namespace | Pulsar's; Apache Pulsar makes neither on first use, so with [`PulsarConfig::admin_url`] set the adapter makes a missing tenant and namespace through the HTTP admin API (pulsar-lite makes them itself) |
+//! | admin | with [`PulsarConfig::admin_url`] (Apache Pulsar): the HTTP admin API creates, lists, finds and deletes q0 and q1 topics (a delete is refused while a producer or consumer is attached) and gives subscriptions with their `msgBacklog`. Without it: the binary protocol creates, finds and lists q1 topics only; q0 topics, `delete_topic` and `subscriptions` are `Unsupported`. pulsar-lite: health checks only |
 //! | advertised listener | not supported by the crate: `PULSAR_LISTENER` set is `Error::Unsupported` at connect |
 //!
 //! ```no_run
