@@ -26,6 +26,7 @@ pub mod cases;
 mod flow_cases;
 mod processor_cases;
 mod replay_cases;
+pub mod sockets;
 
 use std::future::Future;
 use std::io::Write;
