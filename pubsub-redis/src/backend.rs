@@ -14,7 +14,7 @@ use pubsub_core::{
     Reader, Result, Topic,
 };
 use redis::aio::ConnectionManager;
-use redis::{Client, RedisError};
+use redis::{Client, IntoConnectionInfo, RedisError};
 
 use crate::config::RedisConfig;
 use crate::consumer::{PubSubConsumer, StreamConsumer};
@@ -67,8 +67,14 @@ impl RedisBackend {
     /// persists (`appendonly` or `save`).
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let shown = pubsub_core::redact_url(&config.url);
-        let client = Client::open(config.url.as_str())
-            .map_err(|e| Error::InvalidConfiguration(format!("redis URL {shown}: {e}")))?;
+        let invalid = |e: RedisError| Error::InvalidConfiguration(format!("redis URL {shown}: {e}"));
+        // TCP_NODELAY on every connection made from this client (the shared
+        // one, blocking reads, Pub/Sub): redis-rs 1.x leaves it off, and
+        // pipelined commands and acks then wait on Nagle (pubsub-bench
+        // figures before and after in the README's benchmark section).
+        let info = config.url.as_str().into_connection_info().map_err(invalid)?;
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        let client = Client::open(info.set_tcp_settings(tcp)).map_err(invalid)?;
         let cm_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
