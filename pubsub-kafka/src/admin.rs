@@ -51,14 +51,21 @@ impl Inner {
         Ok(created)
     }
 
-    /// Waits until the brokers' metadata shows the topic (`listed`) or no
-    /// longer does: CreateTopics and DeleteTopics return once the
-    /// controller has the change, a little before the brokers answer with
-    /// it, and producers, consumers and `topic_exists` ask the brokers.
+    /// Waits until the brokers' metadata shows the topic with a leader for
+    /// every partition (`listed`), or no longer shows it: CreateTopics and
+    /// DeleteTopics return once the controller has the change, a little
+    /// before the brokers answer with it, and producers, consumers and
+    /// `topic_exists` ask the brokers. (A consumer whose partition had no
+    /// leader yet could not read its watermarks, so its start was not fixed
+    /// and the first messages were skipped.)
     pub(crate) async fn await_listed(&self, name: &str, listed: bool) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
         loop {
-            let shown = matches!(self.partitions(name).await?, Some(p) if !p.is_empty());
+            let shown = match self.partition_leaders(name).await? {
+                Some(ps) if listed => !ps.is_empty() && ps.iter().all(|&(_, led)| led),
+                Some(ps) => !ps.is_empty(),
+                None => false,
+            };
             if shown == listed {
                 return Ok(());
             }
@@ -90,12 +97,26 @@ impl Inner {
 
     /// The topic's partitions, or `None` if the cluster does not have it.
     async fn partitions(&self, name: &str) -> Result<Option<Vec<i32>>> {
+        Ok(self
+            .partition_leaders(name)
+            .await?
+            .map(|ps| ps.into_iter().map(|(p, _)| p).collect()))
+    }
+
+    /// The topic's partitions with whether each has a leader, or `None` if
+    /// the cluster does not have the topic.
+    async fn partition_leaders(&self, name: &str) -> Result<Option<Vec<(i32, bool)>>> {
         let md = self.metadata(Some(name.to_string())).await?;
         Ok(md
             .topics()
             .iter()
             .find(|t| t.name() == name && t.error().is_none())
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
+            .map(|t| {
+                t.partitions()
+                    .iter()
+                    .map(|p| (p.id(), p.leader() >= 0 && p.error().is_none()))
+                    .collect()
+            }))
     }
 }
 

@@ -31,7 +31,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
-use crate::backend::{map_err, Inner, NAME};
+use crate::backend::{is_transient, map_err, Inner, NAME};
 use crate::headers::from_headers;
 use crate::offsets::{Fetched, PartitionOffsets};
 
@@ -168,6 +168,7 @@ impl ConsumerContext for Ctx {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::debug!(topic = %shared.topic, ?revoked, lost = base.assignment_lost(), "kafka partitions revoked");
                 if shared.acked_mode() {
                     // A lost assignment (the session timed out, e.g. while the
                     // broker was down) cannot commit: the group has a new
@@ -192,6 +193,8 @@ impl ConsumerContext for Ctx {
                 buffer.retain(|m| !revoked.contains(&partition_of(m)));
             }
             Rebalance::Assign(tpl) => {
+                let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::debug!(topic = %shared.topic, ?assigned, "kafka partitions assigned");
                 if shared.acked_mode() {
                     prepare_assignment(base, shared, tpl);
                 }
@@ -259,7 +262,7 @@ async fn fix_start(consumer: Arc<StreamConsumer<Ctx>>, shared: Arc<Shared>) -> b
         let mut fresh = TopicPartitionList::new();
         for e in committed.elements() {
             if !matches!(e.offset(), Offset::Offset(_)) {
-                let (low, high) = consumer.fetch_watermarks(&shared.name, e.partition(), t)?;
+                let (low, high) = watermarks_settled(consumer.as_ref(), &shared.name, e.partition(), timeout)?;
                 let start = match shared.options.initial_position {
                     InitialPosition::Earliest => low,
                     InitialPosition::Latest => high,
@@ -273,13 +276,47 @@ async fn fix_start(consumer: Arc<StreamConsumer<Ctx>>, shared: Arc<Shared>) -> b
         Ok(true)
     });
     match tokio::time::timeout(timeout * 2, work).await {
-        Ok(Ok(Ok(fixed))) => fixed,
+        Ok(Ok(Ok(fixed))) => {
+            tracing::debug!(fixed, "kafka subscription start fixed outside the group");
+            fixed
+        }
         Ok(Ok(Err(e))) => {
             tracing::debug!(error = %e, "fixing the start outside the group failed; the first assignment fixes it");
             false
         }
         _ => false,
     }
+}
+
+/// A partition's low and high watermarks, asked again while the partition
+/// has no leader yet (a topic just created, a leader moving) or the broker
+/// is unreachable, up to `timeout`: a start taken later than asked would
+/// skip what was sent meanwhile.
+fn watermarks_settled<C: rdkafka::consumer::Consumer<Ctx>>(
+    consumer: &C,
+    name: &str,
+    partition: i32,
+    timeout: Duration,
+) -> rdkafka::error::KafkaResult<(i64, i64)> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match consumer.fetch_watermarks(name, partition, Timeout::After(timeout)) {
+            Err(e) if std::time::Instant::now() < deadline && leader_pending(&e) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether `e` says the partition's leader is not known yet.
+fn leader_pending(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    is_transient(e)
+        || matches!(
+            e.rdkafka_error_code(),
+            Some(Code::NotLeaderForPartition | Code::LeaderNotAvailable | Code::UnknownTopicOrPartition)
+        )
 }
 
 /// Fixes the start of partitions that have no committed offset yet and
@@ -298,10 +335,11 @@ fn prepare_assignment(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &TopicPart
         let p = e.partition();
         match e.offset() {
             Offset::Offset(o) => {
+                tracing::debug!(topic = %shared.topic, partition = p, committed = o, "kafka partition resumes");
                 parts.insert(p, PartitionOffsets::restore(o, e.metadata()));
             }
             _ => {
-                let start = match base.fetch_watermarks(&shared.name, p, Timeout::After(shared.timeout)) {
+                let start = match watermarks_settled(base, &shared.name, p, shared.timeout) {
                     Ok((low, high)) => match shared.options.initial_position {
                         InitialPosition::Earliest => low,
                         InitialPosition::Latest => high,
@@ -311,6 +349,7 @@ fn prepare_assignment(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &TopicPart
                         continue;
                     }
                 };
+                tracing::debug!(topic = %shared.topic, partition = p, start, "kafka partition starts at assignment");
                 let _ = fresh.add_partition_offset(&shared.name, p, Offset::Offset(start));
                 parts.insert(p, PartitionOffsets::restore(start, ""));
             }
@@ -625,7 +664,10 @@ fn convert(shared: &Arc<Shared>, m: OwnedMessage) -> Option<Message> {
         let st = parts.entry(p).or_insert_with(|| PartitionOffsets::restore(o, ""));
         match st.fetched(o) {
             Fetched::Deliver(n) => n,
-            Fetched::Skip => return None,
+            Fetched::Skip => {
+                tracing::trace!(topic = %shared.topic, partition = p, offset = o, "fetched record skipped (acked or out)");
+                return None;
+            }
         }
     } else {
         0
