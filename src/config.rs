@@ -140,6 +140,11 @@ pub enum BackendConfig {
         api_key: Option<Secret>,
         /// Advertised listener name (`PULSAR_LISTENER`).
         listener: Option<String>,
+        /// The HTTP admin API, `http://host:8080` (`PULSAR_ADMIN_URL`):
+        /// with it, a topic's missing tenant and namespace are created, and
+        /// the admin calls the binary protocol lacks work (see
+        /// `PulsarConfig::admin_url`).
+        admin_url: Option<String>,
     },
     /// An MQTT v5 broker.
     Mqtt {
@@ -172,11 +177,17 @@ impl fmt::Debug for BackendConfig {
                 .debug_struct("Kafka")
                 .field("bootstrap_servers", bootstrap_servers)
                 .finish(),
-            BackendConfig::Pulsar { url, api_key, listener } => f
+            BackendConfig::Pulsar {
+                url,
+                api_key,
+                listener,
+                admin_url,
+            } => f
                 .debug_struct("Pulsar")
                 .field("url", &redact_url(url))
                 .field("api_key", api_key)
                 .field("listener", listener)
+                .field("admin_url", &admin_url.as_deref().map(redact_url))
                 .finish(),
             BackendConfig::Mqtt {
                 host,
@@ -237,6 +248,7 @@ impl BackendConfig {
                 url: url.to_string(),
                 api_key: None,
                 listener: None,
+                admin_url: None,
             }),
             "mqtt" => {
                 let authority = rest.trim_end_matches('/');
@@ -307,8 +319,16 @@ impl BackendConfig {
                 pubsub_kafka::KafkaBackend::connect(pubsub_kafka::KafkaConfig::new(bootstrap_servers.clone())).await?,
             )),
             #[cfg(feature = "pulsar")]
-            BackendConfig::Pulsar { url, api_key, listener } => {
+            BackendConfig::Pulsar {
+                url,
+                api_key,
+                listener,
+                admin_url,
+            } => {
                 let mut config = pubsub_pulsar::PulsarConfig::new(url.clone());
+                if let Some(admin) = admin_url {
+                    config = config.with_admin_url(admin.clone());
+                }
                 if let Some(token) = api_key {
                     config = config.with_token(token.clone());
                 }
@@ -594,6 +614,9 @@ pub struct PubSubArgs {
     /// Pulsar listener name.
     #[arg(long, env = "PULSAR_LISTENER", global = true, help_heading = HEADING)]
     pub pulsar_listener: Option<String>,
+    /// Pulsar HTTP admin API (http://host:8080): creates missing tenants and namespaces.
+    #[arg(long, env = "PULSAR_ADMIN_URL", global = true, help_heading = HEADING)]
+    pub pulsar_admin_url: Option<String>,
     /// MQTT broker host (or mqtt://host:port).
     #[arg(long, env = "MQTT_HOST", default_value = "localhost", global = true, help_heading = HEADING)]
     pub mqtt_host: String,
@@ -709,6 +732,7 @@ impl PubSubArgs {
             pulsar_host: text("PULSAR_HOST")?.unwrap_or_else(|| "pulsar://localhost:6650".into()),
             pulsar_api_key: var("PULSAR_API_KEY")?.map(Secret::new),
             pulsar_listener: text("PULSAR_LISTENER")?,
+            pulsar_admin_url: text("PULSAR_ADMIN_URL")?,
             mqtt_host: text("MQTT_HOST")?.unwrap_or_else(|| "localhost".into()),
             mqtt_port,
             mqtt_username: text("MQTT_USERNAME")?,
@@ -818,6 +842,7 @@ impl PubSubArgs {
                 url: or(&self.pulsar_host, "pulsar://localhost:6650"),
                 api_key: self.pulsar_api_key.clone().filter(|k| !k.expose().is_empty()),
                 listener: some(&self.pulsar_listener),
+                admin_url: some(&self.pulsar_admin_url),
             },
             BackendKind::Mqtt => BackendConfig::Mqtt {
                 host: or(&self.mqtt_host, "localhost"),

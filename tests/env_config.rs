@@ -17,6 +17,7 @@ fn clear_env() {
         "PULSAR_HOST",
         "PULSAR_API_KEY",
         "PULSAR_LISTENER",
+        "PULSAR_ADMIN_URL",
         "MQTT_HOST",
         "MQTT_PORT",
         "MQTT_USERNAME",

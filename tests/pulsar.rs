@@ -14,6 +14,42 @@ use common::broker;
 use pubsub::pulsar::{PulsarBackend, PulsarConfig};
 use pubsub::{BackendKind, ConsumerOptions, Error, InitialPosition, OutgoingMessage, PubSubBackend, Secret, Topic};
 
+/// `PULSAR_ADMIN_URL` reaches the adapter: on Apache Pulsar (the standalone
+/// scripts/brokers.sh starts on 6652, admin on 8082) a topic in a namespace
+/// nobody made works, because the namespace is made through the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_url_from_the_environment_makes_namespaces() {
+    std::env::set_var("PUBSUB_BACKEND", "pulsar");
+    std::env::set_var("PULSAR_HOST", "pulsar://127.0.0.1:6652");
+    std::env::set_var("PULSAR_ADMIN_URL", "http://127.0.0.1:8082");
+    let args = pubsub::PubSubArgs::from_env().expect("valid variables");
+    for k in ["PUBSUB_BACKEND", "PULSAR_HOST", "PULSAR_ADMIN_URL"] {
+        std::env::remove_var(k);
+    }
+    match args.config() {
+        pubsub::BackendConfig::Pulsar { admin_url, .. } => {
+            assert_eq!(admin_url.as_deref(), Some("http://127.0.0.1:8082"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let backend = match args.connect().await {
+        Ok(b) => b,
+        Err(e) => return pubsub::testkit::broker_unavailable("Apache Pulsar on 6652", &e),
+    };
+    let ns = format!("ns{}", std::process::id());
+    let topic: Topic = format!("q1/envtenant/{ns}/orders").parse().unwrap();
+    let c = backend
+        .create_consumer(&topic, "s", ConsumerOptions::default())
+        .await
+        .expect("the namespace is made through PULSAR_ADMIN_URL");
+    let p = backend.create_producer(&topic, Default::default()).await.unwrap();
+    p.send(OutgoingMessage::new("hello")).await.unwrap();
+    let m = c.receive_timeout(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(m.payload().as_ref(), b"hello");
+    m.ack().await.unwrap();
+    backend.close().await.unwrap();
+}
+
 /// q1 no-loss across a crash (SIGKILL) of the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_loses_no_confirmed_message() {
@@ -65,7 +101,10 @@ fn token_never_printed() {
         url: "pulsar://127.0.0.1:6650".into(),
         api_key: Some(Secret::new("tok-s3cret")),
         listener: None,
+        admin_url: Some("http://admin:adminpw@127.0.0.1:8080".into()),
     };
+    let shown = format!("{facade:?}");
+    assert!(!shown.contains("adminpw"), "{shown}");
     assert!(!format!("{facade:?}").contains("tok-s3cret"));
 }
 
