@@ -119,19 +119,23 @@ CONF
     wait_port 1883 10
 }
 
-# Apache Kafka from Maven Central: the jars of scripts/kafka/pom.xml are
-# copied into target/kafka/libs once (the version is in the pom).
-KAFKA_LIBS="$PWD/target/kafka/libs"
-fetch_kafka() {
-    [ -f "$KAFKA_LIBS/.complete" ] && cmp -s scripts/kafka/pom.xml "$KAFKA_LIBS/.complete" && return 0
+# A Java broker from Maven Central: the runtime jars of scripts/NAME/pom.xml
+# are copied into target/NAME/libs once, and again when the pom changes
+# (the version is in the pom; the downloads are cached in ~/.m2).
+fetch_maven() { # name (kafka | pulsar)
+    local pom="scripts/$1/pom.xml" libs="$PWD/target/$1/libs"
+    [ -f "$libs/.complete" ] && cmp -s "$pom" "$libs/.complete" && return 0
     ensure_binary java openjdk-17-jre-headless || return 1
     ensure_binary mvn maven || return 1
-    log "fetching Apache Kafka from Maven Central into $KAFKA_LIBS"
-    rm -rf "$KAFKA_LIBS"
-    mvn -q -B -f scripts/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
-        -DoutputDirectory="$KAFKA_LIBS" >"$RUN_DIR/kafka-fetch.log" 2>&1 || return 1
-    cp scripts/kafka/pom.xml "$KAFKA_LIBS/.complete"
+    log "fetching $1 from Maven Central into $libs"
+    rm -rf "$libs"
+    mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
+        -DoutputDirectory="$libs" >"$RUN_DIR/$1-fetch.log" 2>&1 || return 1
+    cp "$pom" "$libs/.complete"
 }
+
+KAFKA_LIBS="$PWD/target/kafka/libs"
+fetch_kafka() { fetch_maven kafka; }
 
 # The cluster id of every test broker: any fixed base64 UUID will do, since
 # each broker has a data dir of its own.
@@ -205,19 +209,9 @@ start_kafka_tansu() {
     wait_port 9095 20
 }
 
-# Apache Pulsar 4.0.7 standalone from Maven Central: the jars of
-# scripts/pulsar/pom.xml are copied into target/pulsar/libs once.
+# Apache Pulsar 4.0.7 standalone from Maven Central (235 MB of jars).
 PULSAR_LIBS="$PWD/target/pulsar/libs"
-fetch_pulsar() {
-    [ -f "$PULSAR_LIBS/.complete" ] && cmp -s scripts/pulsar/pom.xml "$PULSAR_LIBS/.complete" && return 0
-    ensure_binary java openjdk-17-jre-headless || return 1
-    ensure_binary mvn maven || return 1
-    log "fetching Apache Pulsar from Maven Central into $PULSAR_LIBS (235 MB the first time)"
-    rm -rf "$PULSAR_LIBS"
-    mvn -q -B -f scripts/pulsar/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
-        -DoutputDirectory="$PULSAR_LIBS" >"$RUN_DIR/pulsar-apache-fetch.log" 2>&1 || return 1
-    cp scripts/pulsar/pom.xml "$PULSAR_LIBS/.complete"
-}
+fetch_pulsar() { fetch_maven pulsar; }
 
 # Serving means more than an open port: the standalone opens 6652 before it
 # has made the cluster, the public tenant and public/default.
