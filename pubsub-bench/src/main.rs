@@ -11,6 +11,12 @@
 //! `MQTT_HOST`, `KAFKA_BOOTSTRAP_SERVERS`, `PULSAR_HOST`, defaulting to the
 //! loopback ports scripts/brokers.sh uses). Figures from a shared 2-core
 //! machine are noisy: compare the ratios within one run, not runs.
+//!
+//! Some workloads have a second baseline row: Redis's raw client with
+//! `TCP_NODELAY` (the first keeps redis-rs's default, off, as a user writes
+//! it), and for Pulsar the Python `pulsar-client` running
+//! scripts/pulsar_client.py (`PULSAR_PYTHON`, default target/pyenv/bin/python;
+//! its cell is empty, with the reason on stderr, when it cannot run).
 
 mod raw;
 mod sdk;
@@ -117,7 +123,13 @@ async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
             let mut row = Row::new(name, format!("publish {label}"), "msg/s");
             row.sdk = Some(rate(n, took));
             row.raw = raw_publish(name, n, size).await;
+            let sdk = row.sdk;
             rows.push(row);
+            if let Some((baseline, raw)) = second_publish(name, n, size).await {
+                let mut row = Row::new(name, format!("publish {label} (raw: {baseline})"), "msg/s");
+                (row.sdk, row.raw) = (sdk, raw);
+                rows.push(row);
+            }
         }
         // q0 with one consumer only: on some brokers (Redis Pub/Sub) every
         // q0 consumer gets every message, so "4 consumers" is not comparable.
@@ -137,7 +149,14 @@ async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
             );
             row.sdk = Some(rate(got, took));
             row.raw = raw_end_to_end(name, qos, n, size, consumers).await;
+            let sdk = row.sdk;
             rows.push(row);
+            if let Some((baseline, raw)) = second_end_to_end(name, qos, n, size, consumers).await {
+                let workload = format!("end-to-end {label}, {consumers} consumer(s) (raw: {baseline})");
+                let mut row = Row::new(name, workload, "msg/s");
+                (row.sdk, row.raw) = (sdk, raw);
+                rows.push(row);
+            }
         }
     }
     if name == "embedded" {
@@ -181,7 +200,7 @@ fn pulsar_url() -> String {
 async fn raw_publish(name: &str, n: usize, size: usize) -> Option<f64> {
     let took = match name {
         "nats" => raw::nats_publish(&url_of(name), n, size).await,
-        "redis" => raw::redis_publish(&url_of(name), n, size).await,
+        "redis" => raw::redis_publish(&url_of(name), n, size, false).await,
         "pulsar" => raw::pulsar_publish(&pulsar_url(), n, size).await,
         "kafka" => raw::kafka_publish(&kafka_bootstrap(), n, size).await,
         "mqtt" => raw::mqtt_publish(&mqtt_host(), mqtt_port(), n, size).await,
@@ -205,7 +224,7 @@ async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: 
         ("nats", true) => raw::nats_core_end_to_end(&url_of(name), n, size).await,
         ("nats", false) => raw::nats_end_to_end(&url_of(name), n, size, consumers).await,
         ("redis", true) => raw::redis_pubsub_end_to_end(&url_of(name), n, size).await,
-        ("redis", false) => raw::redis_end_to_end(&url_of(name), n, size, consumers).await,
+        ("redis", false) => raw::redis_end_to_end(&url_of(name), n, size, consumers, false).await,
         ("pulsar", _) => raw::pulsar_end_to_end(&pulsar_url(), n, size, consumers, q0).await,
         ("kafka", _) => raw::kafka_end_to_end(&kafka_bootstrap(), n, size, consumers, q0).await,
         ("mqtt", _) => raw::mqtt_end_to_end(&mqtt_host(), mqtt_port(), n, size, consumers, q0).await,
@@ -216,6 +235,61 @@ async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: 
         Err(e) => {
             eprintln!("{name} raw end-to-end: {e}");
             None
+        }
+    }
+}
+
+/// A second baseline of the publish workload, where one is written: its
+/// name and figure. Redis: the raw client with `TCP_NODELAY` (the first
+/// keeps redis-rs's default, as a user writes it). Pulsar: the Python
+/// `pulsar-client`.
+async fn second_publish(name: &str, n: usize, size: usize) -> Option<(&'static str, Option<f64>)> {
+    let (baseline, took) = match name {
+        "redis" => ("nodelay", raw::redis_publish(&url_of(name), n, size, true).await),
+        "pulsar" => (
+            "Python pulsar-client",
+            raw::pulsar_python("publish", &pulsar_url(), n, size, 0)
+                .await
+                .map(|(d, _)| d),
+        ),
+        _ => return None,
+    };
+    match took {
+        Ok(d) => Some((baseline, Some(rate(n, d)))),
+        Err(e) => {
+            eprintln!("{name} {baseline} publish: {e}");
+            Some((baseline, None))
+        }
+    }
+}
+
+/// A second baseline of the q1 end-to-end workload (see [`second_publish`]).
+async fn second_end_to_end(
+    name: &str,
+    qos: Qos,
+    n: usize,
+    size: usize,
+    consumers: usize,
+) -> Option<(&'static str, Option<f64>)> {
+    if qos == Qos::AtMostOnce {
+        return None;
+    }
+    let (baseline, outcome) = match name {
+        "redis" => (
+            "nodelay",
+            raw::redis_end_to_end(&url_of(name), n, size, consumers, true).await,
+        ),
+        "pulsar" => (
+            "Python pulsar-client",
+            raw::pulsar_python("e2e", &pulsar_url(), n, size, consumers).await,
+        ),
+        _ => return None,
+    };
+    match outcome {
+        Ok((took, got)) => Some((baseline, Some(rate(got, took)))),
+        Err(e) => {
+            eprintln!("{name} {baseline} end-to-end: {e}");
+            Some((baseline, None))
         }
     }
 }

@@ -203,6 +203,19 @@ pub async fn nats_core_end_to_end(url: &str, n: usize, size: usize) -> Result<(D
     all_received(&received, started, vec![task]).await
 }
 
+/// A redis client as a user writes it (`Client::open(url)`: redis-rs 1.x
+/// leaves `TCP_NODELAY` off) or, with `nodelay`, with `TCP_NODELAY` set
+/// through the connection info, as the SDK does.
+fn redis_client(url: &str, nodelay: bool) -> Result<redis::Client, BoxError> {
+    use redis::IntoConnectionInfo;
+    if !nodelay {
+        return Ok(redis::Client::open(url)?);
+    }
+    let info = url.into_connection_info()?;
+    let tcp = info.tcp_settings().clone().set_nodelay(true);
+    Ok(redis::Client::open(info.set_tcp_settings(tcp))?)
+}
+
 /// Redis Pub/Sub (q0): one subscriber while `n` are published with
 /// `PUBLISH` in pipelines of [`BATCH`].
 pub async fn redis_pubsub_end_to_end(url: &str, n: usize, size: usize) -> Result<(Duration, usize), BoxError> {
@@ -229,9 +242,9 @@ pub async fn redis_pubsub_end_to_end(url: &str, n: usize, size: usize) -> Result
     all_received(&received, started, vec![task]).await
 }
 
-/// Redis Streams: `XADD` in pipelines of [`BATCH`].
-pub async fn redis_publish(url: &str, n: usize, size: usize) -> Result<Duration, BoxError> {
-    let client = redis::Client::open(url)?;
+/// Redis Streams: `XADD` in pipelines of [`BATCH`] (`nodelay`: see [`redis_client`]).
+pub async fn redis_publish(url: &str, n: usize, size: usize, nodelay: bool) -> Result<Duration, BoxError> {
+    let client = redis_client(url, nodelay)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let key = unique("raw:");
     let payload = vec![b'x'; size];
@@ -262,14 +275,16 @@ async fn redis_send(
 }
 
 /// Redis Streams end to end: `consumers` group consumers (`XREADGROUP` of
-/// up to [`BATCH`], one `XACK` per batch) while `n` are published.
+/// up to [`BATCH`], one `XACK` per batch) while `n` are published
+/// (`nodelay`: see [`redis_client`]).
 pub async fn redis_end_to_end(
     url: &str,
     n: usize,
     size: usize,
     consumers: usize,
+    nodelay: bool,
 ) -> Result<(Duration, usize), BoxError> {
-    let client = redis::Client::open(url)?;
+    let client = redis_client(url, nodelay)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let key = unique("raw:");
     let _: () = redis::cmd("XGROUP")
@@ -761,4 +776,50 @@ pub async fn mqtt_end_to_end(
         }
     }
     Ok((last - started, seen))
+}
+
+/// The Python `pulsar-client` (the official C++ client underneath) running
+/// pubsub-bench/scripts/pulsar_client.py: `mode` "publish" or "e2e", the
+/// same workload as [`pulsar_publish`] / [`pulsar_end_to_end`] (q1) on the
+/// same broker. The interpreter is `PULSAR_PYTHON`, by default the one in
+/// target/pyenv. Returns the script's time and how many messages arrived.
+pub async fn pulsar_python(
+    mode: &'static str,
+    url: &str,
+    n: usize,
+    size: usize,
+    consumers: usize,
+) -> Result<(Duration, usize), BoxError> {
+    let python = std::env::var("PULSAR_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyenv/bin/python").to_string());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pulsar_client.py");
+    let topic = format!("persistent://bench/raw/{}", unique("py"));
+    let args = [
+        mode.to_string(),
+        url.to_string(),
+        topic,
+        n.to_string(),
+        size.to_string(),
+        consumers.to_string(),
+    ];
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new(&python).arg(script).args(args).output())
+            .await??;
+    if !output.status.success() {
+        return Err(format!(
+            "{script}: {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        )
+        .into());
+    }
+    // One line: {"seconds": 1.23, "received": 20000}
+    let v: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    match (v["seconds"].as_f64(), v["received"].as_u64()) {
+        (Some(s), Some(r)) if s > 0.0 && r as usize >= n => Ok((Duration::from_secs_f64(s), r as usize)),
+        _ => Err(format!("{script}: unexpected output {v}").into()),
+    }
 }
