@@ -151,6 +151,16 @@ impl Ctx {
             .unwrap_or_else(|e| panic!("create_producer({topic}): {e}"))
     }
 
+    /// Makes `sub` exist (at its default initial position) by opening and
+    /// closing a consumer, so what is sent next waits for it.
+    pub async fn subscribe_ahead(&self, topic: &Topic, sub: &str) {
+        self.consumer(topic, sub, ConsumerOptions::default())
+            .await
+            .close()
+            .await
+            .unwrap_or_else(|e| panic!("close the first consumer of {topic}, {sub}: {e}"));
+    }
+
     /// A consumer, or a panic naming topic and subscription.
     pub async fn consumer(&self, topic: &Topic, sub: &str, opts: ConsumerOptions) -> Box<dyn Consumer> {
         self.backend

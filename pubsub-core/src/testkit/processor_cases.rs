@@ -128,11 +128,7 @@ pub async fn processor_retries_then_dead_letters(ctx: &Ctx) -> Outcome {
 pub async fn processor_shutdown_loses_nothing(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "proc-shutdown");
     let sub = ctx.sub("workers");
-    ctx.consumer(&topic, &sub, ConsumerOptions::default())
-        .await
-        .close()
-        .await
-        .expect("close");
+    ctx.subscribe_ahead(&topic, &sub).await;
     let total = 200;
     let p = ctx.producer(&topic).await;
     for i in 0..total {
@@ -267,11 +263,7 @@ pub async fn request_response_routes_every_reply(ctx: &Ctx) -> Outcome {
 pub async fn processor_starts_nothing_after_shutdown(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "proc-stop");
     let sub = ctx.sub("workers");
-    ctx.consumer(&topic, &sub, ConsumerOptions::default())
-        .await
-        .close()
-        .await
-        .expect("close");
+    ctx.subscribe_ahead(&topic, &sub).await;
     let p = ctx.producer(&topic).await;
     for i in 0..6 {
         // Two keys: each message after the first of its key waits for its turn.
@@ -341,11 +333,7 @@ pub async fn processor_orders_only_within_a_key(ctx: &Ctx) -> Outcome {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let topic = ctx.topic(Qos::AtLeastOnce, "proc-keys");
     let sub = ctx.sub("workers");
-    ctx.consumer(&topic, &sub, ConsumerOptions::default())
-        .await
-        .close()
-        .await
-        .expect("close");
+    ctx.subscribe_ahead(&topic, &sub).await;
     let p = ctx.producer(&topic).await;
     // a-0 and a-1 (a-0 is slow), then b-0..b-3, then 4 keyless.
     for i in 0..2 {
