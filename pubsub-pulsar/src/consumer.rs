@@ -110,8 +110,11 @@ struct Recipe {
     /// picks a Failover subscription's active consumer by name or arrival).
     /// Kept across resubscribing.
     consumer_name: String,
-    /// The priority level of a Failover consumer (see [`failover_priority`]);
-    /// `None` for the other types. Kept across resubscribing.
+    /// The priority level of a Failover consumer on Apache Pulsar (see
+    /// [`failover_priority`]); `None` for the other types and on
+    /// pulsar-lite, which picks by name order and made the consumer of the
+    /// higher level active (`failover_takes_over` got 0 of 6 with levels
+    /// sent). Kept across resubscribing.
     priority: Option<i32>,
     options: ConsumerOptions,
 }
@@ -217,7 +220,9 @@ impl PulsarConsumer {
             ptopic: pulsar_topic(&topic),
             subscription: subscription.to_string(),
             consumer_name: options.name.clone().unwrap_or_else(|| ordered_name(subscription)),
-            priority: (options.subscription_type == SubscriptionType::Failover).then(failover_priority),
+            priority: (options.subscription_type == SubscriptionType::Failover
+                && backend.config.broker == PulsarBroker::Apache)
+                .then(failover_priority),
             options,
         };
         let consumer = recipe.subscribe().await.map_err(|e| match e {
