@@ -71,7 +71,9 @@ async fn joins_a_group_held_up_by_a_member_that_does_not_poll() {
     assert_eq!(m.payload().as_ref(), b"after");
     m.ack().await.expect("ack");
     c.close().await.expect("close");
-    tokio::task::spawn_blocking(move || drop(joined)).await.expect("drop the raw consumer");
+    tokio::task::spawn_blocking(move || drop(joined))
+        .await
+        .expect("drop the raw consumer");
     let _ = backend.admin().delete_topic(&topic).await;
 }
 
