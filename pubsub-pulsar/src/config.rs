@@ -68,7 +68,10 @@ pub struct PulsarConfig {
     /// reader or `create_topic` of a namespace makes its tenant (allowed on
     /// every cluster) and namespace if missing, with the token, if any, as
     /// the bearer token. Unset, a topic in a namespace that does not exist is
-    /// refused by the broker ("Namespace not found"). Not used with
+    /// refused by the broker ("Namespace not found"). The admin interface
+    /// goes through it too: with it, q0 topics, `delete_topic` and
+    /// `subscriptions` (with backlogs) work; without it they are
+    /// `Unsupported` (see `Capabilities::admin`). Not used with
     /// [`PulsarBroker::Lite`], which makes namespaces itself.
     pub admin_url: Option<String>,
 }
