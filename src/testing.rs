@@ -19,7 +19,8 @@
 //!
 //! Brokers: Redis (`redis-server`, AOF with `appendfsync always`, so an
 //! acknowledged write survives a kill), NATS (`nats-server -js`, file
-//! storage), MQTT (`mosquitto`, persistence saved on shutdown, optional
+//! storage), MQTT (`mosquitto`, persistence saved on shutdown, `max_queued_messages
+//! 100000` and `set_tcp_nodelay true` as the README advises, optional
 //! password file), Kafka (Apache Kafka 4.4 in KRaft mode on the machine's
 //! Java, from the jars `scripts/brokers.sh` fetches from Maven Central into
 //! `target/kafka/libs`, or `PUBSUB_KAFKA_LIBS`) and Pulsar (pulsar-lite
@@ -136,7 +137,7 @@ fn spec(
         BackendKind::Mqtt => {
             let mut conf = format!(
                 "listener {port} 127.0.0.1\npersistence true\npersistence_location {d}/\n\
-                 log_dest file {d}/broker.log\nmax_queued_messages 100000\n"
+                 log_dest file {d}/broker.log\nmax_queued_messages 100000\nset_tcp_nodelay true\n"
             );
             match credentials {
                 Some((user, password)) => {
