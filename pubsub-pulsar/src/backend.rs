@@ -196,12 +196,18 @@ impl PubSubBackend for PulsarBackend {
         if let Some(name) = &options.name {
             builder = builder.with_name(name.clone());
         }
-        if options.compression != Compression::None {
-            builder = builder.with_options(pulsar::producer::ProducerOptions {
-                compression: Some(pulsar_compression(options.compression)?),
-                ..Default::default()
-            });
-        }
+        let compression = match options.compression {
+            Compression::None => None,
+            other => Some(pulsar_compression(other)?),
+        };
+        builder = builder.with_options(pulsar::producer::ProducerOptions {
+            compression,
+            // A full pending queue makes a send wait (within the send
+            // timeout) instead of failing with the crate's SlowDown: 1,000
+            // concurrent sends, or a send_batch of 500, failed that way.
+            block_queue_if_full: true,
+            ..Default::default()
+        });
         let producer = tokio::time::timeout(self.inner.config.timeout, builder.build())
             .await
             .map_err(|_| Error::Timeout(self.inner.config.timeout))?

@@ -810,6 +810,40 @@ pub async fn concurrent_producers_and_consumers(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// A burst larger than any client-side queue: a `send_batch` of 500 and
+/// 1,000 concurrent sends on one producer all succeed (a full queue makes a
+/// send wait, within its send timeout, never fail), and all 1,500 arrive.
+pub async fn bursts_wait_instead_of_failing(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "burst");
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    let (batch, concurrent) = (500, 1000);
+    let receiver = tokio::spawn(async move {
+        let got = receive_n(c.as_ref(), batch + concurrent, true).await;
+        got.iter().map(number_of).collect::<BTreeSet<_>>()
+    });
+    let p: Arc<dyn crate::Producer> = Arc::from(ctx.producer(&topic).await);
+    let ids = p
+        .send_batch((0..batch).map(numbered).collect())
+        .await
+        .unwrap_or_else(|e| panic!("send_batch of {batch}: {e}"));
+    assert_eq!(ids.len(), batch);
+    let sends = (batch..batch + concurrent).map(|i| {
+        let p = p.clone();
+        tokio::spawn(async move { p.send(numbered(i)).await })
+    });
+    for (i, sent) in futures::future::join_all(sends).await.into_iter().enumerate() {
+        if let Err(e) = sent.expect("send task") {
+            panic!("concurrent send {i} of {concurrent} failed: {e}");
+        }
+    }
+    assert_eq!(
+        receiver.await.expect("receiver task"),
+        (0..batch + concurrent).collect::<BTreeSet<_>>()
+    );
+    p.close().await.expect("close producer");
+    Outcome::Passed
+}
+
 /// Every operation on a closed handle gives `Error::Closed`.
 pub async fn closed_handles_give_closed(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "closed");

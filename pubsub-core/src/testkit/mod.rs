@@ -323,6 +323,7 @@ macro_rules! __with_conformance_cases {
             receive_timeout_gives_timeout,
             receive_batch_returns_what_is_ready,
             concurrent_producers_and_consumers,
+            bursts_wait_instead_of_failing,
             closed_handles_give_closed,
             backend_close_ends_blocked_receive,
             backend_close_closes_producers_readers_and_acks,
