@@ -111,6 +111,78 @@ pub async fn receive_within<C: Consumer + ?Sized>(consumer: &C, timeout: Duratio
     }
 }
 
+/// The outcome of acking `messages` one by one (`results` in the same
+/// order), as [`Consumer::ack_all`] reports it.
+fn ack_results(messages: &[Message], results: Vec<Result<()>>) -> Result<()> {
+    let total = messages.len();
+    let mut failed = Vec::new();
+    let mut first = None;
+    let mut all_closed = true;
+    for (m, r) in messages.iter().zip(results) {
+        if let Err(e) = r {
+            all_closed &= matches!(e, Error::Closed(_));
+            failed.push(m.id().clone());
+            first.get_or_insert(e);
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some(e @ Error::Closed(_)) if all_closed && failed.len() == total => Err(e),
+        Some(e) => Err(Error::AcksFailed {
+            failed,
+            total,
+            source: Box::new(e),
+        }),
+    }
+}
+
+/// For adapters overriding [`Consumer::ack_all`] with one broker request:
+/// finds each message's own ack target of type `T` (looking through the
+/// wrappers core puts around it), checks with `is_own` that this consumer
+/// received it, then calls `ack` once with them all and, if it succeeded,
+/// tells the wrappers (so, for example, [`crate::UnackedLimit`] gives the
+/// places back).
+///
+/// Messages without anything to ack (q0, [`crate::NoAck`]) are left out. A
+/// message whose target is not a `T` or not `is_own` fails the whole call
+/// with [`Error::ForeignMessage`] before anything is acked. If `ack` fails,
+/// every message is reported failed: [`Error::Closed`] as it is, anything
+/// else as [`Error::AcksFailed`].
+pub async fn ack_all_with<'a, T, F, Fut>(messages: &'a [Message], is_own: impl Fn(&T) -> bool, ack: F) -> Result<()>
+where
+    T: crate::AckTarget,
+    F: FnOnce(Vec<&'a T>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let mut own = Vec::with_capacity(messages.len());
+    for m in messages {
+        if m.ack_target_as::<crate::NoAck>().is_some() {
+            continue;
+        }
+        match m.ack_target_as::<T>() {
+            Some(t) if is_own(t) => own.push(t),
+            _ => return Err(Error::ForeignMessage { id: m.id().clone() }),
+        }
+    }
+    if !own.is_empty() {
+        match ack(own).await {
+            Ok(()) => {}
+            Err(e @ Error::Closed(_)) => return Err(e),
+            Err(e) => {
+                return Err(Error::AcksFailed {
+                    failed: messages.iter().map(|m| m.id().clone()).collect(),
+                    total: messages.len(),
+                    source: Box::new(e),
+                })
+            }
+        }
+    }
+    for m in messages {
+        m.mark_batch_acked();
+    }
+    Ok(())
+}
+
 /// Receives messages from one subscription.
 ///
 /// The seed API's names map as: `receive(timeout_millis)` →
@@ -158,6 +230,45 @@ pub trait Consumer: Send + Sync + fmt::Debug {
     /// Acknowledges a message received from this consumer. Acking twice is harmless.
     async fn ack(&self, message: &Message) -> Result<()> {
         message.ack().await
+    }
+
+    /// Acknowledges every message of `messages`, received from this
+    /// consumer, in as few broker requests as the backend allows: one
+    /// `XACK` with every id on Redis, one offset commit on Kafka, every ack
+    /// published and then one flush on NATS JetStream, one lock on the
+    /// embedded log. Other backends (and this default) ack each message
+    /// through [`Message::ack`], all at once.
+    ///
+    /// Resolves when every ack is done, as [`Message::ack`] would.
+    ///
+    /// - An empty slice is `Ok` and does nothing.
+    /// - Acking a message twice (in one call or across calls) is harmless.
+    /// - If some acks fail, the error is [`Error::AcksFailed`], naming the
+    ///   messages whose ack failed and how many were given, with the first
+    ///   failure as its source; the acks that succeeded stay acked (where the
+    ///   backend sends one request, it fails or succeeds for all of them).
+    /// - After [`close`](Consumer::close) every ack fails, and the error is
+    ///   [`Error::Closed`].
+    /// - A backend with its own multi-ack refuses a message received by
+    ///   another consumer with [`Error::ForeignMessage`] before acking
+    ///   anything; this default acks such a message through its own
+    ///   consumer, so nothing is ever acked on the wrong one.
+    ///
+    /// A runnable example on the embedded backend is in the `pubsub_embedded`
+    /// crate's documentation; in short:
+    ///
+    /// ```
+    /// # async fn demo(consumer: &dyn pubsub_core::Consumer) -> pubsub_core::Result<()> {
+    /// use std::time::Duration;
+    ///
+    /// let batch = consumer.receive_batch(100, Duration::from_secs(1)).await?;
+    /// // ... handle them ...
+    /// consumer.ack_all(&batch).await?;
+    /// # Ok(()) }
+    /// ```
+    async fn ack_all(&self, messages: &[Message]) -> Result<()> {
+        let results = futures::future::join_all(messages.iter().map(Message::ack)).await;
+        ack_results(messages, results)
     }
 
     /// Asks for the message to be redelivered (after the configured delay).

@@ -123,6 +123,27 @@ pub enum Error {
     /// A topic, subscription or message does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+
+    /// Some acks of a [`Consumer::ack_all`](crate::Consumer::ack_all) failed;
+    /// the messages not named here are acked.
+    #[error("{} of {total} acks failed, first {:?}: {source}", failed.len(), failed.first())]
+    AcksFailed {
+        /// The messages whose ack failed, in the order given.
+        failed: Vec<crate::MessageId>,
+        /// How many messages were given.
+        total: usize,
+        /// The first failure.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A message given to a consumer's [`ack_all`](crate::Consumer::ack_all)
+    /// was received by another consumer; nothing of the call was acked.
+    #[error("message {id} was not received from this consumer")]
+    ForeignMessage {
+        /// The first such message.
+        id: crate::MessageId,
+    },
 }
 
 impl Error {
@@ -132,10 +153,13 @@ impl Error {
     /// for bad input, closed handles and unsupported features, which fail the
     /// same way every time.
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout(_) | Error::Connection { .. } | Error::Broker { .. } | Error::ConsumerBusy { .. }
-        )
+        match self {
+            Error::AcksFailed { source, .. } => source.is_retriable(),
+            other => matches!(
+                other,
+                Error::Timeout(_) | Error::Connection { .. } | Error::Broker { .. } | Error::ConsumerBusy { .. }
+            ),
+        }
     }
 
     /// A [`Error::Connection`] with a source.

@@ -184,6 +184,9 @@ impl<C: Consumer + ?Sized> Consumer for Arc<C> {
     async fn ack(&self, message: &Message) -> Result<()> {
         (**self).ack(message).await
     }
+    async fn ack_all(&self, messages: &[Message]) -> Result<()> {
+        (**self).ack_all(messages).await
+    }
     async fn nack(&self, message: &Message) -> Result<()> {
         (**self).nack(message).await
     }

@@ -48,7 +48,7 @@ pub mod testkit;
 pub use admin::{
     check_namespace, parse_joined, topics_in_namespace, Admin, AdminCapabilities, SubscriptionInfo, TopicOptions,
 };
-pub use backend::{receive_within, Consumer, Producer, PubSubBackend};
+pub use backend::{ack_all_with, receive_within, Consumer, Producer, PubSubBackend};
 pub use capabilities::Capabilities;
 pub use error::{BoxError, Error, Result};
 pub use ext::{ConsumerExt, MessageStream, ProducerExt};

@@ -1,5 +1,6 @@
 //! Outgoing and received messages, their ids, properties and ack handles.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -258,6 +259,26 @@ pub trait AckTarget: Send + Sync + fmt::Debug + 'static {
     /// Asks for redelivery, after `delay` if given (else the consumer's
     /// `nack_redelivery_delay`).
     async fn nack(&self, delay: Option<Duration>) -> Result<()>;
+
+    /// The target this one wraps, for wrappers (such as the one
+    /// [`UnackedLimit`](crate::UnackedLimit) puts around held messages), so
+    /// [`ack_all_with`](crate::ack_all_with) can find the adapter's own
+    /// target inside. `None` (the default) for an adapter's target.
+    fn wrapped(&self) -> Option<&dyn AckTarget> {
+        None
+    }
+
+    /// This target as [`Any`], for an adapter's
+    /// [`Consumer::ack_all`](crate::Consumer::ack_all) to recognise its own
+    /// targets. `None` (the default) leaves the message to its own `ack`.
+    fn as_any(&self) -> Option<&dyn Any> {
+        None
+    }
+
+    /// Tells a wrapper that the message was acked by a batch ack that went
+    /// around [`AckTarget::ack`]; wrappers release what they hold for it.
+    /// Does nothing by default.
+    fn batch_acked(&self) {}
 }
 
 /// An ack target for messages that need none (q0): every call succeeds.
@@ -271,6 +292,9 @@ impl AckTarget for NoAck {
     }
     async fn nack(&self, _delay: Option<Duration>) -> Result<()> {
         Ok(())
+    }
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(self)
     }
 }
 
@@ -387,6 +411,25 @@ impl Message {
     /// Acknowledges the message (the seed's `acknowledge`). Acking twice is harmless.
     pub async fn ack(&self) -> Result<()> {
         self.ack.ack().await
+    }
+
+    /// The adapter's own ack target of this message if it is a `T`,
+    /// looking through wrappers ([`AckTarget::wrapped`]).
+    pub(crate) fn ack_target_as<T: 'static>(&self) -> Option<&T> {
+        let mut target: &dyn AckTarget = &*self.ack;
+        while let Some(inner) = target.wrapped() {
+            target = inner;
+        }
+        target.as_any()?.downcast_ref::<T>()
+    }
+
+    /// Tells every wrapper of the ack target that a batch ack acked the message.
+    pub(crate) fn mark_batch_acked(&self) {
+        let mut target: Option<&dyn AckTarget> = Some(&*self.ack);
+        while let Some(t) = target {
+            t.batch_acked();
+            target = t.wrapped();
+        }
     }
 
     /// Asks for redelivery after the consumer's configured delay (the seed's

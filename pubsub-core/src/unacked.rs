@@ -99,6 +99,14 @@ impl AckTarget for Held {
         self.release(&r);
         r
     }
+
+    fn wrapped(&self) -> Option<&dyn AckTarget> {
+        Some(&*self.inner)
+    }
+
+    fn batch_acked(&self) {
+        self.release(&Ok(()));
+    }
 }
 
 #[async_trait]
@@ -166,6 +174,10 @@ impl<C: Consumer> Consumer for UnackedLimit<C> {
 
     async fn ack(&self, message: &Message) -> Result<()> {
         self.inner.ack(message).await
+    }
+
+    async fn ack_all(&self, messages: &[Message]) -> Result<()> {
+        self.inner.ack_all(messages).await
     }
 
     async fn nack(&self, message: &Message) -> Result<()> {

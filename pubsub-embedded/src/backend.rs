@@ -471,6 +471,16 @@ impl Consumer for EmbeddedConsumer {
         self.take_waiting(max, Some(Instant::now() + timeout)).await
     }
 
+    async fn ack_all(&self, messages: &[Message]) -> Result<()> {
+        let own = |a: &EmbeddedAck| Arc::ptr_eq(&a.topic, &self.topic) && a.consumer == self.id;
+        pubsub_core::ack_all_with(messages, own, |acks: Vec<&EmbeddedAck>| async move {
+            self.ensure_open()?;
+            let offsets: Vec<u64> = acks.iter().map(|a| a.offset).collect();
+            self.topic.ack_many(&self.subscription, &offsets).await
+        })
+        .await
+    }
+
     async fn seek(&self, position: Position) -> Result<()> {
         self.ensure_open()?;
         self.broker.caps.check_replay(&self.topic.topic)?;
@@ -529,5 +539,9 @@ impl AckTarget for EmbeddedAck {
             delay.unwrap_or(self.nack_delay),
         );
         Ok(())
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }

@@ -41,6 +41,36 @@
 //! next open, and every message not acknowledged is delivered again. The
 //! data directory gives durability, not a larger-than-memory log: retained
 //! records are also held in memory.
+//!
+//! # Acking a batch
+//!
+//! [`Consumer::ack_all`](pubsub_core::Consumer::ack_all) acks many messages
+//! in one call, here under one lock of the topic (and, for q2 in a data
+//! directory, one fsync of the subscription state):
+//!
+//! ```
+//! use std::time::Duration;
+//! use pubsub_core::{ConsumerOptions, OutgoingMessage, PubSubBackend};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pubsub_core::Result<()> {
+//! let backend = pubsub_embedded::EmbeddedBackend::memory();
+//! let topic = "q1/docs/acks/jobs".parse()?;
+//! let consumer = backend.create_consumer(&topic, "workers", ConsumerOptions::default()).await?;
+//! let producer = backend.create_producer(&topic, Default::default()).await?;
+//! producer.send_batch((0..10).map(|i| OutgoingMessage::new(format!("job {i}"))).collect()).await?;
+//!
+//! let batch = consumer.receive_batch(10, Duration::from_secs(1)).await?;
+//! assert_eq!(batch.len(), 10);
+//! consumer.ack_all(&batch).await?; // one call for all ten
+//! consumer.ack_all(&batch).await?; // acking again is harmless
+//! consumer.ack_all(&[]).await?; // so is nothing
+//!
+//! consumer.close().await?;
+//! assert!(matches!(consumer.ack_all(&batch).await, Err(pubsub_core::Error::Closed(_))));
+//! backend.close().await
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod admin;

@@ -281,6 +281,12 @@ impl TopicHandle {
 
     /// Acknowledges `offset` on subscription `name`.
     pub(crate) async fn ack(&self, name: &str, offset: u64) -> Result<()> {
+        self.ack_many(name, &[offset]).await
+    }
+
+    /// Acknowledges `offsets` on subscription `name`, under one lock and
+    /// with at most one write of the subscription's state.
+    pub(crate) async fn ack_many(&self, name: &str, offsets: &[u64]) -> Result<()> {
         if self.is_volatile() {
             return Ok(());
         }
@@ -289,7 +295,11 @@ impl TopicHandle {
             let Some(sub) = st.subscriptions.get_mut(name) else {
                 return Ok(());
             };
-            if !sub.ack(offset) {
+            let mut changed = false;
+            for &offset in offsets {
+                changed |= sub.ack(offset);
+            }
+            if !changed {
                 return Ok(());
             }
             if st.store.is_none() {

@@ -1084,6 +1084,57 @@ pub async fn close_writes_acks_first(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// `Consumer::ack_all`: 100 messages received and acked in one call are
+/// not delivered again to a fresh consumer of the subscription; acking them
+/// again is harmless; an empty slice is `Ok`; a message of another
+/// subscription's consumer is refused with `Error::ForeignMessage` or acked
+/// through its own consumer, never on this one; the acked messages no longer
+/// count against `max_unacked`; after close the call gives `Error::Closed`.
+pub async fn ack_all_acks_every_message(ctx: &Ctx) -> Outcome {
+    let topic = ctx.topic(Qos::AtLeastOnce, "ackall");
+    let sub = ctx.sub("s");
+    // Holding at most 100: the 101st arrives only if ack_all gave the places back.
+    let c = ctx.consumer(&topic, &sub, latest().with_max_unacked(100)).await;
+    let other = ctx.consumer(&topic, &ctx.sub("other"), latest()).await;
+    send_numbered(ctx, &topic, 0..100).await;
+    let got = receive_n(c.as_ref(), 100, false).await;
+    let mut numbers: Vec<usize> = got.iter().map(number_of).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..100).collect::<Vec<_>>(), "the 100 messages sent");
+    c.ack_all(&[]).await.expect("ack_all of an empty slice");
+    c.ack_all(&got).await.expect("ack_all of 100 messages");
+    c.ack_all(&got[..10]).await.expect("ack_all of acked messages again");
+
+    let theirs = receive_n(other.as_ref(), 100, false).await;
+    match c.ack_all(&theirs[..1]).await {
+        Ok(()) => {}
+        Err(Error::ForeignMessage { id }) => assert_eq!(&id, theirs[0].id(), "the foreign message named"),
+        Err(e) => panic!("ack_all of another consumer's message: {e}"),
+    }
+    other.ack_all(&theirs).await.expect("ack_all on their own consumer");
+    other.close().await.expect("close the other consumer");
+
+    send_numbered(ctx, &topic, 100..101).await;
+    let held = receive_n(c.as_ref(), 1, false).await;
+    c.close().await.expect("close");
+    match c.ack_all(&held).await {
+        Err(Error::Closed(_)) => {}
+        other => panic!("ack_all after close: expected Error::Closed, got {other:?}"),
+    }
+    let fresh = ctx.consumer(&topic, &sub, latest()).await;
+    loop {
+        match fresh.receive_timeout(super::QUIET_PERIOD).await {
+            Err(Error::Timeout(_)) => break,
+            // Held unacked at the close: it may come back.
+            Ok(m) if number_of(&m) == 100 => m.ack().await.expect("ack the held message"),
+            Ok(m) => panic!("message {} came back after ack_all (id {:?})", number_of(&m), m.id()),
+            Err(e) => panic!("receive on a fresh consumer: {e}"),
+        }
+    }
+    fresh.close().await.expect("close the fresh consumer");
+    Outcome::Passed
+}
+
 /// Acking a message twice is harmless and does not ack another message.
 pub async fn double_ack_is_harmless(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::AtLeastOnce, "double-ack");

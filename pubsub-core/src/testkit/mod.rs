@@ -329,6 +329,7 @@ macro_rules! __with_conformance_cases {
             backend_close_closes_producers_readers_and_acks,
             close_writes_acks_first,
             double_ack_is_harmless,
+            ack_all_acks_every_message,
             invalid_input_gives_typed_errors,
             bad_input_table,
             payload_at_the_limit,
