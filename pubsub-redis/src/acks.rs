@@ -2,7 +2,8 @@
 //! under way wait and go out together as the next `XACK key group id…`.
 //! An application acking a batch of 100 messages at once sends two
 //! commands instead of 100, which keeps the server's work per message
-//! close to a hand-written batch ack.
+//! close to a hand-written batch ack. `Consumer::ack_all` hands its ids
+//! over as one request, so they go out in one `XACK` (up to 1,000 ids).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::backend::{map_err, NAME};
 /// Most ids in one `XACK`.
 const MAX_IDS: usize = 1000;
 
-type Request = (String, oneshot::Sender<Result<()>>);
+type Request = (Vec<String>, oneshot::Sender<Result<()>>);
 
 /// Hands acks to a task that sends them in as few `XACK`s as it can. The
 /// task ends when the acker is dropped.
@@ -33,9 +34,18 @@ impl GroupAcker {
 
     /// Acks entry `id`; returns once the `XACK` carrying it was answered.
     pub(crate) async fn ack(&self, id: &str) -> Result<()> {
+        self.ack_many(vec![id.to_string()]).await
+    }
+
+    /// Acks entries `ids` together; returns once the `XACK` (or, beyond
+    /// 1,000 ids, the `XACK`s) carrying them was answered.
+    pub(crate) async fn ack_many(&self, ids: Vec<String>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send((id.to_string(), reply))
+            .send((ids, reply))
             .map_err(|_| Error::Closed("consumer"))?;
         answer.await.map_err(|_| Error::Closed("consumer"))?
     }
@@ -47,22 +57,30 @@ async fn send_acks(
     group: Arc<str>,
     mut requests: mpsc::UnboundedReceiver<Request>,
 ) {
-    let mut batch = Vec::new();
+    let mut batch: Vec<Request> = Vec::new();
     while let Some(first) = requests.recv().await {
+        let mut ids = first.0.len();
         batch.push(first);
-        while batch.len() < MAX_IDS {
+        while ids < MAX_IDS {
             match requests.try_recv() {
-                Ok(r) => batch.push(r),
+                Ok(r) => {
+                    ids += r.0.len();
+                    batch.push(r);
+                }
                 Err(_) => break,
             }
         }
-        let mut cmd = redis::cmd("XACK");
-        cmd.arg(&*stream).arg(&*group);
-        for (id, _) in &batch {
-            cmd.arg(id);
+        let all: Vec<&String> = batch.iter().flat_map(|(ids, _)| ids).collect();
+        let mut result = Ok(());
+        for chunk in all.chunks(MAX_IDS) {
+            let mut cmd = redis::cmd("XACK");
+            cmd.arg(&*stream).arg(&*group).arg(chunk);
+            let r: std::result::Result<i64, _> = cmd.query_async(&mut conn).await;
+            if let Err(e) = r {
+                result = Err(map_err("ack", e));
+                break;
+            }
         }
-        let result: std::result::Result<i64, _> = cmd.query_async(&mut conn).await;
-        let result = result.map(drop).map_err(|e| map_err("ack", e));
         for (_, reply) in batch.drain(..) {
             let _ = reply.send(match &result {
                 Ok(()) => Ok(()),

@@ -435,6 +435,18 @@ impl Consumer for StreamConsumer {
             .await
     }
 
+    async fn ack_all(&self, messages: &[Message]) -> Result<()> {
+        let own = |a: &RedisAck| Arc::ptr_eq(&a.shared, &self.shared);
+        pubsub_core::ack_all_with(messages, own, |acks: Vec<&RedisAck>| async move {
+            self.shared.ensure_open()?;
+            self.shared
+                .acker
+                .ack_many(acks.iter().map(|a| a.id.clone()).collect())
+                .await
+        })
+        .await
+    }
+
     /// Moves the group between two fetches; what this consumer fetched
     /// but did not hand out yet is dropped. Entries delivered and not acked
     /// stay pending (`XGROUP SETID` keeps the PEL): they come back after
@@ -528,6 +540,10 @@ impl AckTarget for RedisAck {
         self.shared.ensure_open()?;
         let delay = delay.unwrap_or(self.shared.options.nack_redelivery_delay);
         self.shared.release(std::slice::from_ref(&self.id), delay).await
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 
