@@ -728,6 +728,24 @@ impl Consumer for KafkaConsumer {
         &self.shared.subscription
     }
 
+    /// Marks every message's offset in its partition's state under one
+    /// lock; the commit loop then commits the new positions in one commit.
+    async fn ack_all(&self, messages: &[Message]) -> Result<()> {
+        let own = |a: &KafkaAck| Arc::ptr_eq(&a.shared, &self.shared);
+        pubsub_core::ack_all_with(messages, own, |acks: Vec<&KafkaAck>| async move {
+            self.shared.ensure_open()?;
+            let mut partitions = self.shared.partitions.lock().expect("partitions lock");
+            for a in acks {
+                // A partition no longer here moved to another consumer, which redelivers it.
+                if let Some(st) = partitions.get_mut(&a.partition) {
+                    st.ack(a.offset);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn receive(&self) -> Result<Message> {
         let mut got = self.take_waiting(1, None).await?;
         got.pop().ok_or(Error::Closed("consumer"))
@@ -910,5 +928,9 @@ impl AckTarget for KafkaAck {
             }
         });
         Ok(())
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
