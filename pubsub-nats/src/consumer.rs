@@ -302,6 +302,42 @@ impl Consumer for JetStreamConsumer {
         &self.shared.subscription
     }
 
+    /// Publishes every ack, then flushes the connection once (q2: the
+    /// double acks wait for their confirmations together).
+    async fn ack_all(&self, messages: &[Message]) -> Result<()> {
+        let own = |a: &NatsAck| Arc::ptr_eq(&a.shared, &self.shared);
+        pubsub_core::ack_all_with(messages, own, |acks: Vec<&NatsAck>| async move {
+            self.shared.ensure_open()?;
+            // Skips those acked before (or twice in this call).
+            let todo: Vec<&NatsAck> = acks
+                .into_iter()
+                .filter(|a| !a.done.swap(true, Ordering::AcqRel))
+                .collect();
+            {
+                let mut held = self.shared.held.lock().expect("held lock");
+                for a in &todo {
+                    held.remove(&a.seq);
+                }
+            }
+            let r = if self.shared.topic.qos() == Qos::ExactlyOnce {
+                futures::future::join_all(todo.iter().map(|a| a.acker.double_ack()))
+                    .await
+                    .into_iter()
+                    .find_map(|r| r.err())
+                    .map_or(Ok(()), |e| Err(Error::broker("nats", format!("ack: {e}"), e)))
+            } else {
+                publish_acks(&self.shared, &todo).await
+            };
+            if r.is_err() {
+                for a in &todo {
+                    a.done.store(false, Ordering::Release);
+                }
+            }
+            r
+        })
+        .await
+    }
+
     async fn receive(&self) -> Result<Message> {
         let stop = self.shared.stop.notified();
         tokio::pin!(stop);
@@ -473,6 +509,26 @@ impl AckTarget for NatsAck {
             .await
             .map_err(|e| Error::broker("nats", format!("nak: {e}"), e))
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+/// Publishes the acks of `acks`, then one flush of the connection.
+async fn publish_acks(shared: &Shared, acks: &[&NatsAck]) -> Result<()> {
+    for a in acks {
+        a.acker
+            .ack()
+            .await
+            .map_err(|e| Error::broker("nats", format!("ack: {e}"), e))?;
+    }
+    shared
+        .inner
+        .client
+        .flush()
+        .await
+        .map_err(|e| broker_err("flush acks", e))
 }
 
 /// A q0 consumer: a core NATS queue subscription named after the
