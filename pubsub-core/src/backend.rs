@@ -295,3 +295,38 @@ pub trait Consumer: Send + Sync + fmt::Debug {
     /// Closes the consumer. Unacked messages it holds are redelivered to others.
     async fn close(&self) -> Result<()>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MessageParts, NoAck};
+    use std::sync::Arc;
+
+    fn message(n: u64) -> Message {
+        let topic: Topic = "q1/t/n/q".parse().expect("topic");
+        Message::new(MessageParts::new(MessageId::from_seq(n), topic), Arc::new(NoAck))
+    }
+
+    #[test]
+    fn ack_all_reports_which_acks_failed() {
+        let msgs: Vec<Message> = (0..4).map(message).collect();
+        assert!(ack_results(&msgs, (0..4).map(|_| Ok(())).collect()).is_ok());
+        assert!(ack_results(&[], Vec::new()).is_ok());
+        let some = vec![
+            Ok(()),
+            Err(Error::broker_msg("x", "boom")),
+            Ok(()),
+            Err(Error::Closed("consumer")),
+        ];
+        match ack_results(&msgs, some) {
+            Err(Error::AcksFailed { failed, total, source }) => {
+                assert_eq!(failed, vec![MessageId::from_seq(1), MessageId::from_seq(3)]);
+                assert_eq!(total, 4);
+                assert!(matches!(*source, Error::Broker { .. }));
+            }
+            other => panic!("expected AcksFailed, got {other:?}"),
+        }
+        let closed = (0..4).map(|_| Err(Error::Closed("consumer"))).collect();
+        assert!(matches!(ack_results(&msgs, closed), Err(Error::Closed(_))));
+    }
+}
