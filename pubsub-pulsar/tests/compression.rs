@@ -13,6 +13,14 @@ use pubsub_core::{
 };
 use pubsub_pulsar::{PulsarBackend, PulsarConfig};
 
+/// The admin URL the tests use, if any (Apache Pulsar's; pulsar-lite has none).
+fn admin_url() -> Option<String> {
+    match std::env::var("PULSAR_URL") {
+        Ok(_) => std::env::var("PULSAR_ADMIN_URL").ok(),
+        Err(_) => Some("http://127.0.0.1:8082".into()),
+    }
+}
+
 /// The broker's URL (without our `?broker=` hint, for the Python client) and a backend on it.
 async fn backend(test: &str) -> Option<(String, PulsarBackend)> {
     let (url, admin) = match std::env::var("PULSAR_URL") {
@@ -56,12 +64,23 @@ fn unique(queue: &str) -> (Topic, String) {
 }
 
 /// Every codec the SDK claims on Pulsar, with the Python client's name of
-/// it. Not Snappy: see `snappy_is_refused`.
-const CODECS: [(Compression, &str); 3] = [
-    (Compression::Gzip, "ZLib"),
-    (Compression::Lz4, "LZ4"),
-    (Compression::Zstd, "ZSTD"),
+/// it and the broker's (the admin API's `X-Pulsar-compression`). Not
+/// Snappy: see `snappy_is_refused`.
+const CODECS: [(Compression, &str, &str); 3] = [
+    (Compression::Gzip, "ZLib", "ZLIB"),
+    (Compression::Lz4, "LZ4", "LZ4"),
+    (Compression::Zstd, "ZSTD", "ZSTD"),
 ];
+
+/// Prints the codec the broker stored the topic's first message with
+/// (`X-Pulsar-compression` of the admin API's examinemessage; absent: NONE).
+const EXAMINE: &str = r#"
+import sys, urllib.request
+admin, topic = sys.argv[1], sys.argv[2].replace("persistent://", "")
+url = "%s/admin/v2/persistent/%s/examinemessage?initialPosition=earliest&messagePosition=1" % (admin, topic)
+r = urllib.request.urlopen(url, timeout=10)
+print("CODEC|%s" % r.headers.get("X-Pulsar-compression", "NONE"))
+"#;
 
 /// Messages per direction and codec: several, so that a batch is compressed.
 const N: usize = 5;
@@ -115,7 +134,7 @@ async fn compressed_by_pulsar_client_read_by_sdk() {
     let codecs: Vec<Compression> = CODECS.iter().map(|c| c.0).collect();
     assert_eq!(backend.capabilities().compression, &codecs[..]);
     let mut failed = Vec::new();
-    for (codec, py_name) in CODECS {
+    for (codec, py_name, _) in CODECS {
         let (topic, name) = unique(&format!("from-python-{codec}"));
         let opts = ConsumerOptions::default().with_initial_position(InitialPosition::Earliest);
         let c = backend.create_consumer(&topic, "sdk", opts).await.unwrap();
@@ -173,7 +192,7 @@ async fn compressed_by_sdk_read_by_pulsar_client() {
         return;
     };
     let mut failed = Vec::new();
-    for (codec, _) in CODECS {
+    for (codec, _, stored) in CODECS {
         let (topic, name) = unique(&format!("to-python-{codec}"));
         let p = backend
             .create_producer(&topic, ProducerOptions::default().with_compression(codec))
@@ -187,6 +206,16 @@ async fn compressed_by_sdk_read_by_pulsar_client() {
             })
             .collect();
         p.send_batch(batch).await.unwrap();
+        // Compressed on the wire, not only readable: what the broker stored.
+        if let Some(admin) = admin_url() {
+            let out = Command::new(&py).args(["-c", EXAMINE, &admin, &name]).output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.contains(&format!("CODEC|{stored}")),
+                "{codec}: the broker stored {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let (py, url) = (py.clone(), url.clone());
         let out = tokio::task::spawn_blocking(move || {
             Command::new(py)
