@@ -58,11 +58,11 @@ fn earliest() -> ConsumerOptions {
     ConsumerOptions::default().with_initial_position(InitialPosition::Earliest)
 }
 
-fn numbered(i: usize) -> OutgoingMessage {
+pub(super) fn numbered(i: usize) -> OutgoingMessage {
     OutgoingMessage::new(format!("message-{i}")).with_property("n", i.to_string())
 }
 
-fn number_of(m: &Message) -> usize {
+pub(super) fn number_of(m: &Message) -> usize {
     m.property("n")
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("message {} lacks its number property: {m:?}", m.id()))

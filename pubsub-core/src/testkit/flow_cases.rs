@@ -4,18 +4,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use super::cases::{number_of, numbered};
 use super::{expect_quiet, receive_n, Ctx, Outcome, ARRIVAL_TIMEOUT};
-use crate::{Consumer, ConsumerOptions, Error, Message, OutgoingMessage, Qos, SubscriptionType, Topic};
-
-fn numbered(i: usize) -> OutgoingMessage {
-    OutgoingMessage::new(format!("message-{i}")).with_property("n", i.to_string())
-}
-
-fn number_of(m: &Message) -> usize {
-    m.property("n")
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("message {} lacks its number property: {m:?}", m.id()))
-}
+use crate::{Consumer, ConsumerOptions, Error, Message, Qos, SubscriptionType, Topic};
 
 /// Sends `range` in batches of 100.
 async fn send_range(ctx: &Ctx, topic: &Topic, range: std::ops::Range<usize>) {
