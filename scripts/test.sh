@@ -77,6 +77,16 @@ echo "== unsupported and skipped cases"
 sort -u "$PUBSUB_TEST_REPORT"
 [ -s "$PUBSUB_TEST_REPORT" ] || echo "(none)"
 
+# On a failure, what the brokers complained of: their logs are gone with
+# the machine, and a broker that went wrong explains a whole block of failures.
+if [ "$status" -ne 0 ]; then
+    for broker_log in target/brokers/*.log; do
+        [ -f "$broker_log" ] || continue
+        echo "== last warnings and errors of $broker_log"
+        grep -E 'WARN|ERROR|FATAL|Exception' "$broker_log" | tail -n 15 | cut -c1-400
+    done
+fi
+
 # Close with the runners' counts added up, as one plain line.
 read -r passed failed ignored < <(sed -nE 's/^test result: .* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' "$log" |
     awk '{p += $1; f += $2; i += $3} END {print p + 0, f + 0, i + 0}')

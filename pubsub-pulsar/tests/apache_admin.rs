@@ -22,7 +22,7 @@ fn urls() -> (String, String) {
 /// skipped) when it is not running and brokers are not required.
 async fn apache(with_admin: bool) -> Option<PulsarBackend> {
     let (url, admin) = urls();
-    let mut config = PulsarConfig::new(url).with_timeout(Duration::from_secs(5));
+    let mut config = PulsarConfig::new(url);
     if with_admin {
         config = config.with_admin_url(admin);
     }
@@ -151,4 +151,37 @@ async fn admin_with_and_without_the_http_api() {
     assert!(admin.list_topics("pulsar-tests", &ns).await.unwrap().is_empty());
     http.close().await.unwrap();
     binary.close().await.unwrap();
+}
+
+/// Clients making the first topics of a new tenant side by side all
+/// succeed. Apache Pulsar answers the loser of a race to create one tenant
+/// with HTTP 500 ("BadVersion"), not 409: two tests of a fresh CI machine
+/// failed on it with "create tenant ...: HTTP 500" until the adapter
+/// checked whether the tenant was there after all.
+#[tokio::test]
+async fn clients_racing_to_make_one_tenant_all_succeed() {
+    const CLIENTS: usize = 8;
+    const ROUNDS: usize = 5; // the race is lost about one round in three
+    let mut backends = Vec::new();
+    for _ in 0..CLIENTS {
+        let Some(b) = apache(true).await else { return };
+        backends.push(b);
+    }
+    for round in 0..ROUNDS {
+        let tenant = fresh_namespace("race");
+        let made = futures::future::join_all(backends.iter().enumerate().map(|(i, b)| {
+            let topic = Topic::new(Qos::AtLeastOnce, &tenant, &format!("ns{}", i % 2), &format!("t{i}")).unwrap();
+            async move { b.admin().create_topic(&topic, TopicOptions::default()).await }
+        }))
+        .await;
+        for (i, r) in made.into_iter().enumerate() {
+            assert!(
+                r.unwrap_or_else(|e| panic!("round {round}, client {i}: {e}")),
+                "round {round}: client {i} made its topic"
+            );
+        }
+    }
+    for b in backends {
+        b.close().await.unwrap();
+    }
 }

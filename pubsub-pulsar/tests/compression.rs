@@ -27,7 +27,7 @@ async fn backend(test: &str) -> Option<(String, PulsarBackend)> {
         Ok(url) => (url, std::env::var("PULSAR_ADMIN_URL").ok()),
         Err(_) => ("pulsar://127.0.0.1:6652".into(), Some("http://127.0.0.1:8082".into())),
     };
-    let mut config = PulsarConfig::new(url.clone()).with_timeout(Duration::from_secs(5));
+    let mut config = PulsarConfig::new(url.clone());
     if let Some(admin) = admin {
         config = config.with_admin_url(admin);
     }

@@ -12,7 +12,6 @@
 //!   two features that broker lacks.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pubsub_core::{Error, PubSubBackend};
 use pubsub_pulsar::{PulsarBackend, PulsarConfig};
@@ -22,7 +21,7 @@ async fn backend() -> Result<Arc<dyn PubSubBackend>, Error> {
         Ok(url) => (url, std::env::var("PULSAR_ADMIN_URL").ok()),
         Err(_) => ("pulsar://127.0.0.1:6652".into(), Some("http://127.0.0.1:8082".into())),
     };
-    let mut config = PulsarConfig::new(url).with_timeout(Duration::from_secs(5));
+    let mut config = PulsarConfig::new(url);
     if let Some(admin) = admin {
         config = config.with_admin_url(admin);
     }
