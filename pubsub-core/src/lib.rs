@@ -52,6 +52,7 @@ pub use backend::{ack_all_with, receive_within, Consumer, Producer, PubSubBacken
 pub use capabilities::Capabilities;
 pub use error::{BoxError, Error, Result};
 pub use ext::{ConsumerExt, MessageStream, ProducerExt};
+pub use ident::stable_hash;
 pub use message::{
     ensure_open, validate_key, validate_property, AckTarget, Message, MessageId, MessageParts, NoAck, OutgoingMessage,
     Properties, CONTENT_TYPE_PROPERTY, MAX_PROPERTY_NAME_LEN, RESERVED_PROPERTY_PREFIX,

@@ -172,7 +172,7 @@ impl Subscription {
         if self.consumers.is_empty() {
             return None;
         }
-        let h = fnv1a(key.unwrap_or("").as_bytes());
+        let h = pubsub_core::stable_hash(key.unwrap_or("").as_bytes());
         Some(self.consumers[(h % self.consumers.len() as u64) as usize].id)
     }
 
@@ -404,15 +404,6 @@ impl Subscription {
         self.acks.raise_floor(offset);
         self.cursor = self.cursor.max(offset);
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 #[cfg(test)]

@@ -16,8 +16,7 @@ pub(crate) fn subject(topic: &Topic) -> String {
 }
 
 fn fnv64(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    pubsub_core::stable_hash(s.as_bytes())
 }
 
 pub(crate) fn stream_name(topic: &Topic) -> String {
