@@ -1,6 +1,6 @@
 //! The admin API on Kafka: topics through the admin client and cluster
-//! metadata; a subscription is a consumer group with committed offsets on
-//! the topic, and its backlog is, summed over partitions, the high
+//! metadata; a subscription is the consumer group `{topic}/{subscription}`
+//! (see `groups::group_id`) with committed offsets on the topic, and its backlog is, summed over partitions, the high
 //! watermark less the committed offset less the acks above it that travel
 //! in the commit metadata (see `offsets`). Kafka keeps no QoS in topic
 //! names, so listed topics are reported as q1.
@@ -18,7 +18,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::backend::{kafka_topic, map_err, Inner, KafkaBackend, NAME};
-use crate::groups::list_groups;
+use crate::groups::{group_id, list_groups, subscription_of};
 use crate::offsets::decode_acked;
 use crate::replay::{log_position, watermarks, Watermarks};
 
@@ -286,11 +286,16 @@ impl Admin for KafkaBackend {
         let (inner, name) = (self.inner.clone(), kafka_topic(topic));
         blocking(move || {
             let marks = watermarks(&inner, &name)?;
-            let groups = list_groups(inner.admin_client().inner(), inner.config.timeout)?;
+            let groups: Vec<String> = list_groups(inner.admin_client().inner(), inner.config.timeout)?
+                .into_iter()
+                .filter(|g| subscription_of(g, &name).is_some())
+                .collect();
             let mut out = Vec::new();
             for (g, backlog) in groups_backlogs(&inner, &groups, &name, &marks)? {
-                if let Some(backlog) = backlog {
-                    out.push(SubscriptionInfo::new(g, Some(backlog)));
+                // A group that has committed nothing yet (its first consumer
+                // is still joining) has no position to count a backlog from.
+                if let (Some(subscription), Some(backlog)) = (subscription_of(&g, &name), backlog) {
+                    out.push(SubscriptionInfo::new(subscription, Some(backlog)));
                 }
             }
             out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -313,11 +318,11 @@ impl Admin for KafkaBackend {
     /// (acks above them, kept in the commit metadata, are not counted).
     async fn subscription_position(&self, topic: &Topic, subscription: &str) -> Result<LogPosition> {
         let marks = self.watermarks_of(topic).await?;
-        let (inner, name, group) = (self.inner.clone(), kafka_topic(topic), subscription.to_string());
+        let (inner, name, subscription) = (self.inner.clone(), kafka_topic(topic), subscription.to_string());
         blocking(move || {
-            let committed = committed(&inner, &group, &name, &marks)?;
+            let committed = committed(&inner, &group_id(&name, &subscription), &name, &marks)?;
             if committed.count() == 0 {
-                return Err(Error::NotFound(format!("subscription {group} of {name}")));
+                return Err(Error::NotFound(format!("subscription {subscription} of {name}")));
             }
             Ok(log_position(committed.elements().iter().filter_map(
                 |e| match e.offset() {

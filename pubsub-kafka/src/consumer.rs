@@ -32,6 +32,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 use crate::backend::{is_transient, map_err, Inner, NAME};
+use crate::groups::group_id;
 use crate::headers::from_headers;
 use crate::offsets::{Fetched, PartitionOffsets};
 
@@ -49,6 +50,8 @@ struct Shared {
     topic: Topic,
     name: String,
     subscription: String,
+    /// The subscription's consumer group ([`group_id`]).
+    group: String,
     options: ConsumerOptions,
     timeout: Duration,
     partitions: Partitions,
@@ -400,10 +403,11 @@ impl KafkaConsumer {
         let ctx = Ctx {
             shared: std::sync::OnceLock::new(),
         };
+        let group = group_id(&name, subscription);
         let consumer: StreamConsumer<Ctx> = inner
             .config
             .client_config()
-            .set("group.id", subscription)
+            .set("group.id", &group)
             .set("enable.auto.commit", if acked { "false" } else { "true" })
             .set("enable.auto.offset.store", if acked { "false" } else { "true" })
             .set(
@@ -424,6 +428,7 @@ impl KafkaConsumer {
             topic,
             name: name.clone(),
             subscription: subscription.to_string(),
+            group,
             timeout: inner.config.timeout,
             options,
             partitions: Default::default(),
@@ -458,16 +463,17 @@ impl KafkaConsumer {
             if fixed {
                 // The position is fixed already: the partitions come with
                 // the rebalance, whenever the group finishes it.
-                tracing::warn!(topic = %this.shared.topic, group = subscription, ?wait, "the group has not assigned partitions yet; the consumer receives once it does");
+                tracing::warn!(topic = %this.shared.topic, group = %this.shared.group, ?wait, "the group has not assigned partitions yet; the consumer receives once it does");
                 return Ok(this);
             }
             this.shut().await;
             return Err(Error::Connection {
                 backend: NAME,
                 message: format!(
-                    "the group {subscription} did not assign partitions within {wait:?} (a member that went away \
+                    "the group {} did not assign partitions within {wait:?} (a member that went away \
                      without leaving holds a rebalance for its session timeout, a live one that does not rejoin \
-                     for its max.poll.interval.ms)"
+                     for its max.poll.interval.ms)",
+                    this.shared.group
                 ),
                 source: None,
             });
@@ -832,9 +838,9 @@ impl Consumer for KafkaConsumer {
         let results = self
             .inner
             .admin
-            .delete_groups(&[&self.shared.subscription], &opts)
+            .delete_groups(&[&self.shared.group], &opts)
             .await
-            .map_err(|e| map_err(format!("delete group {}", self.shared.subscription), e))?;
+            .map_err(|e| map_err(format!("delete group {}", self.shared.group), e))?;
         for r in results {
             if let Err((group, code)) = r {
                 if code != rdkafka::types::RDKafkaErrorCode::GroupIdNotFound {

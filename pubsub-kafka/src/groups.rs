@@ -1,4 +1,5 @@
-//! Consumer group names through the `ListConsumerGroups` admin call, which
+//! Which consumer group a subscription is ([`group_id`]), and the group
+//! names through the `ListConsumerGroups` admin call, which
 //! rust-rdkafka does not wrap. Its `Client::fetch_group_list` uses the older
 //! ListGroups + DescribeGroups path, which fails against Tansu (and crashed
 //! the process in a trial), while `ListConsumerGroups` works there and on
@@ -13,6 +14,30 @@ use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
 use crate::backend::NAME;
+
+/// The consumer group behind subscription `subscription` of Kafka topic
+/// `topic`: `"{topic}/{subscription}"`.
+///
+/// A subscription belongs to one topic, as on every other backend. One group
+/// for a subscription name on several topics (the group id was the name
+/// alone) made every consumer that joined or left on any of them rebalance
+/// all of them, redelivering held messages and losing acks that raced the
+/// revoke, and `unsubscribe` on one topic deleted the positions of all.
+/// Kafka topic names have no `/` and subscription names have none either,
+/// so the pair is recovered from the id ([`subscription_of`]).
+///
+/// ```ignore
+/// assert_eq!(group_id("acme.orders.created", "billing"), "acme.orders.created/billing");
+/// ```
+pub(crate) fn group_id(topic: &str, subscription: &str) -> String {
+    format!("{topic}/{subscription}")
+}
+
+/// The subscription of Kafka topic `topic` that consumer group `group` is,
+/// if it is one ([`group_id`]'s inverse).
+pub(crate) fn subscription_of<'a>(group: &'a str, topic: &str) -> Option<&'a str> {
+    group.strip_prefix(topic)?.strip_prefix('/').filter(|s| !s.is_empty())
+}
 
 /// Frees the native handles however the call ends.
 struct Handles {
@@ -85,5 +110,22 @@ pub(crate) fn list_groups<C: ClientContext>(client: &Client<C>, timeout: Duratio
             names.push(owned(rd::rd_kafka_ConsumerGroupListing_group_id(listing)));
         }
         Ok(names)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_name_topic_and_subscription() {
+        let id = group_id("acme.orders.created", "billing");
+        assert_eq!(id, "acme.orders.created/billing");
+        assert_eq!(subscription_of(&id, "acme.orders.created"), Some("billing"));
+        // Another topic, a topic that is a prefix of this one, a bare name.
+        assert_eq!(subscription_of(&id, "acme.orders"), None);
+        assert_eq!(subscription_of(&id, "acme.orders.created.eu"), None);
+        assert_eq!(subscription_of("billing", "acme.orders.created"), None);
+        assert_eq!(subscription_of("acme.orders.created/", "acme.orders.created"), None);
     }
 }

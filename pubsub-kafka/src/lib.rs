@@ -6,7 +6,7 @@
 //! | q0 | producer `acks=0`; consumer with auto commit |
 //! | q1 | producer `acks=all`, idempotent; manual commits of the contiguous acked prefix per partition, acks above it in the commit metadata |
 //! | q2 | not claimed (an idempotent producer only de-duplicates its own retries, and a commit cannot confirm an out-of-order ack): refused unless `allow_degraded_qos`, then run as q1 |
-//! | subscription | consumer group; Shared = group members sharing partitions (parallelism bounded by partitions; order per partition, so per key) |
+//! | subscription | consumer group `{kafka topic}/{subscription}` (one per topic: see `groups`); Shared = group members sharing partitions (parallelism bounded by partitions; order per partition, so per key) |
 //! | Earliest / Latest | `auto.offset.reset`, and the start committed when the group first gets a partition |
 //! | nack (delay) | after the delay, seek back to the lowest nacked offset whose delay is over: later records of that partition are fetched again but skipped if acked or still out |
 //! | properties, key, publish time | headers, key, timestamp |

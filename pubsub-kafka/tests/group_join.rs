@@ -30,7 +30,9 @@ async fn joins_a_group_held_up_by_a_member_that_does_not_poll() {
         .expect("connect");
     let run = uuid_like();
     let topic: Topic = format!("q1/groupjoin/r{run}/t").parse().expect("topic");
-    let group = format!("slow-{run}");
+    let subscription = format!("slow-{run}");
+    // The subscription's consumer group: `{kafka topic}/{subscription}`.
+    let group = format!("groupjoin.r{run}.t/{subscription}");
     let producer = backend
         .create_producer(&topic, Default::default())
         .await
@@ -60,7 +62,7 @@ async fn joins_a_group_held_up_by_a_member_that_does_not_poll() {
     );
 
     let c = backend
-        .create_consumer(&topic, &group, ConsumerOptions::default())
+        .create_consumer(&topic, &subscription, ConsumerOptions::default())
         .await
         .expect("a consumer joins once the slow member's max.poll.interval.ms has run out");
     producer.send(OutgoingMessage::new("after")).await.expect("send");
