@@ -31,7 +31,8 @@ pub(crate) struct Inner {
     /// Every producer and consumer made: closed with the backend.
     handles: pubsub_core::handles::Handles,
     pub(crate) publisher: Publisher,
-    /// Client-id slots in use per subscription in this process.
+    /// Client-id slots in use per subscription and topic (a consumer group
+    /// key) in this process.
     slots: std::sync::Mutex<HashMap<String, BTreeSet<u32>>>,
 }
 
@@ -87,9 +88,9 @@ impl Inner {
     }
 
     /// The lowest free slot, or `preferred` if it is free.
-    pub(crate) fn take_slot(&self, subscription: &str, preferred: Option<u32>) -> u32 {
+    pub(crate) fn take_slot(&self, group: &str, preferred: Option<u32>) -> u32 {
         let mut slots = self.slots.lock().expect("slots lock");
-        let used = slots.entry(subscription.to_string()).or_default();
+        let used = slots.entry(group.to_string()).or_default();
         let slot = preferred
             .filter(|p| !used.contains(p))
             .or_else(|| (0..).find(|s| !used.contains(s)))
@@ -98,8 +99,8 @@ impl Inner {
         slot
     }
 
-    pub(crate) fn release_slot(&self, subscription: &str, slot: u32) {
-        if let Some(used) = self.slots.lock().expect("slots lock").get_mut(subscription) {
+    pub(crate) fn release_slot(&self, group: &str, slot: u32) {
+        if let Some(used) = self.slots.lock().expect("slots lock").get_mut(group) {
             used.remove(&slot);
         }
     }

@@ -192,14 +192,22 @@ impl MqttConsumer {
         } else {
             None
         };
+        //
+        // The id names the topic too (by a stable hash, to keep it short):
+        // subscription `s` on another topic is another subscription, and two
+        // processes with consumers of `s` on two topics took each other's
+        // sessions (MQTT lets one client id connect once) when the id was
+        // `{prefix}-s-0` in both.
+        let base = format!(
+            "{}-{subscription}-{:08x}",
+            inner.config.client_id_prefix,
+            pubsub_core::stable_hash(topic.to_string().as_bytes()) as u32
+        );
         let (client_id, slot) = match &options.name {
-            Some(name) => (format!("{}-{subscription}-{name}", inner.config.client_id_prefix), None),
+            Some(name) => (format!("{base}-{name}"), None),
             None => {
-                let slot = inner.take_slot(subscription, parked);
-                (
-                    format!("{}-{subscription}-{slot}", inner.config.client_id_prefix),
-                    Some(slot),
-                )
+                let slot = inner.take_slot(&group, parked);
+                (format!("{base}-{slot}"), Some(slot))
             }
         };
         let session = Session {
@@ -215,7 +223,7 @@ impl MqttConsumer {
             Ok(c) => c,
             Err(e) => {
                 if let Some(s) = slot {
-                    inner.release_slot(subscription, s);
+                    inner.release_slot(&group, s);
                 }
                 if let Some(p) = parked {
                     groups().entry(group).or_default().parked.get_or_insert(p);
@@ -303,7 +311,7 @@ impl MqttConsumer {
             }
         }
         if let Some(s) = self.shared.slot {
-            self.shared.inner.release_slot(&self.shared.subscription, s);
+            self.shared.inner.release_slot(&self.shared.group, s);
         }
     }
 }
@@ -536,14 +544,14 @@ impl Drop for MqttConsumer {
                     shared.handing_back.store(false, Ordering::Release);
                     let _ = shared.client.disconnect().await;
                     if let Some(s) = shared.slot {
-                        shared.inner.release_slot(&shared.subscription, s);
+                        shared.inner.release_slot(&shared.group, s);
                     }
                 });
             }
             None => {
                 let _ = shared.client.try_disconnect();
                 if let Some(s) = shared.slot {
-                    shared.inner.release_slot(&shared.subscription, s);
+                    shared.inner.release_slot(&shared.group, s);
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! | topic `q1/t/ns/q` | topic `t/ns/q` |
 //! | q0 / q1 | QoS 0 / QoS 1; q2 (only with `allow_degraded_qos`) is QoS 2 |
 //! | subscription | shared subscription `$share/{subscription}/t/ns/q`: consumers of one subscription compete |
-//! | client id | `pubsub-{subscription}-{slot}` (the lowest slot this process is not using for the subscription), or `pubsub-{subscription}-{name}` with `ConsumerOptions::name`: stable, so a returning consumer resumes its session; distinct, so the broker never kicks a live consumer |
+//! | client id | `pubsub-{subscription}-{topic hash}-{slot}` (the lowest slot this process is not using for the subscription of the topic), or `pubsub-{subscription}-{topic hash}-{name}` with `ConsumerOptions::name`: stable, so a returning consumer resumes its session; distinct, so the broker never kicks a live consumer |
 //! | q1 consumer | persistent session (clean start off, session expiry 1 day): messages published while it is away are queued by the broker; manual acks (the PUBACK goes out when the application acks) |
 //! | send | returns once the broker's PUBACK (q1) or PUBCOMP (q2) arrived |
 //! | nack (delay) | the message comes back to this consumer after the delay, redelivery count + 1 (MQTT has no nack); the broker also redelivers unacked messages when the session reconnects, with the DUP flag: redelivery count 1 (MQTT sends no count) |
