@@ -1,12 +1,13 @@
 //! Cases about how many messages a consumer holds and who gets them when
-//! consumers go away: `max_unacked` and scaling a Shared subscription down.
+//! consumers go away: `max_unacked`, scaling a Shared subscription down,
+//! and the same subscription name on other topics.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::cases::{number_of, numbered};
 use super::{expect_quiet, receive_n, Ctx, Outcome, ARRIVAL_TIMEOUT};
-use crate::{Consumer, ConsumerOptions, Error, Message, Qos, SubscriptionType, Topic};
+use crate::{Consumer, ConsumerOptions, Error, InitialPosition, Message, Qos, SubscriptionType, Topic};
 
 /// Sends `range` in batches of 100.
 async fn send_range(ctx: &Ctx, topic: &Topic, range: std::ops::Range<usize>) {
@@ -174,5 +175,72 @@ pub async fn shared_scale_down(ctx: &Ctx) -> Outcome {
         assert!(acked.is_empty(), "acked messages came back: {acked:?}");
     }
     fresh.close().await.expect("close");
+    Outcome::Passed
+}
+
+/// A subscription belongs to its topic: the same name on another topic is
+/// another subscription. Consumers of that name coming and going on the
+/// other topic, and unsubscribing it there, leave this topic's subscription
+/// alone: the messages held unacked here are not delivered again, the acks
+/// given meanwhile are kept, and the position survives. (Kafka once made one
+/// consumer group of both: each join there rebalanced the consumer here,
+/// which got its 200 held messages again, and the unsubscribe there deleted
+/// the position here.)
+pub async fn subscription_name_on_other_topics_is_independent(ctx: &Ctx) -> Outcome {
+    const HELD: usize = 200;
+    let here = ctx.topic(Qos::AtLeastOnce, "same-name-here");
+    let there = ctx.topic(Qos::AtLeastOnce, "same-name-there");
+    let sub = ctx.sub("s");
+    // Earliest where claimed, so a lost position would show as the whole
+    // topic again (else a lost position shows as the session's backlog).
+    let start = if ctx.caps.earliest {
+        InitialPosition::Earliest
+    } else {
+        InitialPosition::Latest
+    };
+    let earliest = || ConsumerOptions::default().with_initial_position(start);
+    let c = ctx.consumer(&here, &sub, earliest()).await;
+    send_range(ctx, &here, 0..HELD).await;
+    let mut held = receive_n(c.as_ref(), HELD, false).await;
+
+    // On the other topic, from another connection where the backend has
+    // one (as another process would): a consumer joins, takes and acks a
+    // few messages, leaves; another joins and unsubscribes.
+    let elsewhere = ctx.second_backend().await.unwrap_or_else(|| ctx.backend.clone());
+    let other_consumer = || async {
+        elsewhere
+            .create_consumer(&there, &sub, earliest())
+            .await
+            .unwrap_or_else(|e| panic!("consumer of {sub} on the other topic: {e}"))
+    };
+    let other = other_consumer().await;
+    // Numbered apart from this topic's, to tell them apart.
+    const THEIRS: std::ops::Range<usize> = 1_000..1_010;
+    send_range(ctx, &there, THEIRS).await;
+    let theirs = receive_n(other.as_ref(), THEIRS.len(), true).await;
+    let theirs: BTreeSet<usize> = numbers(&theirs).into_iter().collect();
+    assert_eq!(
+        theirs,
+        THEIRS.collect(),
+        "the other topic's consumer gets that topic's messages"
+    );
+    other.close().await.expect("close the other topic's consumer");
+    let other = other_consumer().await;
+    other.unsubscribe().await.expect("unsubscribe on the other topic");
+
+    // Here: half of what is held is acked now, and nothing comes again.
+    let rest = held.split_off(HELD / 2);
+    c.ack_all(&held).await.expect("ack the first half");
+    expect_quiet(c.as_ref(), "messages held on this topic must not come again").await;
+    c.ack_all(&rest).await.expect("ack the second half");
+    c.close().await.expect("close");
+
+    // Every ack was kept and the position survived the other unsubscribe.
+    let c = ctx.consumer(&here, &sub, earliest()).await;
+    expect_quiet(c.as_ref(), "every message here was acked; the position must survive").await;
+    send_range(ctx, &here, HELD..HELD + 1).await;
+    let next = receive_n(c.as_ref(), 1, true).await;
+    assert_eq!(numbers(&next), vec![HELD], "the subscription resumes where it was");
+    c.close().await.expect("close");
     Outcome::Passed
 }
