@@ -273,12 +273,15 @@ impl fmt::Debug for PulsarProducer {
 }
 
 /// The codecs of [`Capabilities::compression`], read and written by the
-/// pulsar crate's `compression` feature. Not Snappy: the crate writes and
-/// reads the *framed* Snappy format where Pulsar's other clients use raw
-/// Snappy blocks, so neither side can read the other's (checked with the
-/// Python pulsar-client on Apache Pulsar 4.0.7: its Snappy messages stay
-/// in the SDK consumer's backlog, with a warning logged for each).
-const PULSAR_CODECS: &[Compression] = &[Compression::Gzip, Compression::Lz4, Compression::Zstd];
+/// pulsar crate's `compression` feature. Snappy is raw blocks, as Pulsar's
+/// other clients write and read it, through a patch of the crate (which
+/// used the framed format: see patches/pulsar/PATCHED.md).
+const PULSAR_CODECS: &[Compression] = &[
+    Compression::Gzip,
+    Compression::Lz4,
+    Compression::Zstd,
+    Compression::Snappy,
+];
 
 /// The pulsar crate's setting for a codec of [`PULSAR_CODECS`] (Gzip is
 /// Pulsar's ZLIB), with the crate's default level.
@@ -289,6 +292,7 @@ fn pulsar_compression(c: Compression) -> Result<pulsar::compression::Compression
         Compression::Gzip => pc::Compression::Zlib(pc::CompressionZlib::default()),
         Compression::Lz4 => pc::Compression::Lz4(pc::CompressionLz4::default()),
         Compression::Zstd => pc::Compression::Zstd(pc::CompressionZstd::default()),
+        Compression::Snappy => pc::Compression::Snappy(pc::CompressionSnappy::default()),
         other => return Err(Error::unsupported(NAME, format!("{other} compression"))),
     })
 }

@@ -521,13 +521,11 @@ impl<Exe: Executor> ConsumerEngine<Exe> {
 
                 #[cfg(feature = "snap")]
                 {
-                    use std::io::Read;
-
-                    let mut decompressed_payload = Vec::new();
-                    let mut decoder = snap::read::FrameDecoder::new(&payload.data[..]);
-                    decoder
-                        .read_to_end(&mut decompressed_payload)
-                        .map_err(ConsumerError::Io)?;
+                    // pubsub patch (patches/pulsar/PATCHED.md): a raw Snappy
+                    // block, as Pulsar's other clients write, not the framed format.
+                    let decompressed_payload = snap::raw::Decoder::new()
+                        .decompress_vec(&payload.data[..])
+                        .map_err(|e| ConsumerError::Io(std::io::Error::other(e)))?;
 
                     payload.data = decompressed_payload;
                     payload
