@@ -58,10 +58,16 @@ for line in sys.stdin:
 }
 echo "== Kafka conformance on noida-db 0.2.2 (127.0.0.1:9094)"
 # noida-db never completes a rebalance when a second member joins a group:
-# the three cases that need one are Apache Kafka's alone (README, Kafka).
+# the four cases that need one are Apache Kafka's alone (README, Kafka), and
+# listed as skipped on noida in the report.
 kafka_bin=$(conformance_binary pubsub-kafka)
-run env KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:9094?broker=noida' "$kafka_bin" --test-threads 2 \
-    --skip concurrent_producers_and_consumers --skip unsubscribe_deletes_position --skip shared_scale_down
+noida_skips=(concurrent_producers_and_consumers unsubscribe_deletes_position shared_scale_down shared_scale_up_keeps_held)
+skip_args=()
+for case in "${noida_skips[@]}"; do
+    skip_args+=(--skip "$case")
+    echo "SKIPPED kafka on noida-db $case: noida never completes a rebalance when a second member joins (passes on Apache Kafka)" >>"$PUBSUB_TEST_REPORT"
+done
+run env KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:9094?broker=noida' "$kafka_bin" --test-threads 2 "${skip_args[@]}"
 if [ "${PUBSUB_TANSU:-}" = "1" ]; then
     echo "== Kafka conformance on Tansu 0.6 (127.0.0.1:9095)"
     run env KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:9095?broker=tansu' "$kafka_bin" --test-threads 2

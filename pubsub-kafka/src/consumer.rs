@@ -55,6 +55,11 @@ struct Shared {
     options: ConsumerOptions,
     timeout: Duration,
     partitions: Partitions,
+    /// Revoked partitions' states, by the offset committed on revoke: a
+    /// rebalance revokes every partition and gives most of them back, and
+    /// one that comes back at that offset keeps its state (what the
+    /// application holds is not delivered again; see [`park`]).
+    parked: std::sync::Mutex<HashMap<i32, (i64, PartitionOffsets)>>,
     buffer: std::sync::Mutex<VecDeque<Message>>,
     /// Something was buffered, or the consumer closed.
     arrived: Notify,
@@ -172,6 +177,14 @@ impl ConsumerContext for Ctx {
             Rebalance::Revoke(tpl) => {
                 let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::debug!(topic = %shared.topic, ?revoked, lost = base.assignment_lost(), "kafka partitions revoked");
+                // Fetched but not yet taken by the application: dropped, the
+                // partition's next owner fetches them.
+                let unfetched: Vec<(i32, i64)> = {
+                    let mut buffer = shared.buffer.lock().expect("buffer lock");
+                    let (dropped, kept) = buffer.drain(..).partition(|m| revoked.contains(&partition_of(m)));
+                    *buffer = kept;
+                    dropped.iter().filter_map(partition_and_offset).collect()
+                };
                 if shared.acked_mode() {
                     // A lost assignment (the session timed out, e.g. while the
                     // broker was down) cannot commit: the group has a new
@@ -182,18 +195,16 @@ impl ConsumerContext for Ctx {
                     } else {
                         shared.commit_list(Which::These(&revoked))
                     };
-                    if commit.count() > 0 {
-                        if let Err(e) = base.commit(&commit, CommitMode::Sync) {
-                            tracing::warn!(topic = %shared.topic, error = %e, "commit on revoke failed");
-                        }
-                    }
-                    let mut parts = shared.partitions.lock().expect("partitions lock");
-                    for p in &revoked {
-                        parts.remove(p);
-                    }
+                    let committed = commit.count() > 0
+                        && match base.commit(&commit, CommitMode::Sync) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                tracing::warn!(topic = %shared.topic, error = %e, "commit on revoke failed");
+                                false
+                            }
+                        };
+                    park(shared, &revoked, committed.then_some(&commit), &unfetched);
                 }
-                let mut buffer = shared.buffer.lock().expect("buffer lock");
-                buffer.retain(|m| !revoked.contains(&partition_of(m)));
             }
             Rebalance::Assign(tpl) => {
                 let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -322,8 +333,45 @@ fn leader_pending(e: &rdkafka::error::KafkaError) -> bool {
         )
 }
 
+/// Moves the revoked partitions' states aside: those committed on revoke
+/// (`commit`) to [`Shared::parked`], by the offset committed, with the
+/// records dropped from the buffer (`unfetched`) marked to be delivered when
+/// fetched again; the others are dropped (their next owner, maybe this
+/// consumer again, starts from what is committed).
+fn park(shared: &Shared, revoked: &[i32], commit: Option<&TopicPartitionList>, unfetched: &[(i32, i64)]) {
+    let mut parts = shared.partitions.lock().expect("partitions lock");
+    let mut parked = shared.parked.lock().expect("parked lock");
+    for p in revoked {
+        let Some(mut st) = parts.remove(p) else { continue };
+        let at = commit
+            .and_then(|c| c.find_partition(&shared.name, *p))
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        if let Some(at) = at {
+            for (_, o) in unfetched.iter().filter(|(q, _)| q == p) {
+                st.undeliver(*o);
+            }
+            parked.insert(*p, (at, st));
+        }
+    }
+}
+
+/// Runs `f` on the state of `partition`, owned or parked; `None` if the
+/// consumer has neither (the partition is another consumer's).
+fn with_state<R>(shared: &Shared, partition: i32, f: impl FnOnce(&mut PartitionOffsets) -> R) -> Option<R> {
+    let mut parts = shared.partitions.lock().expect("partitions lock");
+    if let Some(st) = parts.get_mut(&partition) {
+        return Some(f(st));
+    }
+    let mut parked = shared.parked.lock().expect("parked lock");
+    parked.get_mut(&partition).map(|(_, st)| f(st))
+}
+
 /// Fixes the start of partitions that have no committed offset yet and
-/// restores the acks above the committed ones.
+/// restores the acks above the committed ones, or the whole state of a
+/// partition that comes back at the offset it was parked at.
 fn prepare_assignment(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &TopicPartitionList) {
     let committed = match base.committed_offsets(tpl.clone(), Timeout::After(shared.timeout)) {
         Ok(c) => c,
@@ -334,13 +382,22 @@ fn prepare_assignment(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &TopicPart
     };
     let mut fresh = TopicPartitionList::new();
     let mut parts = shared.partitions.lock().expect("partitions lock");
+    // Partitions parked and not given back went to other consumers.
+    let mut parked = std::mem::take(&mut *shared.parked.lock().expect("parked lock"));
     for e in committed.elements() {
         let p = e.partition();
         match e.offset() {
-            Offset::Offset(o) => {
-                tracing::debug!(topic = %shared.topic, partition = p, committed = o, "kafka partition resumes");
-                parts.insert(p, PartitionOffsets::restore(o, e.metadata()));
-            }
+            Offset::Offset(o) => match parked.remove(&p) {
+                Some((at, mut st)) if at == o => {
+                    tracing::debug!(topic = %shared.topic, partition = p, committed = o, "kafka partition back, state kept");
+                    st.refetched();
+                    parts.insert(p, st);
+                }
+                _ => {
+                    tracing::debug!(topic = %shared.topic, partition = p, committed = o, "kafka partition resumes");
+                    parts.insert(p, PartitionOffsets::restore(o, e.metadata()));
+                }
+            },
             _ => {
                 let start = match watermarks_settled(base, &shared.name, p, shared.timeout) {
                     Ok((low, high)) => match shared.options.initial_position {
@@ -367,12 +424,14 @@ fn prepare_assignment(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &TopicPart
 }
 
 fn partition_of(m: &Message) -> i32 {
-    m.id()
-        .to_string()
-        .split(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(-1)
+    partition_and_offset(m).map_or(-1, |(p, _)| p)
+}
+
+/// A message's partition and offset, from its id `partition:offset`.
+fn partition_and_offset(m: &Message) -> Option<(i32, i64)> {
+    let id = m.id().to_string();
+    let (p, o) = id.split_once(':')?;
+    Some((p.parse().ok()?, o.parse().ok()?))
 }
 
 pub(crate) struct KafkaConsumer {
@@ -432,6 +491,7 @@ impl KafkaConsumer {
             timeout: inner.config.timeout,
             options,
             partitions: Default::default(),
+            parked: Default::default(),
             buffer: Default::default(),
             arrived: Notify::new(),
             drained: Notify::new(),
@@ -742,9 +802,18 @@ impl Consumer for KafkaConsumer {
             self.shared.ensure_open()?;
             let mut partitions = self.shared.partitions.lock().expect("partitions lock");
             for a in acks {
-                // A partition no longer here moved to another consumer, which redelivers it.
-                if let Some(st) = partitions.get_mut(&a.partition) {
-                    st.ack(a.offset);
+                match partitions.get_mut(&a.partition) {
+                    Some(st) => {
+                        st.ack(a.offset);
+                    }
+                    None => {
+                        // Parked (a rebalance is under way), or moved to
+                        // another consumer, which redelivers it.
+                        let mut parked = self.shared.parked.lock().expect("parked lock");
+                        if let Some((_, st)) = parked.get_mut(&a.partition) {
+                            st.ack(a.offset);
+                        }
+                    }
                 }
             }
             Ok(())
@@ -892,30 +961,15 @@ impl fmt::Debug for KafkaAck {
 impl AckTarget for KafkaAck {
     async fn ack(&self) -> Result<()> {
         self.shared.ensure_open()?;
-        if let Some(st) = self
-            .shared
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .get_mut(&self.partition)
-        {
-            st.ack(self.offset);
-        }
+        // Not owned nor parked: the partition moved to another consumer, which redelivers it.
+        with_state(&self.shared, self.partition, |st| st.ack(self.offset));
         Ok(())
     }
 
     async fn nack(&self, delay: Option<Duration>) -> Result<()> {
         self.shared.ensure_open()?;
-        let nacked = match self
-            .shared
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .get_mut(&self.partition)
-        {
-            Some(st) => st.nack(self.offset),
-            None => false, // the partition moved to another consumer, which redelivers it
-        };
+        // Not owned nor parked: the partition moved to another consumer, which redelivers it.
+        let nacked = with_state(&self.shared, self.partition, |st| st.nack(self.offset)).unwrap_or(false);
         if !nacked {
             return Ok(());
         }
@@ -925,10 +979,8 @@ impl AckTarget for KafkaAck {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let due = match shared.partitions.lock().expect("partitions lock").get_mut(&p) {
-                Some(st) => st.due(o),
-                None => false,
-            };
+            // A parked partition's due offset is fetched when it comes back.
+            let due = with_state(&shared, p, |st| st.due(o)).unwrap_or(false);
             if due {
                 shared.rewind(p).await;
             }

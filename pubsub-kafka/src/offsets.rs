@@ -91,7 +91,9 @@ impl PartitionOffsets {
             }
             Some(State::Due) => {
                 self.states.insert(offset, State::Outstanding);
-                Fetched::Deliver(self.redeliveries.get(&offset).copied().unwrap_or(1))
+                // Nacked ones count their nacks; one never delivered (see
+                // `undeliver`) has none.
+                Fetched::Deliver(self.redeliveries.get(&offset).copied().unwrap_or(0))
             }
             // A nacked offset whose delay still runs is fetched again by the
             // seek for its own delay (see `due`), not by another's.
@@ -135,6 +137,26 @@ impl PartitionOffsets {
             }
             _ => false,
         }
+    }
+
+    /// An offset fetched but never handed to the application (dropped from
+    /// the consumer's buffer when its partition was revoked): delivered,
+    /// as new, when fetched again. False if it was not outstanding.
+    pub(crate) fn undeliver(&mut self, offset: i64) -> bool {
+        match self.states.get_mut(&offset) {
+            Some(s @ State::Outstanding) => {
+                *s = State::Due;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The partition is fetched again from the committed position (it came
+    /// back after a rebalance): that fetch brings every due offset, so no
+    /// seek is pending.
+    pub(crate) fn refetched(&mut self) {
+        self.rewound_to = None;
     }
 
     /// Where to seek so that every due offset is fetched again: the lowest
@@ -259,6 +281,32 @@ mod tests {
         assert_eq!(q.fetched(5), Fetched::Skip);
         assert!(q.ack(3) && q.ack(4));
         assert_eq!(q.position(), 6);
+    }
+
+    #[test]
+    fn undelivered_offsets_are_delivered_again_as_new() {
+        // 10..15 fetched; 10 and 11 handed out, 12..15 were still buffered
+        // when the partition was revoked.
+        let mut st = PartitionOffsets::restore(10, "");
+        for o in 10..15 {
+            assert_eq!(st.fetched(o), Fetched::Deliver(0));
+        }
+        for o in 12..15 {
+            assert!(st.undeliver(o));
+        }
+        assert!(!st.undeliver(20), "never fetched");
+        assert!(st.ack(11));
+        st.refetched();
+        // Fetched again from the committed 10: the held one is skipped, the
+        // acked one too, the undelivered ones come as new.
+        assert_eq!(st.fetched(10), Fetched::Skip);
+        assert_eq!(st.fetched(11), Fetched::Skip);
+        for o in 12..15 {
+            assert_eq!(st.fetched(o), Fetched::Deliver(0));
+        }
+        assert_eq!(st.position(), 10);
+        assert!(st.ack(10));
+        assert_eq!(st.position(), 12);
     }
 
     #[test]

@@ -16,7 +16,9 @@ use crate::{
 };
 
 pub use super::admin_cases::{admin_subscription_backlog, admin_topic_lifecycle};
-pub use super::flow_cases::{hold_many_unacked, shared_scale_down, subscription_name_on_other_topics_is_independent};
+pub use super::flow_cases::{
+    hold_many_unacked, shared_scale_down, shared_scale_up_keeps_held, subscription_name_on_other_topics_is_independent,
+};
 pub use super::processor_cases::{
     processor_orders_only_within_a_key, processor_retries_then_dead_letters, processor_shutdown_loses_nothing,
     processor_starts_nothing_after_shutdown, request_response_routes_every_reply,

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::cases::{number_of, numbered};
-use super::{expect_quiet, receive_n, Ctx, Outcome, ARRIVAL_TIMEOUT};
+use super::{expect_quiet, receive_n, Ctx, Outcome, ARRIVAL_TIMEOUT, QUIET_PERIOD};
 use crate::{Consumer, ConsumerOptions, Error, InitialPosition, Message, Qos, SubscriptionType, Topic};
 
 /// Sends `range` in batches of 100.
@@ -175,6 +175,55 @@ pub async fn shared_scale_down(ctx: &Ctx) -> Outcome {
         assert!(acked.is_empty(), "acked messages came back: {acked:?}");
     }
     fresh.close().await.expect("close");
+    Outcome::Passed
+}
+
+/// Scaling a Shared subscription up: a consumer holding messages unacked
+/// gets none of them again when another consumer joins. Where the broker
+/// moves work between consumers on a join (Kafka moves partitions), the
+/// newcomer may get some of the held messages: at least once, each one
+/// held. Everything acked afterwards stays acked. (On Kafka every join
+/// revoked all of the holder's partitions, and it got back the messages it
+/// held on those it was given again: 200 of 200 on one partition.)
+pub async fn shared_scale_up_keeps_held(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.shared {
+        return Outcome::Unsupported("Shared subscriptions are not claimed".into());
+    }
+    const HELD: usize = 200;
+    let topic = ctx.topic(Qos::AtLeastOnce, "scale-up");
+    let sub = ctx.sub("s");
+    let opts = || ConsumerOptions::default().with_type(SubscriptionType::Shared);
+    let holder = ctx.consumer(&topic, &sub, opts()).await;
+    send_range(ctx, &topic, 0..HELD).await;
+    let held = receive_n(holder.as_ref(), HELD, false).await;
+    let joined = ctx.consumer(&topic, &sub, opts()).await;
+    expect_quiet(
+        holder.as_ref(),
+        "a consumer joined: the holder must not get what it holds again",
+    )
+    .await;
+    let moved = joined
+        .receive_batch(HELD, QUIET_PERIOD)
+        .await
+        .unwrap_or_else(|e| panic!("receive on the new consumer: {e}"));
+    let moved_numbers: BTreeSet<usize> = numbers(&moved).into_iter().collect();
+    assert!(
+        moved_numbers.iter().all(|n| *n < HELD) && moved_numbers.len() == moved.len(),
+        "the new consumer may only get held messages, once each: got {:?}",
+        numbers(&moved)
+    );
+    holder.ack_all(&held).await.expect("ack what the holder held");
+    joined.ack_all(&moved).await.expect("ack what moved");
+    // New messages are shared, each delivered once, and nothing acked returns.
+    send_range(ctx, &topic, HELD..HELD + 20).await;
+    let consumers = [holder, joined];
+    let got = receive_spread(&consumers, 20).await;
+    let mut all: Vec<usize> = got.iter().flatten().map(number_of).collect();
+    all.sort_unstable();
+    assert_eq!(all, (HELD..HELD + 20).collect::<Vec<_>>(), "the next 20, once each");
+    for c in &consumers {
+        c.close().await.expect("close");
+    }
     Outcome::Passed
 }
 

@@ -335,6 +335,7 @@ macro_rules! __with_conformance_cases {
             payload_at_the_limit,
             hold_many_unacked,
             shared_scale_down,
+            shared_scale_up_keeps_held,
             subscription_name_on_other_topics_is_independent,
             q0_does_not_retain,
             q2_drops_duplicate_sends,
