@@ -177,6 +177,10 @@ fn bad_input_gives_clear_errors_and_exit_codes() {
     let e = fails(&env, &["topics", "list", "demo"], 2);
     assert!(e.contains("\"demo\" is not tenant/namespace"), "{e}");
     assert!(!e.contains("q1/demo"), "{e}");
+    // Counted as the user wrote it, not as the topic made up from it.
+    let e = fails(&env, &["topics", "list", "demo/cli/x"], 2);
+    assert!(e.contains("expected 2 segments, found 3"), "{e}");
+    assert!(!e.contains("found 5"), "{e}");
     let e = fails(&env, &["topics", "list", "demo/bad.ns"], 2);
     assert!(e.contains("\"demo/bad.ns\" is not tenant/namespace"), "{e}");
     let e = fails(&env, &["topics", "info", "q1/demo/cli/never"], 1);

@@ -137,6 +137,10 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 fn parse_namespace(s: &str) -> Result<(String, String), String> {
     let bad = |why: &str| format!("{s:?} is not tenant/namespace (e.g. demo/cli): {why}");
     let (tenant, namespace) = s.split_once('/').ok_or_else(|| bad("no '/'"))?;
+    let segments = s.split('/').count();
+    if segments != 2 {
+        return Err(bad(&format!("expected 2 segments, found {segments}")));
+    }
     // A topic in the namespace checks both segments exactly as topics do.
     let probe = format!("q1/{tenant}/{namespace}/x");
     match probe.parse::<pubsub::Topic>() {
