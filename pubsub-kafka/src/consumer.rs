@@ -339,10 +339,9 @@ fn leader_pending(e: &rdkafka::error::KafkaError) -> bool {
 /// fetched again; the others are dropped (their next owner, maybe this
 /// consumer again, starts from what is committed).
 fn park(shared: &Shared, revoked: &[i32], commit: Option<&TopicPartitionList>, unfetched: &[(i32, i64)]) {
-    let mut parts = shared.partitions.lock().expect("partitions lock");
-    let mut parked = shared.parked.lock().expect("parked lock");
+    let mut states = States::lock(shared);
     for p in revoked {
-        let Some(mut st) = parts.remove(p) else { continue };
+        let Some(mut st) = states.owned.remove(p) else { continue };
         let at = commit
             .and_then(|c| c.find_partition(&shared.name, *p))
             .and_then(|e| match e.offset() {
@@ -353,20 +352,38 @@ fn park(shared: &Shared, revoked: &[i32], commit: Option<&TopicPartitionList>, u
             for (_, o) in unfetched.iter().filter(|(q, _)| q == p) {
                 st.undeliver(*o);
             }
-            parked.insert(*p, (at, st));
+            states.parked.insert(*p, (at, st));
         }
     }
 }
 
-/// Runs `f` on the state of `partition`, owned or parked; `None` if the
-/// consumer has neither (the partition is another consumer's).
-fn with_state<R>(shared: &Shared, partition: i32, f: impl FnOnce(&mut PartitionOffsets) -> R) -> Option<R> {
-    let mut parts = shared.partitions.lock().expect("partitions lock");
-    if let Some(st) = parts.get_mut(&partition) {
-        return Some(f(st));
+/// The partitions' states, owned and parked, locked together.
+struct States<'a> {
+    owned: std::sync::MutexGuard<'a, HashMap<i32, PartitionOffsets>>,
+    parked: std::sync::MutexGuard<'a, HashMap<i32, (i64, PartitionOffsets)>>,
+}
+
+impl<'a> States<'a> {
+    fn lock(shared: &'a Shared) -> Self {
+        States {
+            owned: shared.partitions.lock().expect("partitions lock"),
+            parked: shared.parked.lock().expect("parked lock"),
+        }
     }
-    let mut parked = shared.parked.lock().expect("parked lock");
-    parked.get_mut(&partition).map(|(_, st)| f(st))
+
+    /// The state of `partition`, owned or parked; `None` if the consumer has
+    /// neither (the partition is another consumer's, which redelivers it).
+    fn get(&mut self, partition: i32) -> Option<&mut PartitionOffsets> {
+        match self.owned.get_mut(&partition) {
+            Some(st) => Some(st),
+            None => self.parked.get_mut(&partition).map(|(_, st)| st),
+        }
+    }
+}
+
+/// Runs `f` on the state of `partition`, owned or parked (see [`States::get`]).
+fn with_state<R>(shared: &Shared, partition: i32, f: impl FnOnce(&mut PartitionOffsets) -> R) -> Option<R> {
+    States::lock(shared).get(partition).map(f)
 }
 
 /// Fixes the start of partitions that have no committed offset yet and
@@ -800,20 +817,10 @@ impl Consumer for KafkaConsumer {
         let own = |a: &KafkaAck| Arc::ptr_eq(&a.shared, &self.shared);
         pubsub_core::ack_all_with(messages, own, |acks: Vec<&KafkaAck>| async move {
             self.shared.ensure_open()?;
-            let mut partitions = self.shared.partitions.lock().expect("partitions lock");
+            let mut states = States::lock(&self.shared);
             for a in acks {
-                match partitions.get_mut(&a.partition) {
-                    Some(st) => {
-                        st.ack(a.offset);
-                    }
-                    None => {
-                        // Parked (a rebalance is under way), or moved to
-                        // another consumer, which redelivers it.
-                        let mut parked = self.shared.parked.lock().expect("parked lock");
-                        if let Some((_, st)) = parked.get_mut(&a.partition) {
-                            st.ack(a.offset);
-                        }
-                    }
+                if let Some(st) = states.get(a.partition) {
+                    st.ack(a.offset);
                 }
             }
             Ok(())
@@ -961,14 +968,12 @@ impl fmt::Debug for KafkaAck {
 impl AckTarget for KafkaAck {
     async fn ack(&self) -> Result<()> {
         self.shared.ensure_open()?;
-        // Not owned nor parked: the partition moved to another consumer, which redelivers it.
         with_state(&self.shared, self.partition, |st| st.ack(self.offset));
         Ok(())
     }
 
     async fn nack(&self, delay: Option<Duration>) -> Result<()> {
         self.shared.ensure_open()?;
-        // Not owned nor parked: the partition moved to another consumer, which redelivers it.
         let nacked = with_state(&self.shared, self.partition, |st| st.nack(self.offset)).unwrap_or(false);
         if !nacked {
             return Ok(());
