@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Brokers are found as the tests find them (`REDIS_URL`, `NATS_URL`,
-//! `MQTT_HOST`, `KAFKA_BOOTSTRAP_SERVERS`, `PULSAR_HOST`, defaulting to the
-//! loopback ports scripts/brokers.sh uses). Figures from a shared 2-core
+//! `MQTT_HOST`, `KAFKA_BOOTSTRAP_SERVERS`, `PULSAR_HOST` with
+//! `PULSAR_ADMIN_URL` for Apache Pulsar, defaulting to the loopback ports
+//! scripts/brokers.sh uses). Figures from a shared 2-core
 //! machine are noisy: compare the ratios within one run, not runs.
 //!
 //! Some workloads have a second baseline row: Redis's raw client with
@@ -77,12 +78,23 @@ fn url_of(backend: &str) -> String {
     }
 }
 
+/// The backend `name` at [`url_of`]; Pulsar with the HTTP admin API at
+/// `PULSAR_ADMIN_URL` when set (Apache Pulsar makes no tenant or namespace
+/// by itself: see `PulsarConfig::admin_url`).
+async fn connect(name: &str) -> pubsub::Result<Arc<dyn PubSubBackend>> {
+    let mut config = pubsub::BackendConfig::from_url(&url_of(name))?;
+    if let pubsub::BackendConfig::Pulsar { admin_url, .. } = &mut config {
+        *admin_url = std::env::var("PULSAR_ADMIN_URL").ok().filter(|u| !u.is_empty());
+    }
+    config.connect().await
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
     let mut rows = Vec::new();
     for name in &args.backends {
-        match pubsub::connect(&url_of(name)).await {
+        match connect(name).await {
             Ok(backend) => {
                 if let Err(e) = measure(name, backend, &args, &mut rows).await {
                     eprintln!("{name}: {e}");
@@ -108,6 +120,12 @@ async fn main() {
 async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows: &mut Vec<Row>) -> pubsub::Result<()> {
     let n = args.messages;
     let caps = backend.capabilities().clone();
+    if name == "pulsar" && caps.admin.topics {
+        // The raw client's topics are in bench/raw, which Apache Pulsar does
+        // not make by itself: the SDK's admin makes it with a first topic.
+        let probe = pubsub::Topic::new(Qos::AtLeastOnce, "bench", "raw", "namespace")?;
+        backend.admin().create_topic(&probe, Default::default()).await?;
+    }
     for (qos, size) in [
         (Qos::AtMostOnce, 100),
         (Qos::AtLeastOnce, 100),

@@ -102,6 +102,22 @@ fn sub_type(kind: SubscriptionType) -> SubType {
 }
 
 /// Everything needed to subscribe, again after the connection broke.
+/// The least receiver queue of a q0 (non-persistent) consumer: the broker
+/// drops what arrives for a consumer without permits, so the queue bounds
+/// the burst it takes whole. The Java client's default `receiverQueueSize`.
+/// With the default `batch_size` (100), a burst of 200 gave 151.
+const Q0_RECEIVER_QUEUE: usize = 1000;
+
+/// The receiver queue (flow permits): for q1/q2 never more than the
+/// consumer may hold; for q0 at least [`Q0_RECEIVER_QUEUE`].
+fn receiver_queue(ptopic: &str, options: &ConsumerOptions) -> usize {
+    if ptopic.starts_with("non-persistent://") {
+        options.batch_size.max(Q0_RECEIVER_QUEUE)
+    } else {
+        options.batch_size.min(options.max_unacked)
+    }
+}
+
 struct Recipe {
     backend: Arc<Inner>,
     ptopic: String,
@@ -177,8 +193,7 @@ impl Recipe {
             .with_topic(self.ptopic.clone())
             .with_subscription(self.subscription.clone())
             .with_subscription_type(sub_type(options.subscription_type))
-            // The receiver queue: never more than the consumer may hold.
-            .with_batch_size(options.batch_size.min(options.max_unacked).min(u32::MAX as usize) as u32)
+            .with_batch_size(receiver_queue(&self.ptopic, options).min(u32::MAX as usize) as u32)
             .with_options(pulsar_options)
             // The client redelivers what stays unacked this long.
             .with_unacked_message_resend_delay(ack_timeout)
@@ -233,7 +248,7 @@ impl PulsarConsumer {
             SubscribeError::Pulsar(e) => convert(format!("subscribe {subscription} to {topic}"), e),
         })?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::channel(recipe.options.batch_size.max(1));
+        let (tx, rx) = mpsc::channel(receiver_queue(&recipe.ptopic, &recipe.options).max(1));
         let generation = SeekGeneration::default();
         let shared = Arc::new(Shared {
             topic: topic.clone(),

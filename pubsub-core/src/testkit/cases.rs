@@ -1419,6 +1419,22 @@ pub async fn q0_does_not_retain(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// q0 is best effort, but a consumer that exists gets what is sent after
+/// `create_consumer` returned when nothing is wrong (loopback, a burst well
+/// under any queue): on Apache Kafka the first quarter second of a burst
+/// was skipped while librdkafka resolved "latest" (60% of 20,000 arrived).
+pub async fn q0_delivers_what_is_sent_after_subscribing(ctx: &Ctx) -> Outcome {
+    const N: usize = 200;
+    let topic = ctx.topic(Qos::AtMostOnce, "live");
+    let p = ctx.producer(&topic).await;
+    let c = ctx.consumer(&topic, &ctx.sub("s"), latest()).await;
+    p.send_batch((0..N).map(numbered).collect()).await.expect("send");
+    let got: BTreeSet<usize> = receive_n(c.as_ref(), N, true).await.iter().map(number_of).collect();
+    assert_eq!(got, (0..N).collect(), "every q0 message sent after subscribing arrives");
+    c.close().await.expect("close");
+    Outcome::Passed
+}
+
 /// On q2, a second send with the same dedup id is dropped.
 pub async fn q2_drops_duplicate_sends(ctx: &Ctx) -> Outcome {
     let topic = ctx.topic(Qos::ExactlyOnce, "dedup");

@@ -338,6 +338,7 @@ macro_rules! __with_conformance_cases {
             shared_scale_up_keeps_held,
             subscription_name_on_other_topics_is_independent,
             q0_does_not_retain,
+            q0_delivers_what_is_sent_after_subscribing,
             q2_drops_duplicate_sends,
             delayed_delivery,
             unsubscribe_deletes_position,
