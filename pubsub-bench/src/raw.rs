@@ -611,6 +611,21 @@ pub async fn kafka_end_to_end(
             Ok::<Instant, BoxError>(last)
         }));
     }
+    // The clock starts once the group has assigned all 4 partitions, as the
+    // SDK's `create_consumer` returns only then: timing the joins too put
+    // the raw 4-consumer row at a seventh of the SDK's.
+    let joined = Instant::now();
+    while members
+        .iter()
+        .map(|m| m.assignment().map_or(0, |a| a.count()))
+        .sum::<usize>()
+        < 4
+    {
+        if joined.elapsed() > Duration::from_secs(30) {
+            return Err("the raw group did not assign all 4 partitions within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let producer = kafka_producer_for(bootstrap, &topic, q0).await?;
     let payload = vec![b'x'; size];
     let started = Instant::now();
