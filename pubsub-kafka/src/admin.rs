@@ -1,8 +1,9 @@
 //! The admin API on Kafka: topics through the admin client and cluster
 //! metadata; a subscription is the consumer group `{topic}/{subscription}`
-//! (see `groups::group_id`) with committed offsets on the topic, and its backlog is, summed over partitions, the high
-//! watermark less the committed offset less the acks above it that travel
-//! in the commit metadata (see `offsets`). Kafka keeps no QoS in topic
+//! (see `groups::group_id`) with committed offsets on the topic, and its
+//! backlog is, summed over partitions, the high watermark less the
+//! committed offset less the acks above it that travel in the commit
+//! metadata (see `offsets`). Kafka keeps no QoS in topic
 //! names, so listed topics are reported as q1.
 
 use async_trait::async_trait;

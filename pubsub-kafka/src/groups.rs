@@ -24,11 +24,8 @@ use crate::backend::NAME;
 /// all of them, redelivering held messages and losing acks that raced the
 /// revoke, and `unsubscribe` on one topic deleted the positions of all.
 /// Kafka topic names have no `/` and subscription names have none either,
-/// so the pair is recovered from the id ([`subscription_of`]).
-///
-/// ```ignore
-/// assert_eq!(group_id("acme.orders.created", "billing"), "acme.orders.created/billing");
-/// ```
+/// so the pair is recovered from the id ([`subscription_of`]). Subscription
+/// `billing` of `acme.orders.created` is group `acme.orders.created/billing`.
 pub(crate) fn group_id(topic: &str, subscription: &str) -> String {
     format!("{topic}/{subscription}")
 }

@@ -192,7 +192,6 @@ impl MqttConsumer {
         } else {
             None
         };
-        //
         // The id names the topic too (by a stable hash, to keep it short):
         // subscription `s` on another topic is another subscription, and two
         // processes with consumers of `s` on two topics took each other's

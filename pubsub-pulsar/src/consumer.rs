@@ -101,7 +101,6 @@ fn sub_type(kind: SubscriptionType) -> SubType {
     }
 }
 
-/// Everything needed to subscribe, again after the connection broke.
 /// The least receiver queue of a q0 (non-persistent) consumer: the broker
 /// drops what arrives for a consumer without permits, so the queue bounds
 /// the burst it takes whole. The Java client's default `receiverQueueSize`.
@@ -118,6 +117,7 @@ fn receiver_queue(ptopic: &str, options: &ConsumerOptions) -> usize {
     }
 }
 
+/// Everything needed to subscribe, again after the connection broke.
 struct Recipe {
     backend: Arc<Inner>,
     ptopic: String,
