@@ -248,7 +248,12 @@ impl PulsarConsumer {
             SubscribeError::Pulsar(e) => convert(format!("subscribe {subscription} to {topic}"), e),
         })?;
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::channel(receiver_queue(&recipe.ptopic, &recipe.options).max(1));
+        // `batch_size` (q0: the larger receiver queue, so a burst is taken whole).
+        let inbox = recipe
+            .options
+            .batch_size
+            .max(receiver_queue(&recipe.ptopic, &recipe.options));
+        let (tx, rx) = mpsc::channel(inbox.max(1));
         let generation = SeekGeneration::default();
         let shared = Arc::new(Shared {
             topic: topic.clone(),
