@@ -42,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acker;
 mod handler;
 mod options;
 mod publisher;

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::acker::Acker;
 use super::handler::{Handler, HandlerError};
 use super::options::{default_dead_letter_topic, ProcessorOptions};
 use super::shutdown::Shutdown;
@@ -145,6 +146,8 @@ impl Processor {
             Some(c) => c,
             None => return Ok(self.finish(ctx, tasks, None).await),
         };
+        // Handlers' acks go out in batches through this consumer's `ack_all`.
+        let (mut acker, mut acking) = Acker::start(consumer.clone());
         // Every wait below checks shutdown first (`biased`): once it is
         // signalled nothing more is received and no handler starts.
         loop {
@@ -182,10 +185,16 @@ impl Processor {
                     let _ = consumer.close().await;
                     match self.connect(&ctx, &shutdown).await {
                         Some(c) => {
+                            // The old acker finishes what it was given (on the
+                            // closed consumer those acks fail: redelivered).
                             consumer = c;
+                            (acker, acking) = Acker::start(consumer.clone());
                             continue;
                         }
-                        None => return Ok(self.finish(ctx, tasks, None).await),
+                        None => {
+                            drop(acker);
+                            return Ok(self.finish(ctx, tasks, None).await);
+                        }
                     }
                 }
             };
@@ -202,7 +211,7 @@ impl Processor {
                 (true, Some(key)) => Some(key_chains.join(key)),
                 _ => None,
             };
-            let (ctx, running, stop) = (ctx.clone(), running.clone(), shutdown.clone());
+            let (ctx, running, stop, acker) = (ctx.clone(), running.clone(), shutdown.clone(), acker.clone());
             tasks.spawn(async move {
                 let _permit = permit;
                 let mut turn = turn;
@@ -221,15 +230,17 @@ impl Processor {
                 if stop.is_triggered() {
                     return;
                 }
-                handle_one(&ctx, msg).await;
+                handle_one(&ctx, &acker, msg).await;
                 drop(turn);
             });
         }
-        Ok(self.finish(ctx, tasks, Some(consumer)).await)
+        drop(acker);
+        let report = self.finish(ctx, tasks, Some((consumer, acking))).await;
+        Ok(report)
     }
 
     /// Creates the consumer, retrying with backoff; `None` if shut down first.
-    async fn connect(&self, ctx: &Context, shutdown: &Shutdown) -> Option<Box<dyn Consumer>> {
+    async fn connect(&self, ctx: &Context, shutdown: &Shutdown) -> Option<Arc<dyn Consumer>> {
         let mut delay = Duration::from_millis(100);
         loop {
             let attempt = self
@@ -240,7 +251,7 @@ impl Processor {
                 r = attempt => r,
             };
             match result {
-                Ok(c) => return Some(c),
+                Ok(c) => return Some(Arc::from(c)),
                 Err(e) if !e.is_retriable() => {
                     tracing::error!(topic = %self.topic, error = %e, "cannot create the consumer; not retrying");
                     shutdown.trigger();
@@ -264,7 +275,7 @@ impl Processor {
         &self,
         ctx: Arc<Context>,
         mut tasks: JoinSet<()>,
-        consumer: Option<Box<dyn Consumer>>,
+        consumer: Option<(Arc<dyn Consumer>, JoinHandle<()>)>,
     ) -> ProcessorReport {
         let drained = tokio::time::timeout(self.options.shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
@@ -276,7 +287,12 @@ impl Processor {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
-        if let Some(c) = consumer {
+        if let Some((c, acking)) = consumer {
+            // Every handler is done, so the acker has only its last batch
+            // left (or, after an abort, acks nobody waits for).
+            if tokio::time::timeout(self.options.shutdown_grace, acking).await.is_err() {
+                tracing::warn!(topic = %self.topic, "acks still pending after the grace period; those messages will be redelivered");
+            }
             if let Err(e) = c.close().await {
                 tracing::warn!(topic = %self.topic, error = %e, "closing the consumer");
             }
@@ -296,7 +312,7 @@ impl Processor {
     }
 }
 
-async fn handle_one(ctx: &Context, msg: Message) {
+async fn handle_one(ctx: &Context, acker: &Acker, msg: Message) {
     let attempt = msg.redelivery_count().saturating_add(1);
     let labels = [
         ("topic", ctx.topic.to_string()),
@@ -319,14 +335,15 @@ async fn handle_one(ctx: &Context, msg: Message) {
         };
         metrics::histogram!("pubsub_processor_handle_seconds", &labels).record(started.elapsed().as_secs_f64());
         let settled = match &outcome {
-            Ok(()) => msg.ack().await.map(|_| "acked"),
-            Err(e @ HandlerError::Fatal(_)) => dead_letter(ctx, &msg, e, attempt).await,
-            Err(e) if attempt >= ctx.options.max_attempts => dead_letter(ctx, &msg, e, attempt).await,
+            Ok(()) => acker.ack(msg.clone()).await.map(|_| "acked"),
+            Err(e @ HandlerError::Fatal(_)) => dead_letter(ctx, &msg, e, attempt).await.map_err(Arc::new),
+            Err(e) if attempt >= ctx.options.max_attempts => dead_letter(ctx, &msg, e, attempt).await.map_err(Arc::new),
             Err(e) => {
                 tracing::debug!(error = %e, "handler failed; retrying later");
                 msg.nack_after(ctx.options.backoff.delay(attempt))
                     .await
                     .map(|_| "retried")
+                    .map_err(Arc::new)
             }
         };
         match settled {
