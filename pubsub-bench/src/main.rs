@@ -93,6 +93,19 @@ async fn connect(name: &str) -> pubsub::Result<Arc<dyn PubSubBackend>> {
 async fn main() {
     let args = Args::parse();
     let mut rows = Vec::new();
+    let mut rss = String::new();
+    if args.rss_messages > 0 && args.backends.iter().any(|b| b == "embedded") {
+        // First, before anything else: memory other runs freed would hide the growth.
+        rss = match embedded_rss(args.rss_messages).await {
+            Ok((before, after)) => format!(
+                "\nembedded, {} unacked 100-byte messages: RSS {before:.0} MiB before, {after:.0} MiB after (+{:.0} MiB, {:.0} bytes per message)",
+                args.rss_messages,
+                after - before,
+                (after - before) * 1024.0 * 1024.0 / args.rss_messages as f64
+            ),
+            Err(e) => format!("\nembedded RSS: {e}"),
+        };
+    }
     for name in &args.backends {
         match connect(name).await {
             Ok(backend) => {
@@ -104,17 +117,7 @@ async fn main() {
         }
     }
     print_table(&rows);
-    if args.rss_messages > 0 && args.backends.iter().any(|b| b == "embedded") {
-        match embedded_rss(args.rss_messages).await {
-            Ok((before, after)) => println!(
-                "\nembedded, {} unacked 100-byte messages: RSS {before:.0} MiB before, {after:.0} MiB after (+{:.0} MiB, {:.0} bytes per message)",
-                args.rss_messages,
-                after - before,
-                (after - before) * 1024.0 * 1024.0 / args.rss_messages as f64
-            ),
-            Err(e) => eprintln!("embedded RSS: {e}"),
-        }
-    }
+    println!("{rss}");
 }
 
 async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows: &mut Vec<Row>) -> pubsub::Result<()> {

@@ -415,14 +415,14 @@ impl EmbeddedConsumer {
             match &self.options.dead_letter_topic {
                 Some(dlq) => {
                     let mut m = OutgoingMessage::new(record.payload.clone());
-                    m.properties = record.properties.clone();
+                    m.properties = record.properties().clone();
                     m.properties
                         .insert(DEAD_LETTER_ORIGIN_PROPERTY.into(), self.topic.topic.to_string());
                     m.properties.insert(
                         DEAD_LETTER_REDELIVERIES_PROPERTY.into(),
                         self.options.max_redeliveries.unwrap_or(0).to_string(),
                     );
-                    m.key = record.key.clone();
+                    m.key = record.key().map(str::to_string);
                     self.broker.topic(dlq)?.append(vec![m]).await?;
                 }
                 None => tracing::warn!(

@@ -443,15 +443,12 @@ mod tests {
     use bytes::Bytes;
 
     fn rec(offset: u64) -> Arc<Record> {
-        Arc::new(Record {
+        Arc::new(Record::new(
             offset,
-            publish_ms: 1,
-            deliver_at_ms: None,
-            key: None,
-            dedup_id: None,
-            properties: Default::default(),
-            payload: Bytes::from(format!("m{offset}")),
-        })
+            1,
+            Bytes::from(format!("m{offset}")),
+            Default::default(),
+        ))
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! every transition atomic and lets it be tested without I/O.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+// Offsets are hashed per delivery and per ack: a fast hasher, not SipHash.
+use foldhash::HashMap;
 use pubsub_core::{Error, Result, SubscriptionType};
 use tokio::time::Instant;
 
@@ -80,7 +82,7 @@ impl Subscription {
     /// `cursor` had been delivered, so it comes back with a redelivery count of 1.
     pub(crate) fn restore(kind: SubscriptionType, cursor: u64, acks: AckSet) -> Self {
         let start = acks.floor().min(cursor);
-        let mut redeliveries = HashMap::new();
+        let mut redeliveries = HashMap::default();
         for o in start..cursor {
             if !acks.contains(o) {
                 redeliveries.insert(o, 1);
@@ -92,7 +94,7 @@ impl Subscription {
             cursor: start,
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             timeouts: BinaryHeap::new(),
             acks,
             redeliveries,
@@ -178,7 +180,7 @@ impl Subscription {
 
     fn eligible(&self, consumer: u64, record: &Record) -> bool {
         match self.kind {
-            SubscriptionType::KeyShared => self.key_owner(record.key.as_deref()) == Some(consumer),
+            SubscriptionType::KeyShared => self.key_owner(record.key()) == Some(consumer),
             _ => true,
         }
     }
@@ -283,7 +285,7 @@ impl Subscription {
                 self.cursor += 1;
                 continue;
             }
-            if let Some(at) = r.deliver_at_ms.filter(|&at| at > now_ms) {
+            if let Some(at) = r.deliver_at_ms().filter(|&at| at > now_ms) {
                 self.delayed.insert((now + Duration::from_millis(at - now_ms), o));
                 self.cursor += 1;
                 continue;
@@ -409,20 +411,17 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::RecordMeta;
     use bytes::Bytes;
 
     fn log_of(n: u64, keys: &[&str]) -> Log {
         let mut log = Log::starting_at(0);
         for o in 0..n {
-            log.push(Arc::new(Record {
-                offset: o,
-                publish_ms: 0,
-                deliver_at_ms: None,
+            let meta = RecordMeta {
                 key: keys.get(o as usize % keys.len().max(1)).map(|k| k.to_string()),
-                dedup_id: None,
-                properties: Default::default(),
-                payload: Bytes::new(),
-            }));
+                ..Default::default()
+            };
+            log.push(Arc::new(Record::new(o, 0, Bytes::new(), meta)));
         }
         log
     }
@@ -493,7 +492,7 @@ mod tests {
         assert_eq!(a.len() + b.len(), 40);
         let keys = |v: &[(u64, u32)]| {
             v.iter()
-                .map(|(o, _)| log.get(*o).unwrap().key.clone().unwrap())
+                .map(|(o, _)| log.get(*o).unwrap().key().unwrap().to_string())
                 .collect::<BTreeSet<_>>()
         };
         assert!(keys(&a).is_disjoint(&keys(&b)));

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::config::{EmbeddedConfig, FsyncPolicy};
 use crate::log::Log;
-use crate::record::Record;
+use crate::record::{Record, RecordMeta};
 use crate::storage::{write_subscription_file, SubscriptionState, TopicStore};
 use crate::subscription::{ConsumerSlot, Delivery, Now, Subscription};
 
@@ -57,7 +57,8 @@ struct TopicState {
     /// q0 topics keep no log; this numbers their messages.
     next_volatile: u64,
     visible_end: u64,
-    subscriptions: HashMap<String, Subscription>,
+    /// Looked up by name on every receive and ack: a fast hasher.
+    subscriptions: foldhash::HashMap<String, Subscription>,
     dedup: HashMap<String, u64>,
     dedup_order: VecDeque<String>,
     store: Option<TopicStore>,
@@ -79,7 +80,7 @@ impl TopicHandle {
             log: Log::default(),
             next_volatile: 0,
             visible_end: 0,
-            subscriptions: HashMap::new(),
+            subscriptions: Default::default(),
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             store: None,
@@ -91,8 +92,8 @@ impl TopicHandle {
             let base = recovered.records.first().map_or(recovered.next_offset, |r| r.offset);
             state.log = Log::starting_at(base);
             for r in recovered.records {
-                if let Some(id) = r.dedup_id.clone() {
-                    state.remember_dedup(id, r.offset, config.dedup_window);
+                if let Some(id) = r.dedup_id() {
+                    state.remember_dedup(id.to_string(), r.offset, config.dedup_window);
                 }
                 state.log.push(Arc::new(r));
             }
@@ -142,26 +143,25 @@ impl TopicHandle {
             };
             for m in messages {
                 if let Some(id) = m.dedup_id.as_ref().filter(|_| dedup) {
-                    let earlier = st
-                        .dedup
-                        .get(id)
-                        .copied()
-                        .or_else(|| fresh.iter().find(|r| r.dedup_id.as_ref() == Some(id)).map(|r| r.offset));
+                    let earlier = st.dedup.get(id).copied().or_else(|| {
+                        fresh
+                            .iter()
+                            .find(|r| r.dedup_id() == Some(id.as_str()))
+                            .map(|r| r.offset)
+                    });
                     if let Some(o) = earlier {
                         ids.push(MessageId::from_seq(o));
                         continue;
                     }
                 }
                 ids.push(MessageId::from_seq(next));
-                fresh.push(Arc::new(Record {
-                    offset: next,
-                    publish_ms: now,
+                let meta = RecordMeta {
                     deliver_at_ms: m.deliver_after.map(|d| now + d.as_millis() as u64),
                     key: m.key,
                     dedup_id: m.dedup_id.filter(|_| dedup),
                     properties: m.properties,
-                    payload: m.payload,
-                }));
+                };
+                fresh.push(Arc::new(Record::new(next, now, m.payload, meta)));
                 next += 1;
             }
             if self.is_volatile() {
@@ -180,8 +180,8 @@ impl TopicHandle {
                 store.append(&fresh)?;
             }
             for r in fresh {
-                if let Some(id) = r.dedup_id.clone() {
-                    st.remember_dedup(id, r.offset, self.config.dedup_window);
+                if let Some(id) = r.dedup_id() {
+                    st.remember_dedup(id.to_string(), r.offset, self.config.dedup_window);
                 }
                 st.log.push(r);
             }
