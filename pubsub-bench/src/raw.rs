@@ -509,13 +509,13 @@ fn kafka_config(bootstrap: &str) -> rdkafka::ClientConfig {
 }
 
 /// The producer settings the SDK uses: for q1 acks=all and idempotent, for
-/// q0 acks=0; linger 1 ms.
+/// q0 acks=0; linger 0 ms.
 fn kafka_producer(bootstrap: &str, q0: bool) -> Result<rdkafka::producer::FutureProducer, BoxError> {
     let (acks, idempotent) = if q0 { ("0", "false") } else { ("all", "true") };
     Ok(kafka_config(bootstrap)
         .set("acks", acks)
         .set("enable.idempotence", idempotent)
-        .set("linger.ms", "1")
+        .set("linger.ms", "0")
         .set("compression.type", "none")
         .create()?)
 }

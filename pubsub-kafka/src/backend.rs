@@ -188,7 +188,13 @@ impl KafkaBackend {
 /// A producer client: acks=all and idempotent when `reliable` (q1, q2 run
 /// as q1), acks=0 otherwise (q0); `compression` as its `compression.type`.
 fn make_producer(config: &KafkaConfig, reliable: bool, compression: Compression) -> Result<FutureProducer> {
-    let mut c = config.client_config();
+    // linger.ms 0, not librdkafka's 5: a message goes out at once, and
+    // what queues while a request is in flight still goes out together.
+    // Measured on Apache Kafka 4.4 against 1 ms (the old setting), three
+    // pairs of runs: latency p50 0.25-0.38 ms instead of 1.32-1.36 ms, p99
+    // 1.4-2.2 instead of 2.5-3.7 ms, throughput within the noise (5 ms:
+    // a third of it, since a send_batch waits out the linger).
+    let mut c = config.client_config_with(&[("linger.ms", "0")]);
     if reliable {
         c.set("acks", "all").set("enable.idempotence", "true");
     } else {
@@ -198,8 +204,7 @@ fn make_producer(config: &KafkaConfig, reliable: bool, compression: Compression)
         // Asked for by this producer's options: above `config.extra`.
         c.set("compression.type", compression.to_string());
     }
-    c.set("linger.ms", "1")
-        .set("message.max.bytes", MAX_RECORD_BYTES.to_string())
+    c.set("message.max.bytes", MAX_RECORD_BYTES.to_string())
         .set("message.timeout.ms", config.timeout.as_millis().to_string())
         .create()
         .map_err(|e: KafkaError| Error::InvalidConfiguration(format!("kafka client settings: {e}")))

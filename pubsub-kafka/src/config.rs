@@ -65,7 +65,9 @@ pub struct KafkaConfig {
     pub sasl_username: Option<String>,
     /// SASL/PLAIN password; never printed.
     pub sasl_password: Option<Secret>,
-    /// Extra librdkafka settings for every client (e.g. `security.protocol`).
+    /// Extra librdkafka settings for every client (e.g. `security.protocol`);
+    /// they override the SDK's tuning defaults (`linger.ms` 0,
+    /// `fetch.wait.max.ms` 100), not what an option asks for explicitly.
     pub extra: BTreeMap<String, String>,
 }
 
@@ -120,6 +122,12 @@ impl KafkaConfig {
 
     /// The librdkafka settings shared by every client.
     pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
+        self.client_config_with(&[])
+    }
+
+    /// The shared settings and one kind of client's `defaults`, all of
+    /// which [`extra`](Self::extra) may override.
+    pub(crate) fn client_config_with(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("socket.timeout.ms", self.timeout.as_millis().to_string())
@@ -136,6 +144,9 @@ impl KafkaConfig {
                 .set("sasl.mechanisms", "PLAIN")
                 .set("sasl.username", user)
                 .set("sasl.password", pass.expose());
+        }
+        for (k, v) in defaults {
+            c.set(*k, *v);
         }
         for (k, v) in &self.extra {
             c.set(k, v);
@@ -156,5 +167,24 @@ impl fmt::Debug for KafkaConfig {
             .field("sasl_password", &self.sasl_password)
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_settings_override_the_tuning_defaults() {
+        let mut config = KafkaConfig::new("127.0.0.1:9092");
+        let c = config.client_config_with(&[("linger.ms", "0")]);
+        assert_eq!(c.get("linger.ms"), Some("0"));
+        config.extra.insert("linger.ms".into(), "20".into());
+        let c = config.client_config_with(&[("linger.ms", "0")]);
+        assert_eq!(
+            c.get("linger.ms"),
+            Some("20"),
+            "a user's setting wins over the SDK's default"
+        );
     }
 }

@@ -535,7 +535,10 @@ impl KafkaConsumer {
         let group = group_id(&name, subscription);
         let consumer: StreamConsumer<Ctx> = inner
             .config
-            .client_config()
+            // fetch.wait.max.ms only bounds a fetch that finds nothing (the
+            // broker answers at once when there is data): 10, 100 and 500 ms
+            // gave the same throughput and latency on Apache Kafka 4.4.
+            .client_config_with(&[("fetch.wait.max.ms", "100")])
             .set("group.id", &group)
             .set("enable.auto.commit", if acked { "false" } else { "true" })
             .set("enable.auto.offset.store", if acked { "false" } else { "true" })
@@ -548,7 +551,6 @@ impl KafkaConsumer {
             )
             .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
             .set("heartbeat.interval.ms", "1000")
-            .set("fetch.wait.max.ms", "100")
             .create_with_context(ctx)
             .map_err(|e| Error::InvalidConfiguration(format!("kafka consumer settings: {e}")))?;
         let consumer = Arc::new(consumer);

@@ -27,11 +27,10 @@ use crate::consumer::record_parts;
 fn groupless<C: rdkafka::config::FromClientConfig>(inner: &Inner) -> Result<C> {
     inner
         .config
-        .client_config()
+        .client_config_with(&[("fetch.wait.max.ms", "100")])
         .set("group.id", format!("pubsub-reader-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("fetch.wait.max.ms", "100")
         .create()
         .map_err(|e| Error::InvalidConfiguration(format!("kafka consumer settings: {e}")))
 }
