@@ -10,7 +10,10 @@
 //! Brokers are found as the tests find them (`REDIS_URL`, `NATS_URL`,
 //! `MQTT_HOST`, `KAFKA_BOOTSTRAP_SERVERS`, `PULSAR_HOST` with
 //! `PULSAR_ADMIN_URL` for Apache Pulsar, defaulting to the loopback ports
-//! scripts/brokers.sh uses). Figures from a shared 2-core
+//! scripts/brokers.sh uses). Two second brokers can be named too:
+//! `mqtt-stock`, a Mosquitto with its stock settings (`MQTT_STOCK_URL`,
+//! default `mqtt://127.0.0.1:1884`: `mosquitto -d -p 1884`), and
+//! `pulsar-lite` (`PULSAR_LITE_URL`, default the relay on 6650). Figures from a shared 2-core
 //! machine are noisy: compare the ratios within one run, not runs.
 //!
 //! Some workloads have a second baseline row: Redis's raw client with
@@ -54,37 +57,72 @@ fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
-fn mqtt_host() -> String {
-    env("MQTT_HOST", "127.0.0.1")
+/// One broker to measure: its backend (which decides the raw baselines),
+/// the label its rows get, and where it is.
+struct Target {
+    kind: String,
+    label: String,
+    url: String,
 }
 
-fn mqtt_port() -> u16 {
-    env("MQTT_PORT", "1883").parse().unwrap_or(1883)
-}
+impl Target {
+    /// A backend name (`embedded`, `redis`, `nats`, `mqtt`, `kafka`,
+    /// `pulsar`) at the address the tests use, or one of the second
+    /// brokers: `mqtt-stock` (a stock-config Mosquitto, `MQTT_STOCK_URL`,
+    /// default port 1884) and `pulsar-lite` (`PULSAR_LITE_URL`, default the
+    /// relay on 6650).
+    fn parse(spec: &str) -> Target {
+        let (kind, url) = match spec {
+            "embedded" => ("embedded", "embedded://memory".into()),
+            "redis" => ("redis", env("REDIS_URL", "redis://127.0.0.1:6379")),
+            "nats" => ("nats", env("NATS_URL", "nats://127.0.0.1:4222")),
+            "mqtt" => (
+                "mqtt",
+                format!("mqtt://{}:{}", env("MQTT_HOST", "127.0.0.1"), env("MQTT_PORT", "1883")),
+            ),
+            "mqtt-stock" => ("mqtt", env("MQTT_STOCK_URL", "mqtt://127.0.0.1:1884")),
+            "kafka" => (
+                "kafka",
+                format!("kafka://{}", env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
+            ),
+            "pulsar" => ("pulsar", env("PULSAR_HOST", "pulsar://127.0.0.1:6650?broker=lite")),
+            "pulsar-lite" => ("pulsar", env("PULSAR_LITE_URL", "pulsar://127.0.0.1:6650?broker=lite")),
+            other => (other.split(':').next().unwrap_or(other), other.to_string()),
+        };
+        Target {
+            kind: kind.to_string(),
+            label: spec.to_string(),
+            url,
+        }
+    }
 
-fn kafka_bootstrap() -> String {
-    env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-}
+    /// The URL without the SDK's `?broker=` hint (what a raw client takes).
+    fn plain_url(&self) -> &str {
+        self.url.split('?').next().unwrap_or_default()
+    }
 
-fn url_of(backend: &str) -> String {
-    match backend {
-        "embedded" => "embedded://memory".into(),
-        "redis" => env("REDIS_URL", "redis://127.0.0.1:6379"),
-        "nats" => env("NATS_URL", "nats://127.0.0.1:4222"),
-        "mqtt" => format!("mqtt://{}:{}", mqtt_host(), mqtt_port()),
-        "kafka" => format!("kafka://{}", kafka_bootstrap()),
-        "pulsar" => env("PULSAR_HOST", "pulsar://127.0.0.1:6650?broker=lite"),
-        other => other.to_string(),
+    /// `host:port` of the URL.
+    fn address(&self) -> &str {
+        let plain = self.plain_url();
+        plain.split_once("://").map_or(plain, |(_, rest)| rest)
+    }
+
+    /// MQTT host and port.
+    fn host_port(&self) -> (String, u16) {
+        let (host, port) = self.address().rsplit_once(':').unwrap_or((self.address(), "1883"));
+        (host.to_string(), port.parse().unwrap_or(1883))
     }
 }
 
-/// The backend `name` at [`url_of`]; Pulsar with the HTTP admin API at
+/// The backend at `target`; Pulsar with the HTTP admin API at
 /// `PULSAR_ADMIN_URL` when set (Apache Pulsar makes no tenant or namespace
-/// by itself: see `PulsarConfig::admin_url`).
-async fn connect(name: &str) -> pubsub::Result<Arc<dyn PubSubBackend>> {
-    let mut config = pubsub::BackendConfig::from_url(&url_of(name))?;
+/// by itself: see `PulsarConfig::admin_url`), except for `pulsar-lite`.
+async fn connect(target: &Target) -> pubsub::Result<Arc<dyn PubSubBackend>> {
+    let mut config = pubsub::BackendConfig::from_url(&target.url)?;
     if let pubsub::BackendConfig::Pulsar { admin_url, .. } = &mut config {
-        *admin_url = std::env::var("PULSAR_ADMIN_URL").ok().filter(|u| !u.is_empty());
+        *admin_url = std::env::var("PULSAR_ADMIN_URL")
+            .ok()
+            .filter(|u| !u.is_empty() && target.label == "pulsar");
     }
     config.connect().await
 }
@@ -106,24 +144,25 @@ async fn main() {
             Err(e) => format!("\nembedded RSS: {e}"),
         };
     }
-    for name in &args.backends {
-        match connect(name).await {
+    for target in args.backends.iter().map(|b| Target::parse(b)) {
+        match connect(&target).await {
             Ok(backend) => {
-                if let Err(e) = measure(name, backend, &args, &mut rows).await {
-                    eprintln!("{name}: {e}");
+                if let Err(e) = measure(&target, backend, &args, &mut rows).await {
+                    eprintln!("{}: {e}", target.label);
                 }
             }
-            Err(e) => eprintln!("{name}: cannot connect, skipped: {e}"),
+            Err(e) => eprintln!("{}: cannot connect, skipped: {e}", target.label),
         }
     }
     print_table(&rows);
     println!("{rss}");
 }
 
-async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows: &mut Vec<Row>) -> pubsub::Result<()> {
+async fn measure(t: &Target, backend: Arc<dyn PubSubBackend>, args: &Args, rows: &mut Vec<Row>) -> pubsub::Result<()> {
     let n = args.messages;
+    let name = t.label.as_str();
     let caps = backend.capabilities().clone();
-    if name == "pulsar" && caps.admin.topics {
+    if t.kind == "pulsar" && caps.admin.topics {
         // The raw client's topics are in bench/raw, which Apache Pulsar does
         // not make by itself: the SDK's admin makes it with a first topic.
         let probe = pubsub::Topic::new(Qos::AtLeastOnce, "bench", "raw", "namespace")?;
@@ -143,10 +182,10 @@ async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
             let took = sdk::publish(backend.as_ref(), &sdk::fresh_topic(qos, "publish"), n, size).await?;
             let mut row = Row::new(name, format!("publish {label}"), "msg/s");
             row.sdk = Some(rate(n, took));
-            row.raw = raw_publish(name, n, size).await;
+            row.raw = raw_publish(t, n, size).await;
             let sdk = row.sdk;
             rows.push(row);
-            if let Some((baseline, raw)) = second_publish(name, n, size).await {
+            if let Some((baseline, raw)) = second_publish(t, n, size).await {
                 let mut row = Row::new(name, format!("publish {label} (raw: {baseline})"), "msg/s");
                 (row.sdk, row.raw) = (sdk, raw);
                 rows.push(row);
@@ -169,10 +208,10 @@ async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
                 "msg/s",
             );
             row.sdk = Some(rate(got, took));
-            row.raw = raw_end_to_end(name, qos, n, size, consumers).await;
+            row.raw = raw_end_to_end(t, qos, n, size, consumers).await;
             let sdk = row.sdk;
             rows.push(row);
-            if let Some((baseline, raw)) = second_end_to_end(name, qos, n, size, consumers).await {
+            if let Some((baseline, raw)) = second_end_to_end(t, qos, n, size, consumers).await {
                 let workload = format!("end-to-end {label}, {consumers} consumer(s) (raw: {baseline})");
                 let mut row = Row::new(name, workload, "msg/s");
                 (row.sdk, row.raw) = (sdk, raw);
@@ -180,7 +219,7 @@ async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
             }
         }
     }
-    if name == "embedded" {
+    if t.kind == "embedded" {
         let topic = sdk::fresh_topic(Qos::AtLeastOnce, "fan-out");
         let (took, _) = sdk::end_to_end(backend.clone(), &topic, n, 100, 4, Split::FanOut).await?;
         let mut row = Row::new(
@@ -212,19 +251,15 @@ async fn measure(name: &str, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
     Ok(())
 }
 
-/// The Pulsar service URL without the SDK's `?broker=` hint.
-fn pulsar_url() -> String {
-    url_of("pulsar").split('?').next().unwrap_or_default().to_string()
-}
-
 /// The raw client's publish figure, where one is written.
-async fn raw_publish(name: &str, n: usize, size: usize) -> Option<f64> {
-    let took = match name {
-        "nats" => raw::nats_publish(&url_of(name), n, size).await,
-        "redis" => raw::redis_publish(&url_of(name), n, size, false).await,
-        "pulsar" => raw::pulsar_publish(&pulsar_url(), n, size).await,
-        "kafka" => raw::kafka_publish(&kafka_bootstrap(), n, size).await,
-        "mqtt" => raw::mqtt_publish(&mqtt_host(), mqtt_port(), n, size).await,
+async fn raw_publish(t: &Target, n: usize, size: usize) -> Option<f64> {
+    let name = &t.label;
+    let took = match t.kind.as_str() {
+        "nats" => raw::nats_publish(&t.url, n, size).await,
+        "redis" => raw::redis_publish(&t.url, n, size, false).await,
+        "pulsar" => raw::pulsar_publish(t.plain_url(), n, size).await,
+        "kafka" => raw::kafka_publish(t.address(), n, size).await,
+        "mqtt" => raw::mqtt_publish(&t.host_port().0, t.host_port().1, n, size).await,
         _ => return None,
     };
     match took {
@@ -238,17 +273,19 @@ async fn raw_publish(name: &str, n: usize, size: usize) -> Option<f64> {
 
 /// The raw client's (or, for embedded, tokio mpsc's) end-to-end figure:
 /// messages received per second.
-async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: usize) -> Option<f64> {
+async fn raw_end_to_end(t: &Target, qos: Qos, n: usize, size: usize, consumers: usize) -> Option<f64> {
     let q0 = qos == Qos::AtMostOnce;
-    let outcome: Result<(Duration, usize), Box<dyn std::error::Error + Send + Sync>> = match (name, q0) {
+    let name = &t.label;
+    let (host, port) = t.host_port();
+    let outcome: Result<(Duration, usize), Box<dyn std::error::Error + Send + Sync>> = match (t.kind.as_str(), q0) {
         ("embedded", _) => Ok((raw::mpsc_end_to_end(n, size, consumers).await, n)),
-        ("nats", true) => raw::nats_core_end_to_end(&url_of(name), n, size).await,
-        ("nats", false) => raw::nats_end_to_end(&url_of(name), n, size, consumers).await,
-        ("redis", true) => raw::redis_pubsub_end_to_end(&url_of(name), n, size).await,
-        ("redis", false) => raw::redis_end_to_end(&url_of(name), n, size, consumers, false).await,
-        ("pulsar", _) => raw::pulsar_end_to_end(&pulsar_url(), n, size, consumers, q0).await,
-        ("kafka", _) => raw::kafka_end_to_end(&kafka_bootstrap(), n, size, consumers, q0).await,
-        ("mqtt", _) => raw::mqtt_end_to_end(&mqtt_host(), mqtt_port(), n, size, consumers, q0).await,
+        ("nats", true) => raw::nats_core_end_to_end(&t.url, n, size).await,
+        ("nats", false) => raw::nats_end_to_end(&t.url, n, size, consumers).await,
+        ("redis", true) => raw::redis_pubsub_end_to_end(&t.url, n, size).await,
+        ("redis", false) => raw::redis_end_to_end(&t.url, n, size, consumers, false).await,
+        ("pulsar", _) => raw::pulsar_end_to_end(t.plain_url(), n, size, consumers, q0).await,
+        ("kafka", _) => raw::kafka_end_to_end(t.address(), n, size, consumers, q0).await,
+        ("mqtt", _) => raw::mqtt_end_to_end(&host, port, n, size, consumers, q0).await,
         _ => return None,
     };
     match outcome {
@@ -264,12 +301,13 @@ async fn raw_end_to_end(name: &str, qos: Qos, n: usize, size: usize, consumers: 
 /// name and figure. Redis: the raw client with `TCP_NODELAY` (the first
 /// keeps redis-rs's default, as a user writes it). Pulsar: the Python
 /// `pulsar-client`.
-async fn second_publish(name: &str, n: usize, size: usize) -> Option<(&'static str, Option<f64>)> {
-    let (baseline, took) = match name {
-        "redis" => ("nodelay", raw::redis_publish(&url_of(name), n, size, true).await),
+async fn second_publish(t: &Target, n: usize, size: usize) -> Option<(&'static str, Option<f64>)> {
+    let name = &t.label;
+    let (baseline, took) = match t.kind.as_str() {
+        "redis" => ("nodelay", raw::redis_publish(&t.url, n, size, true).await),
         "pulsar" => (
             "Python pulsar-client",
-            raw::pulsar_python("publish", &pulsar_url(), n, size, 0)
+            raw::pulsar_python("publish", t.plain_url(), n, size, 0)
                 .await
                 .map(|(d, _)| d),
         ),
@@ -286,7 +324,7 @@ async fn second_publish(name: &str, n: usize, size: usize) -> Option<(&'static s
 
 /// A second baseline of the q1 end-to-end workload (see [`second_publish`]).
 async fn second_end_to_end(
-    name: &str,
+    t: &Target,
     qos: Qos,
     n: usize,
     size: usize,
@@ -295,14 +333,12 @@ async fn second_end_to_end(
     if qos == Qos::AtMostOnce {
         return None;
     }
-    let (baseline, outcome) = match name {
-        "redis" => (
-            "nodelay",
-            raw::redis_end_to_end(&url_of(name), n, size, consumers, true).await,
-        ),
+    let name = &t.label;
+    let (baseline, outcome) = match t.kind.as_str() {
+        "redis" => ("nodelay", raw::redis_end_to_end(&t.url, n, size, consumers, true).await),
         "pulsar" => (
             "Python pulsar-client",
-            raw::pulsar_python("e2e", &pulsar_url(), n, size, consumers).await,
+            raw::pulsar_python("e2e", t.plain_url(), n, size, consumers).await,
         ),
         _ => return None,
     };
