@@ -236,12 +236,16 @@ impl PubSubBackend for EmbeddedBackend {
         let id = self.broker.next_consumer.fetch_add(1, Ordering::Relaxed);
         handle.attach(subscription, id, &options)?;
         let max_unacked = options.max_unacked;
-        let consumer = EmbeddedConsumer {
+        let scope = Arc::new(AckScope {
             topic: handle,
-            broker: self.broker.clone(),
             subscription: subscription.into(),
-            id,
-            closed: Arc::new(AtomicBool::new(false)),
+            consumer: id,
+            closed: AtomicBool::new(false),
+            nack_delay: options.nack_redelivery_delay,
+        });
+        let consumer = EmbeddedConsumer {
+            scope,
+            broker: self.broker.clone(),
             options,
         };
         self.broker
@@ -329,27 +333,35 @@ impl Producer for EmbeddedProducer {
 }
 
 struct EmbeddedConsumer {
-    topic: Arc<TopicHandle>,
+    /// Shared with every message's ack target.
+    scope: Arc<AckScope>,
     broker: Arc<Broker>,
-    subscription: Arc<str>,
-    id: u64,
-    closed: Arc<AtomicBool>,
     options: ConsumerOptions,
+}
+
+/// What a consumer and the ack targets of its messages share: one `Arc`
+/// per consumer, so a delivery clones one pointer.
+struct AckScope {
+    topic: Arc<TopicHandle>,
+    subscription: Box<str>,
+    consumer: u64,
+    closed: AtomicBool,
+    nack_delay: Duration,
 }
 
 impl fmt::Debug for EmbeddedConsumer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EmbeddedConsumer")
-            .field("topic", &self.topic.topic)
-            .field("subscription", &self.subscription)
-            .field("id", &self.id)
+            .field("topic", &self.scope.topic.topic)
+            .field("subscription", &self.scope.subscription)
+            .field("id", &self.scope.consumer)
             .finish()
     }
 }
 
 impl EmbeddedConsumer {
     fn ensure_open(&self) -> Result<()> {
-        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
+        pubsub_core::ensure_open(self.scope.closed.load(Ordering::Acquire), "consumer")?;
         self.broker.ensure_open()
     }
 
@@ -358,11 +370,14 @@ impl EmbeddedConsumer {
     /// one step, after the last await.
     async fn take_waiting(&self, max: usize, deadline: Option<Instant>) -> Result<Vec<Message>> {
         loop {
-            let notified = self.topic.notify.notified();
+            let notified = self.scope.topic.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             self.ensure_open()?;
-            let taken = self.topic.take(&self.subscription, self.id, max)?;
+            let taken = self
+                .scope
+                .topic
+                .take(&self.scope.subscription, self.scope.consumer, max)?;
             if !taken.dead.is_empty() {
                 self.dead_letter(taken.dead).await?;
             }
@@ -395,15 +410,11 @@ impl EmbeddedConsumer {
     fn to_message(&self, record: Arc<Record>, redelivery_count: u32) -> Message {
         let parts = MessageParts {
             redelivery_count,
-            ..record.parts(&self.topic.topic)
+            ..record.parts(&self.scope.topic.topic)
         };
         let ack = EmbeddedAck {
-            topic: self.topic.clone(),
-            subscription: self.subscription.clone(),
-            consumer: self.id,
-            closed: self.closed.clone(),
+            scope: self.scope.clone(),
             offset: record.offset,
-            nack_delay: self.options.nack_redelivery_delay,
         };
         Message::new(parts, Arc::new(ack))
     }
@@ -417,7 +428,7 @@ impl EmbeddedConsumer {
                     let mut m = OutgoingMessage::new(record.payload.clone());
                     m.properties = record.properties().clone();
                     m.properties
-                        .insert(DEAD_LETTER_ORIGIN_PROPERTY.into(), self.topic.topic.to_string());
+                        .insert(DEAD_LETTER_ORIGIN_PROPERTY.into(), self.scope.topic.topic.to_string());
                     m.properties.insert(
                         DEAD_LETTER_REDELIVERIES_PROPERTY.into(),
                         self.options.max_redeliveries.unwrap_or(0).to_string(),
@@ -426,20 +437,20 @@ impl EmbeddedConsumer {
                     self.broker.topic(dlq)?.append(vec![m]).await?;
                 }
                 None => tracing::warn!(
-                    topic = %self.topic.topic,
-                    subscription = %self.subscription,
+                    topic = %self.scope.topic.topic,
+                    subscription = %self.scope.subscription,
                     offset = record.offset,
                     "dropping a message past max_redeliveries (no dead_letter_topic set)"
                 ),
             }
-            self.topic.ack(&self.subscription, record.offset).await?;
+            self.scope.topic.ack(&self.scope.subscription, record.offset).await?;
         }
         Ok(())
     }
 
     fn detach(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            self.topic.detach(&self.subscription, self.id);
+        if !self.scope.closed.swap(true, Ordering::AcqRel) {
+            self.scope.topic.detach(&self.scope.subscription, self.scope.consumer);
         }
     }
 }
@@ -447,11 +458,11 @@ impl EmbeddedConsumer {
 #[async_trait]
 impl Consumer for EmbeddedConsumer {
     fn topic(&self) -> &Topic {
-        &self.topic.topic
+        &self.scope.topic.topic
     }
 
     fn subscription(&self) -> &str {
-        &self.subscription
+        &self.scope.subscription
     }
 
     async fn receive(&self) -> Result<Message> {
@@ -472,26 +483,28 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn ack_all(&self, messages: &[Message]) -> Result<()> {
-        let own = |a: &EmbeddedAck| Arc::ptr_eq(&a.topic, &self.topic) && a.consumer == self.id;
+        let own = |a: &EmbeddedAck| Arc::ptr_eq(&a.scope, &self.scope);
         pubsub_core::ack_all_with(messages, own, |acks: Vec<&EmbeddedAck>| async move {
             self.ensure_open()?;
             let offsets: Vec<u64> = acks.iter().map(|a| a.offset).collect();
-            self.topic.ack_many(&self.subscription, &offsets).await
+            self.scope.topic.ack_many(&self.scope.subscription, &offsets).await
         })
         .await
     }
 
     async fn seek(&self, position: Position) -> Result<()> {
         self.ensure_open()?;
-        self.broker.caps.check_replay(&self.topic.topic)?;
-        let offset = self.topic.resolve(&position)?;
-        self.topic.seek(&self.subscription, offset)
+        self.broker.caps.check_replay(&self.scope.topic.topic)?;
+        let offset = self.scope.topic.resolve(&position)?;
+        self.scope.topic.seek(&self.scope.subscription, offset)
     }
 
     async fn unsubscribe(&self) -> Result<()> {
         self.ensure_open()?;
-        self.topic.unsubscribe(&self.subscription, self.id)?;
-        self.closed.store(true, Ordering::Release);
+        self.scope
+            .topic
+            .unsubscribe(&self.scope.subscription, self.scope.consumer)?;
+        self.scope.closed.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -509,34 +522,32 @@ impl Drop for EmbeddedConsumer {
 
 /// Acks one message of one consumer.
 struct EmbeddedAck {
-    topic: Arc<TopicHandle>,
-    subscription: Arc<str>,
-    consumer: u64,
-    closed: Arc<AtomicBool>,
+    scope: Arc<AckScope>,
     offset: u64,
-    nack_delay: Duration,
 }
 
 impl fmt::Debug for EmbeddedAck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "EmbeddedAck({}@{})", self.subscription, self.offset)
+        write!(f, "EmbeddedAck({}@{})", self.scope.subscription, self.offset)
     }
 }
 
 #[async_trait]
 impl AckTarget for EmbeddedAck {
     async fn ack(&self) -> Result<()> {
-        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
-        self.topic.ack(&self.subscription, self.offset).await
+        let scope = &self.scope;
+        pubsub_core::ensure_open(scope.closed.load(Ordering::Acquire), "consumer")?;
+        scope.topic.ack(&scope.subscription, self.offset).await
     }
 
     async fn nack(&self, delay: Option<Duration>) -> Result<()> {
-        pubsub_core::ensure_open(self.closed.load(Ordering::Acquire), "consumer")?;
-        self.topic.nack(
-            &self.subscription,
+        let scope = &self.scope;
+        pubsub_core::ensure_open(scope.closed.load(Ordering::Acquire), "consumer")?;
+        scope.topic.nack(
+            &scope.subscription,
             self.offset,
-            self.consumer,
-            delay.unwrap_or(self.nack_delay),
+            scope.consumer,
+            delay.unwrap_or(scope.nack_delay),
         );
         Ok(())
     }
