@@ -161,6 +161,9 @@ async fn main() {
 async fn measure(t: &Target, backend: Arc<dyn PubSubBackend>, args: &Args, rows: &mut Vec<Row>) -> pubsub::Result<()> {
     let n = args.messages;
     let name = t.label.as_str();
+    // Every topic this run wrote, deleted at the end: a run writes about
+    // 1 GB to each of Kafka and Pulsar, which keep it for days.
+    let mut topics = Vec::new();
     let caps = backend.capabilities().clone();
     if t.kind == "pulsar" && caps.admin.topics {
         // The raw client's topics are in bench/raw, which Apache Pulsar does
@@ -179,7 +182,8 @@ async fn measure(t: &Target, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
         let label = format!("{} {}B", qos.as_str(), size);
         // Publish throughput (q1 only: a q0 publish measures only the socket).
         if qos == Qos::AtLeastOnce {
-            let took = sdk::publish(backend.as_ref(), &sdk::fresh_topic(qos, "publish"), n, size).await?;
+            let topic = made(&mut topics, sdk::fresh_topic(qos, "publish"));
+            let took = sdk::publish(backend.as_ref(), &topic, n, size).await?;
             let mut row = Row::new(name, format!("publish {label}"), "msg/s");
             row.sdk = Some(rate(n, took));
             row.raw = raw_publish(t, n, size).await;
@@ -195,7 +199,7 @@ async fn measure(t: &Target, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
         // q0 consumer gets every message, so "4 consumers" is not comparable.
         let consumer_counts: &[usize] = if qos == Qos::AtMostOnce { &[1] } else { &[1, 4] };
         for &consumers in consumer_counts {
-            let topic = sdk::fresh_topic(qos, "e2e");
+            let topic = made(&mut topics, sdk::fresh_topic(qos, "e2e"));
             let (took, got) = sdk::end_to_end(backend.clone(), &topic, n, size, consumers, Split::Shared).await?;
             let delivered = if got < n {
                 format!(" ({:.0}% delivered)", got as f64 * 100.0 / n as f64)
@@ -220,7 +224,7 @@ async fn measure(t: &Target, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
         }
     }
     if t.kind == "embedded" {
-        let topic = sdk::fresh_topic(Qos::AtLeastOnce, "fan-out");
+        let topic = made(&mut topics, sdk::fresh_topic(Qos::AtLeastOnce, "fan-out"));
         let (took, _) = sdk::end_to_end(backend.clone(), &topic, n, 100, 4, Split::FanOut).await?;
         let mut row = Row::new(
             name,
@@ -233,11 +237,20 @@ async fn measure(t: &Target, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
     }
     let samples = sdk::latency(
         backend.clone(),
-        &sdk::fresh_topic(Qos::AtLeastOnce, "latency"),
+        &made(&mut topics, sdk::fresh_topic(Qos::AtLeastOnce, "latency")),
         args.latency_rate,
         args.latency_seconds,
     )
     .await?;
+    // A raw latency baseline where one is written (Pulsar: the broker's
+    // dispatch delay shows in both).
+    let raw_samples = match t.kind.as_str() {
+        "pulsar" => raw::pulsar_latency(t.plain_url(), args.latency_rate, args.latency_seconds)
+            .await
+            .map_err(|e| eprintln!("{name} raw latency: {e}"))
+            .ok(),
+        _ => None,
+    };
     for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
         let mut row = Row::new(
             name,
@@ -245,10 +258,48 @@ async fn measure(t: &Target, backend: Arc<dyn PubSubBackend>, args: &Args, rows:
             "µs",
         );
         row.sdk = Some(quantile_us(&samples, q));
+        row.raw = raw_samples.as_deref().map(|s| quantile_us(s, q));
         rows.push(row);
     }
+    delete_topics(t, backend.as_ref(), &topics).await;
     let _ = backend.close().await;
     Ok(())
+}
+
+/// Notes `topic` for [`delete_topics`] and gives it back.
+fn made(topics: &mut Vec<pubsub::Topic>, topic: pubsub::Topic) -> pubsub::Topic {
+    topics.push(topic.clone());
+    topic
+}
+
+/// Deletes the SDK's topics of this run and the raw clients' (Kafka
+/// `raw-*`, Pulsar `bench/raw/*`), where the broker can delete topics.
+async fn delete_topics(t: &Target, backend: &dyn PubSubBackend, topics: &[pubsub::Topic]) {
+    let admin = &backend.capabilities().admin;
+    if !admin.delete_topic {
+        return;
+    }
+    let mut doomed: Vec<_> = topics
+        .iter()
+        .filter(|t| t.qos() != Qos::AtMostOnce || admin.q0_topics)
+        .cloned()
+        .collect();
+    if t.kind == "pulsar" && admin.list_topics {
+        match backend.admin().list_topics("bench", "raw").await {
+            Ok(raw) => doomed.extend(raw),
+            Err(e) => eprintln!("{}: listing the raw topics: {e}", t.label),
+        }
+    }
+    for topic in &doomed {
+        if let Err(e) = backend.admin().delete_topic(topic).await {
+            eprintln!("{}: deleting {topic}: {e}", t.label);
+        }
+    }
+    if t.kind == "kafka" {
+        if let Err(e) = raw::kafka_delete_raw_topics(t.address()).await {
+            eprintln!("{}: deleting the raw topics: {e}", t.label);
+        }
+    }
 }
 
 /// The raw client's publish figure, where one is written.

@@ -489,6 +489,50 @@ pub async fn pulsar_end_to_end(
     all_received(&received, started, tasks).await
 }
 
+/// Pulsar latency as the `pulsar` crate alone gives it: one message every
+/// `1 / rate` s for `seconds`, each carrying its send time, received by a
+/// consumer on the same topic; returns the sorted send-to-receive times.
+/// The same workload as the SDK's latency row.
+pub async fn pulsar_latency(url: &str, rate: u32, seconds: u32) -> Result<Vec<Duration>, BoxError> {
+    let client = pulsar::Pulsar::builder(url, pulsar::TokioExecutor).build().await?;
+    let topic = format!("persistent://bench/raw/{}", unique("lat"));
+    let mut consumer: pulsar::Consumer<Vec<u8>, _> = client
+        .consumer()
+        .with_topic(&topic)
+        .with_subscription("latency")
+        .build()
+        .await?;
+    let mut producer = client.producer().with_topic(&topic).build().await?;
+    let total = (rate * seconds) as usize;
+    let origin = Instant::now();
+    let receiver = tokio::spawn(async move {
+        let mut samples = Vec::with_capacity(total);
+        while samples.len() < total {
+            let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await else {
+                break;
+            };
+            let sent: [u8; 8] = m.payload.data[..8].try_into().expect("8-byte timestamp");
+            samples.push(
+                origin
+                    .elapsed()
+                    .saturating_sub(Duration::from_nanos(u64::from_le_bytes(sent))),
+            );
+            let _ = consumer.ack(&m).await;
+        }
+        samples
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    for _ in 0..total {
+        tick.tick().await;
+        let mut payload = (origin.elapsed().as_nanos() as u64).to_le_bytes().to_vec();
+        payload.resize(100, b'x');
+        producer.send_non_blocking(payload).await?.await?;
+    }
+    let mut samples = receiver.await?;
+    samples.sort();
+    Ok(samples)
+}
+
 /// A fresh Kafka topic of `partitions`, created through the admin API
 /// (Tansu does not auto-create topics).
 async fn kafka_topic(bootstrap: &str, partitions: i32) -> Result<String, BoxError> {
@@ -500,6 +544,27 @@ async fn kafka_topic(bootstrap: &str, partitions: i32) -> Result<String, BoxErro
         r.map_err(|(t, code)| format!("create topic {t}: {code}"))?;
     }
     Ok(name)
+}
+
+/// Deletes the topics [`kafka_topic`] made (`raw-*`).
+pub async fn kafka_delete_raw_topics(bootstrap: &str) -> Result<(), BoxError> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let lister: BaseConsumer = kafka_config(bootstrap).create()?;
+    let metadata = tokio::task::spawn_blocking(move || lister.fetch_metadata(None, Duration::from_secs(10))).await??;
+    let raw: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|n| n.starts_with("raw-"))
+        .collect();
+    if raw.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = kafka_config(bootstrap).create()?;
+    let names: Vec<&str> = raw.iter().map(String::as_str).collect();
+    admin.delete_topics(&names, &AdminOptions::new()).await?;
+    Ok(())
 }
 
 fn kafka_config(bootstrap: &str) -> rdkafka::ClientConfig {
