@@ -210,7 +210,7 @@ impl ConsumerContext for Ctx {
                 tracing::debug!(topic = %shared.topic, ?revoked, lost = base.assignment_lost(), "kafka partitions revoked");
                 // Fetched but not yet taken by the application: dropped, the
                 // partition's next owner fetches them.
-                let unfetched: Vec<(i32, i64)> = {
+                let undelivered: Vec<(i32, i64)> = {
                     let mut buffer = shared.buffer.lock().expect("buffer lock");
                     let (dropped, kept) = buffer.drain(..).partition(|m| revoked.contains(&partition_of(m)));
                     *buffer = kept;
@@ -234,7 +234,7 @@ impl ConsumerContext for Ctx {
                                 false
                             }
                         };
-                    park(shared, &revoked, committed.then_some(&commit), &unfetched);
+                    park(shared, &revoked, committed.then_some(&commit), &undelivered);
                 }
             }
             Rebalance::Assign(tpl) => {
@@ -388,10 +388,10 @@ fn start_live(base: &BaseConsumer<Ctx>, shared: &Shared, tpl: &mut TopicPartitio
 
 /// Moves the revoked partitions' states aside: those committed on revoke
 /// (`commit`) to [`Shared::parked`], by the offset committed, with the
-/// records dropped from the buffer (`unfetched`) marked to be delivered when
+/// records dropped from the buffer (`undelivered`) marked to be delivered when
 /// fetched again; the others are dropped (their next owner, maybe this
 /// consumer again, starts from what is committed).
-fn park(shared: &Shared, revoked: &[i32], commit: Option<&TopicPartitionList>, unfetched: &[(i32, i64)]) {
+fn park(shared: &Shared, revoked: &[i32], commit: Option<&TopicPartitionList>, undelivered: &[(i32, i64)]) {
     let mut states = States::lock(shared);
     for p in revoked {
         let Some(mut st) = states.owned.remove(p) else { continue };
@@ -402,7 +402,7 @@ fn park(shared: &Shared, revoked: &[i32], commit: Option<&TopicPartitionList>, u
                 _ => None,
             });
         if let Some(at) = at {
-            for (_, o) in unfetched.iter().filter(|(q, _)| q == p) {
+            for (_, o) in undelivered.iter().filter(|(q, _)| q == p) {
                 st.undeliver(*o);
             }
             states.parked.insert(*p, (at, st));
