@@ -31,6 +31,11 @@ async fn send(ctx: &Ctx, topic: &Topic, range: std::ops::Range<usize>) -> Vec<Me
     let p = ctx.producer(topic).await;
     let mut ids = Vec::new();
     for i in range {
+        // Apart by more than a millisecond: on a partitioned log (Kafka) a
+        // position from an id takes the other partitions at that message's
+        // publish time, so a message in the same millisecond on another
+        // partition, sent before or after it, comes too (as documented).
+        tokio::time::sleep(Duration::from_millis(3)).await;
         ids.push(p.send(OutgoingMessage::new(format!("m{i}"))).await.expect("send"));
     }
     p.close().await.expect("close producer");
