@@ -511,12 +511,7 @@ pub async fn pulsar_latency(url: &str, rate: u32, seconds: u32) -> Result<Vec<Du
             let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await else {
                 break;
             };
-            let sent: [u8; 8] = m.payload.data[..8].try_into().expect("8-byte timestamp");
-            samples.push(
-                origin
-                    .elapsed()
-                    .saturating_sub(Duration::from_nanos(u64::from_le_bytes(sent))),
-            );
+            samples.push(crate::stats::since_stamp(origin, &m.payload.data));
             let _ = consumer.ack(&m).await;
         }
         samples
@@ -524,9 +519,10 @@ pub async fn pulsar_latency(url: &str, rate: u32, seconds: u32) -> Result<Vec<Du
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     for _ in 0..total {
         tick.tick().await;
-        let mut payload = (origin.elapsed().as_nanos() as u64).to_le_bytes().to_vec();
-        payload.resize(100, b'x');
-        producer.send_non_blocking(payload).await?.await?;
+        producer
+            .send_non_blocking(crate::stats::stamped_payload(origin))
+            .await?
+            .await?;
     }
     let mut samples = receiver.await?;
     samples.sort();

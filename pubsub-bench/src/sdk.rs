@@ -136,8 +136,7 @@ pub async fn latency(backend: Arc<dyn PubSubBackend>, topic: &Topic, rate: u32, 
                 Ok(m) => m,
                 Err(_) => break,
             };
-            let sent_ns = u64::from_le_bytes(m.payload()[..8].try_into().expect("8-byte timestamp"));
-            samples.push(origin.elapsed().saturating_sub(Duration::from_nanos(sent_ns)));
+            samples.push(crate::stats::since_stamp(origin, m.payload()));
             let _ = m.ack().await;
         }
         let _ = c.close().await;
@@ -146,9 +145,8 @@ pub async fn latency(backend: Arc<dyn PubSubBackend>, topic: &Topic, rate: u32, 
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     for _ in 0..total {
         tick.tick().await;
-        let mut payload = (origin.elapsed().as_nanos() as u64).to_le_bytes().to_vec();
-        payload.resize(100, b'x');
-        p.send(OutgoingMessage::new(payload)).await?;
+        p.send(OutgoingMessage::new(crate::stats::stamped_payload(origin)))
+            .await?;
     }
     let mut samples = receiver.await.map_err(|e| pubsub::Error::broker_msg("bench", e))?;
     samples.sort();

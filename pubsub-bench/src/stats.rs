@@ -1,6 +1,21 @@
 //! Timing helpers and result rows.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// A 100-byte latency payload carrying its send time (ns since `origin`).
+pub fn stamped_payload(origin: Instant) -> Vec<u8> {
+    let mut payload = (origin.elapsed().as_nanos() as u64).to_le_bytes().to_vec();
+    payload.resize(100, b'x');
+    payload
+}
+
+/// How long ago a [`stamped_payload`] was made.
+pub fn since_stamp(origin: Instant, payload: &[u8]) -> Duration {
+    let sent: [u8; 8] = payload[..8].try_into().expect("8-byte timestamp");
+    origin
+        .elapsed()
+        .saturating_sub(Duration::from_nanos(u64::from_le_bytes(sent)))
+}
 
 /// One measured figure for the table.
 #[derive(Debug, Clone)]

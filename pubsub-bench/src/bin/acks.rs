@@ -6,6 +6,8 @@
 //! cargo run --release -p pubsub-bench --bin acks -- --backends embedded,redis,nats,kafka
 //! ```
 
+mod common;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -22,18 +24,6 @@ struct Args {
     /// Backends, by name (URLs from the usual variables) or URL.
     #[arg(long, value_delimiter = ',', default_value = "embedded,redis,nats,kafka")]
     backends: Vec<String>,
-}
-
-fn url_of(backend: &str) -> String {
-    let env = |k: &str, d: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or(d.into());
-    match backend {
-        "embedded" => "embedded://memory".into(),
-        "redis" => env("REDIS_URL", "redis://127.0.0.1:6379"),
-        "nats" => env("NATS_URL", "nats://127.0.0.1:4222"),
-        "kafka" => format!("kafka://{}", env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
-        "mqtt" => "mqtt://127.0.0.1:1883".into(),
-        other => other.into(),
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +103,7 @@ async fn main() {
     );
     println!("|---|---|---|---|---|");
     for name in &args.backends {
-        let backend = match pubsub::connect(&url_of(name)).await {
+        let backend = match pubsub::connect(&common::url_of(name)).await {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("{name}: cannot connect, skipped: {e}");

@@ -8,6 +8,8 @@
 //! cargo run --release -p pubsub-bench --bin processor -- --backends embedded,redis,nats,kafka
 //! ```
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,18 +29,6 @@ struct Args {
     /// Backends, by name (URLs from the usual variables) or URL.
     #[arg(long, value_delimiter = ',', default_value = "embedded,redis,nats,kafka")]
     backends: Vec<String>,
-}
-
-fn url_of(backend: &str) -> String {
-    let env = |k: &str, d: &str| std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or(d.into());
-    match backend {
-        "embedded" => "embedded://memory".into(),
-        "redis" => env("REDIS_URL", "redis://127.0.0.1:6379"),
-        "nats" => env("NATS_URL", "nats://127.0.0.1:4222"),
-        "kafka" => format!("kafka://{}", env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")),
-        "mqtt" => "mqtt://127.0.0.1:1883".into(),
-        other => other.into(),
-    }
 }
 
 /// Publishes `n` messages, then times a processor handling them all.
@@ -97,7 +87,7 @@ async fn main() {
     println!("| backend | messages | concurrency | msg/s (acked) |");
     println!("|---|---|---|---|");
     for name in &args.backends {
-        match measure(&url_of(name), args.messages, args.concurrency).await {
+        match measure(&common::url_of(name), args.messages, args.concurrency).await {
             Ok((took, acked)) => println!(
                 "| {name} | {} | {} | {:.0} ({acked}) |",
                 args.messages,
