@@ -91,3 +91,44 @@ async fn delete_topic_under_running_consumers() {
     m.ack().await.unwrap();
     backend.close().await.unwrap();
 }
+
+/// A consumer dropped without `close` after its broker died must not hang
+/// the runtime's shutdown. librdkafka's close (in the client's drop) waits
+/// for the group coordinator for ever then; the SDK drops the client on a
+/// thread of its own once nothing else holds it. (A clean-clone run hung
+/// here for good when an aborted poll task held the client last.)
+#[test]
+fn dropping_a_consumer_after_its_broker_died_does_not_hang() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let broker = rt.block_on(async {
+        let mut b = common::broker(BackendKind::Kafka, &[]).await?;
+        let backend = b.backend().await.unwrap();
+        let topic: Topic = "q1/reliability/kafka/dropped".parse().unwrap();
+        let c = backend
+            .create_consumer(&topic, "s", ConsumerOptions::default())
+            .await
+            .unwrap();
+        let p = backend.create_producer(&topic, Default::default()).await.unwrap();
+        p.send(OutgoingMessage::new("m")).await.unwrap();
+        let m = c.receive_timeout(Duration::from_secs(10)).await.unwrap();
+        m.ack().await.unwrap();
+        b.kill().await.unwrap();
+        drop((m, c, p, backend));
+        Some(b)
+    });
+    let Some(broker) = broker else { return };
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(rt);
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(60)).is_ok(),
+        "the runtime's shutdown hung on the dropped consumer"
+    );
+    drop(broker);
+}

@@ -654,7 +654,10 @@ impl KafkaConsumer {
                         consumer = c;
                         std::thread::sleep(Duration::from_millis(10));
                     }
-                    Err(_) => break,
+                    Err(c) => {
+                        drop_when_sole_owner(c);
+                        break;
+                    }
                 }
             }
         });
@@ -998,10 +1001,32 @@ impl Drop for KafkaConsumer {
             t.abort();
         }
         if let Some(consumer) = self.consumer.lock().ok().and_then(|mut c| c.take()) {
-            // Never drop an rdkafka consumer on the async runtime.
-            std::thread::spawn(move || drop(consumer));
+            drop_when_sole_owner(consumer);
         }
     }
+}
+
+/// Drops an rdkafka consumer on a thread of its own once nothing else holds
+/// it. Its drop closes it, and librdkafka's close waits for the group
+/// coordinator, for ever when the broker is gone: so it must never run on
+/// the async runtime, nor be left to whichever holder lets go last (an
+/// aborted poll task, dropped by a runtime worker: a test's runtime once
+/// hung at shutdown this way, after its broker had been stopped).
+fn drop_when_sole_owner<T: Send + Sync + 'static>(consumer: Arc<T>) {
+    std::thread::spawn(move || {
+        let mut consumer = consumer;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match Arc::try_unwrap(consumer) {
+                Ok(c) => return drop(c),
+                Err(c) => {
+                    consumer = c;
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    });
 }
 
 /// Acks one record: marks it in the partition's offsets; the commit loop
@@ -1050,5 +1075,36 @@ impl AckTarget for KafkaAck {
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the thread it was dropped on.
+    struct Probe(std::sync::mpsc::Sender<std::thread::ThreadId>);
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            let _ = self.0.send(std::thread::current().id());
+        }
+    }
+
+    #[test]
+    fn the_client_is_dropped_on_its_own_thread_even_when_another_holder_lets_go_last() {
+        let (tx, dropped_on) = std::sync::mpsc::channel();
+        let client = Arc::new(Probe(tx));
+        let other_holder = client.clone();
+        drop_when_sole_owner(client);
+        // The other holder (a poll task on a runtime worker, say) lets go last.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(other_holder);
+        let thread = dropped_on.recv_timeout(Duration::from_secs(10)).expect("dropped");
+        assert_ne!(
+            thread,
+            std::thread::current().id(),
+            "the last holder's thread closed the client"
+        );
     }
 }
