@@ -7,7 +7,7 @@ use std::sync::Arc;
 #[cfg(test)]
 use clap::Parser;
 use clap::{Args, ValueEnum};
-use pubsub_core::{redact_url, Error, PubSubBackend, Result, Secret};
+use pubsub_core::{redact_url, Error, PubSubBackend, Result, Secret, TlsConfig};
 
 /// The backends this SDK knows, compiled in or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Default)]
@@ -156,16 +156,22 @@ pub enum BackendConfig {
         username: Option<String>,
         /// Password (`MQTT_PASSWORD`).
         password: Option<Secret>,
+        /// TLS settings (`mqtts://` in `MQTT_HOST`, `MQTT_TLS_*`); `None`: plain TCP.
+        tls: Option<TlsConfig>,
     },
     /// A NATS server (`NATS_URL`).
     Nats {
-        /// `nats://host:4222`.
+        /// `nats://[user:password@]host:4222`, `tls://` for TLS.
         url: String,
+        /// TLS settings (`NATS_TLS_*`); with them TLS is required.
+        tls: Option<TlsConfig>,
     },
     /// A Redis server (`REDIS_URL`).
     Redis {
-        /// `redis://[:password@]host:6379[/db]`.
+        /// `redis://[[user]:password@]host:6379[/db]`, `rediss://` for TLS.
         url: String,
+        /// TLS settings (`REDIS_TLS_*`); with them TLS is used.
+        tls: Option<TlsConfig>,
     },
 }
 
@@ -194,15 +200,25 @@ impl fmt::Debug for BackendConfig {
                 port,
                 username,
                 password,
+                tls,
             } => f
                 .debug_struct("Mqtt")
                 .field("host", host)
                 .field("port", port)
                 .field("username", username)
                 .field("password", password)
+                .field("tls", tls)
                 .finish(),
-            BackendConfig::Nats { url } => f.debug_struct("Nats").field("url", &redact_url(url)).finish(),
-            BackendConfig::Redis { url } => f.debug_struct("Redis").field("url", &redact_url(url)).finish(),
+            BackendConfig::Nats { url, tls } => f
+                .debug_struct("Nats")
+                .field("url", &redact_url(url))
+                .field("tls", tls)
+                .finish(),
+            BackendConfig::Redis { url, tls } => f
+                .debug_struct("Redis")
+                .field("url", &redact_url(url))
+                .field("tls", tls)
+                .finish(),
         }
     }
 }
@@ -222,8 +238,17 @@ impl BackendConfig {
 
     /// Parses a backend URL: `embedded://memory`, `embedded:///path/to/dir`,
     /// `kafka://host:9092[,host:9092]`, `pulsar://host:6650`,
-    /// `mqtt://[user:password@]host[:1883]`, `nats://host:4222`,
-    /// `redis://[:password@]host:6379[/db]`.
+    /// `mqtt://[user:password@]host[:1883]` (`mqtts://`, port 8883, for
+    /// TLS), `nats://host:4222` (`tls://` for TLS),
+    /// `redis://[[user]:password@]host:6379[/db]` (`rediss://` for TLS).
+    ///
+    /// ```
+    /// use pubsub::{BackendConfig, TlsConfig};
+    /// let cfg = BackendConfig::from_url("mqtts://broker.internal")?
+    ///     .with_tls(TlsConfig::default().with_ca_file("/etc/ssl/ca.pem"))?;
+    /// assert!(format!("{cfg:?}").contains("port: 8883"));
+    /// # Ok::<(), pubsub::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         let bad = |why: &str| Error::InvalidConfiguration(format!("backend URL {:?}: {why}", redact_url(url)));
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected scheme://..."))?;
@@ -250,7 +275,8 @@ impl BackendConfig {
                 listener: None,
                 admin_url: None,
             }),
-            "mqtt" => {
+            "mqtt" | "mqtts" => {
+                let tls = (scheme == "mqtts").then(TlsConfig::default);
                 let authority = rest.trim_end_matches('/');
                 let (userinfo, hostport) = match authority.rsplit_once('@') {
                     Some((u, h)) => (Some(u), h),
@@ -258,7 +284,7 @@ impl BackendConfig {
                 };
                 let (host, port) = match hostport.rsplit_once(':') {
                     Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("the port is not a number"))?),
-                    None => (hostport, 1883),
+                    None => (hostport, if tls.is_some() { 8883 } else { 1883 }),
                 };
                 if host.is_empty() {
                     return Err(bad("no host"));
@@ -272,13 +298,38 @@ impl BackendConfig {
                     port,
                     username,
                     password,
+                    tls,
                 })
             }
-            "nats" | "tls" => Ok(BackendConfig::Nats { url: url.to_string() }),
-            "redis" | "rediss" => Ok(BackendConfig::Redis { url: url.to_string() }),
+            "nats" | "tls" => Ok(BackendConfig::Nats {
+                url: url.to_string(),
+                tls: None,
+            }),
+            "redis" | "rediss" => Ok(BackendConfig::Redis {
+                url: url.to_string(),
+                tls: None,
+            }),
             other => Err(bad(&format!(
                 "unknown scheme {other:?}; expected embedded, kafka, pulsar, mqtt, nats or redis"
             ))),
+        }
+    }
+
+    /// The same configuration, connecting over TLS with `tls` (a CA file,
+    /// a client certificate, a server name). MQTT, NATS and Redis so far;
+    /// the others answer [`Error::Unsupported`].
+    pub fn with_tls(mut self, tls: TlsConfig) -> Result<Self> {
+        match &mut self {
+            BackendConfig::Mqtt { tls: t, .. }
+            | BackendConfig::Nats { tls: t, .. }
+            | BackendConfig::Redis { tls: t, .. } => {
+                *t = Some(tls);
+                Ok(self)
+            }
+            other => Err(Error::unsupported(
+                other.kind().as_str(),
+                "TLS settings through BackendConfig yet (see the README's \"Connecting to production\")",
+            )),
         }
     }
 
@@ -343,20 +394,32 @@ impl BackendConfig {
                 port,
                 username,
                 password,
+                tls,
             } => {
                 let mut config = pubsub_mqtt::MqttConfig::new(host.clone(), *port);
                 if let Some(user) = username {
                     config = config.with_credentials(user.clone(), password.clone().unwrap_or_else(|| Secret::new("")));
                 }
+                if let Some(tls) = tls {
+                    config = config.with_tls(tls.clone());
+                }
                 Ok(Arc::new(pubsub_mqtt::MqttBackend::connect(config).await?))
             }
             #[cfg(feature = "nats")]
-            BackendConfig::Nats { url } => Ok(Arc::new(
-                pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url.clone())).await?,
-            )),
+            BackendConfig::Nats { url, tls } => {
+                let mut config = pubsub_nats::NatsConfig::new(url.clone());
+                if let Some(tls) = tls {
+                    config = config.with_tls(tls.clone());
+                }
+                Ok(Arc::new(pubsub_nats::NatsBackend::connect(config).await?))
+            }
             #[cfg(feature = "redis")]
-            BackendConfig::Redis { url } => {
-                match pubsub_redis::RedisBackend::connect(pubsub_redis::RedisConfig::new(url.clone())).await {
+            BackendConfig::Redis { url, tls } => {
+                let mut config = pubsub_redis::RedisConfig::new(url.clone());
+                if let Some(tls) = tls {
+                    config = config.with_tls(tls.clone());
+                }
+                match pubsub_redis::RedisBackend::connect(config).await {
                     Ok(backend) => Ok(Arc::new(backend)),
                     // The redis crate reports another protocol's greeting
                     // as "Parse error at 1 Unexpected `78`".
@@ -389,8 +452,8 @@ impl BackendConfig {
                 check_mqtt_host("MQTT host", host)?;
                 check_port("MQTT port", &port.to_string())
             }
-            BackendConfig::Nats { url } => check_nats("NATS URL", url),
-            BackendConfig::Redis { url } => check_redis("Redis URL", url),
+            BackendConfig::Nats { url, .. } => check_nats("NATS URL", url),
+            BackendConfig::Redis { url, .. } => check_redis("Redis URL", url),
         }
     }
 }
@@ -649,7 +712,91 @@ pub struct PubSubArgs {
         help_heading = HEADING
     )]
     pub redis_url: String,
+    /// MQTT TLS settings (`MQTT_TLS_CA_FILE`, `MQTT_TLS_CERT_FILE`,
+    /// `MQTT_TLS_KEY_FILE`, `MQTT_TLS_SERVER_NAME`).
+    #[command(flatten)]
+    pub mqtt_tls: MqttTlsArgs,
+    /// NATS TLS settings (`NATS_TLS_*`, as for MQTT).
+    #[command(flatten)]
+    pub nats_tls: NatsTlsArgs,
+    /// Redis TLS settings (`REDIS_TLS_*`, as for MQTT; no server name).
+    #[command(flatten)]
+    pub redis_tls: RedisTlsArgs,
 }
+
+/// The TLS flags and variables of one backend: `--{backend}-tls-ca-file`
+/// (`{BACKEND}_TLS_CA_FILE`), `-cert-file`, `-key-file`, `-server-name`.
+/// Any of them set turns TLS on for that backend.
+macro_rules! tls_args {
+    ($name:ident, $doc:literal, $flag:literal, $ca:literal, $cert:literal, $key:literal, $sni:literal) => {
+        #[doc = $doc]
+        #[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
+        pub struct $name {
+            /// PEM file of the CA certificates to trust (default: the system's).
+            #[arg(id = concat!($flag, "-tls-ca-file"), long = concat!($flag, "-tls-ca-file"), env = $ca, global = true, help_heading = HEADING)]
+            pub ca_file: Option<PathBuf>,
+            /// PEM file of the client certificate (mutual TLS).
+            #[arg(id = concat!($flag, "-tls-cert-file"), long = concat!($flag, "-tls-cert-file"), env = $cert, global = true, help_heading = HEADING)]
+            pub cert_file: Option<PathBuf>,
+            /// PEM file of the client certificate's private key.
+            #[arg(id = concat!($flag, "-tls-key-file"), long = concat!($flag, "-tls-key-file"), env = $key, global = true, help_heading = HEADING)]
+            pub key_file: Option<PathBuf>,
+            /// The name the server's certificate must carry, if not the host's.
+            #[arg(id = concat!($flag, "-tls-server-name"), long = concat!($flag, "-tls-server-name"), env = $sni, global = true, help_heading = HEADING)]
+            pub server_name: Option<String>,
+        }
+
+        impl $name {
+            /// The TLS settings, or `None` when no flag or variable is set.
+            pub fn config(&self) -> Option<TlsConfig> {
+                let path = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+                let mut tls = TlsConfig::default();
+                tls.ca_file = path(&self.ca_file);
+                tls.cert_file = path(&self.cert_file);
+                tls.key_file = path(&self.key_file);
+                tls.server_name = self.server_name.clone().filter(|n| !n.trim().is_empty());
+                (tls != TlsConfig::default()).then_some(tls)
+            }
+
+            fn from_env(var: impl Fn(&str) -> Result<Option<String>>) -> Result<Self> {
+                Ok($name {
+                    ca_file: var($ca)?.map(PathBuf::from),
+                    cert_file: var($cert)?.map(PathBuf::from),
+                    key_file: var($key)?.map(PathBuf::from),
+                    server_name: var($sni)?,
+                })
+            }
+        }
+    };
+}
+
+tls_args!(
+    MqttTlsArgs,
+    "MQTT's TLS flags: `--mqtt-tls-ca-file` (`MQTT_TLS_CA_FILE`) and the like.",
+    "mqtt",
+    "MQTT_TLS_CA_FILE",
+    "MQTT_TLS_CERT_FILE",
+    "MQTT_TLS_KEY_FILE",
+    "MQTT_TLS_SERVER_NAME"
+);
+tls_args!(
+    NatsTlsArgs,
+    "NATS's TLS flags: `--nats-tls-ca-file` (`NATS_TLS_CA_FILE`) and the like.",
+    "nats",
+    "NATS_TLS_CA_FILE",
+    "NATS_TLS_CERT_FILE",
+    "NATS_TLS_KEY_FILE",
+    "NATS_TLS_SERVER_NAME"
+);
+tls_args!(
+    RedisTlsArgs,
+    "Redis's TLS flags: `--redis-tls-ca-file` (`REDIS_TLS_CA_FILE`) and the like.",
+    "redis",
+    "REDIS_TLS_CA_FILE",
+    "REDIS_TLS_CERT_FILE",
+    "REDIS_TLS_KEY_FILE",
+    "REDIS_TLS_SERVER_NAME"
+);
 
 /// The `--help` section of the backend flags.
 const HEADING: &str = "Backend (each flag also read from its variable)";
@@ -739,6 +886,9 @@ impl PubSubArgs {
             mqtt_password: var("MQTT_PASSWORD")?.map(Secret::new),
             nats_url: text("NATS_URL")?.unwrap_or_else(|| "nats://localhost:4222".into()),
             redis_url: text("REDIS_URL")?.unwrap_or_else(|| "redis://localhost:6379".into()),
+            mqtt_tls: MqttTlsArgs::from_env(text)?,
+            nats_tls: NatsTlsArgs::from_env(text)?,
+            redis_tls: RedisTlsArgs::from_env(text)?,
         })
     }
 
@@ -752,8 +902,8 @@ impl PubSubArgs {
             BackendConfig::Kafka { bootstrap_servers } => check_kafka("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers)?,
             BackendConfig::Pulsar { url, .. } => check_pulsar("PULSAR_HOST", url)?,
             BackendConfig::Mqtt { host, .. } => return self.mqtt_config(host, config.clone()),
-            BackendConfig::Nats { url } => check_nats("NATS_URL", url)?,
-            BackendConfig::Redis { url } => check_redis("REDIS_URL", url)?,
+            BackendConfig::Nats { url, .. } => check_nats("NATS_URL", url)?,
+            BackendConfig::Redis { url, .. } => check_redis("REDIS_URL", url)?,
             BackendConfig::Embedded { .. } => {}
         }
         Ok(config)
@@ -761,7 +911,8 @@ impl PubSubArgs {
 
     /// `MQTT_HOST` as a host, `host:port` or `mqtt://` URL, with `MQTT_PORT`.
     fn mqtt_config(&self, value: &str, plain: BackendConfig) -> Result<BackendConfig> {
-        const EXPECTED: &str = "expected a host name (with MQTT_PORT), host:port or mqtt://[user:password@]host[:port]";
+        const EXPECTED: &str =
+            "expected a host name (with MQTT_PORT), host:port or mqtt://[user:password@]host[:port] (mqtts:// for TLS)";
         let (scheme, authority) = split_url(value);
         let is_host_port = scheme.is_none() && value.matches(':').count() == 1;
         if scheme.is_none() && !is_host_port {
@@ -771,13 +922,18 @@ impl PubSubArgs {
         let BackendConfig::Mqtt {
             username: plain_user,
             password: plain_password,
+            tls: plain_tls,
             ..
         } = plain
         else {
             unreachable!("an MQTT configuration")
         };
+        let url_scheme = match scheme {
+            Some("mqtts" | "ssl") => "mqtts",
+            _ => "mqtt",
+        };
         match scheme {
-            Some("mqtt" | "tcp") | None => {}
+            Some("mqtt" | "tcp" | "mqtts" | "ssl") | None => {}
             Some(other) => {
                 return Err(invalid(
                     "MQTT_HOST",
@@ -792,7 +948,8 @@ impl PubSubArgs {
             port,
             username,
             password,
-        }) = BackendConfig::from_url(&format!("mqtt://{authority}"))
+            tls,
+        }) = BackendConfig::from_url(&format!("{url_scheme}://{authority}"))
         else {
             return Err(invalid("MQTT_HOST", value, EXPECTED));
         };
@@ -811,6 +968,7 @@ impl PubSubArgs {
             port: if has_port { port } else { self.mqtt_port },
             username: plain_user.or(username),
             password: plain_password.or(password),
+            tls: plain_tls.or(tls),
         })
     }
 
@@ -849,12 +1007,15 @@ impl PubSubArgs {
                 port: self.mqtt_port,
                 username: some(&self.mqtt_username),
                 password: self.mqtt_password.clone().filter(|p| !p.expose().is_empty()),
+                tls: self.mqtt_tls.config(),
             },
             BackendKind::Nats => BackendConfig::Nats {
                 url: or(&self.nats_url, "nats://localhost:4222"),
+                tls: self.nats_tls.config(),
             },
             BackendKind::Redis => BackendConfig::Redis {
                 url: or(&self.redis_url, "redis://localhost:6379"),
+                tls: self.redis_tls.config(),
             },
         }
     }
@@ -956,12 +1117,23 @@ mod tests {
                 host: "broker".into(),
                 port: 1884,
                 username: Some("bob".into()),
-                password: Some(Secret::new("pw"))
+                password: Some(Secret::new("pw")),
+                tls: None,
             }
         );
         assert_eq!(
             BackendConfig::from_url("mqtt://broker").unwrap().kind(),
             BackendKind::Mqtt
+        );
+        assert_eq!(
+            BackendConfig::from_url("mqtts://broker").unwrap(),
+            BackendConfig::Mqtt {
+                host: "broker".into(),
+                port: 8883,
+                username: None,
+                password: None,
+                tls: Some(TlsConfig::default()),
+            }
         );
         for bad in ["nope", "ftp://x", "embedded://relative", "mqtt://h:port", "kafka://"] {
             assert!(

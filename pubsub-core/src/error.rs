@@ -98,6 +98,34 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The TLS handshake failed: the server's certificate was not trusted,
+    /// had expired or named another host, or the server refused the client's
+    /// certificate. Trying again fails the same way until the configuration
+    /// or the certificates change.
+    #[error("{backend}: TLS failed: {message}")]
+    Tls {
+        /// Backend name.
+        backend: &'static str,
+        /// What was refused and what to check.
+        message: String,
+        /// The client library's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The broker refused the credentials (user and password, token, key or
+    /// client certificate). Never contains the secret.
+    #[error("{backend}: authentication failed: {message}")]
+    Authentication {
+        /// Backend name.
+        backend: &'static str,
+        /// What was refused (the user name, the method), never the secret.
+        message: String,
+        /// The client library's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The broker (or the embedded log) answered with an error.
     #[error("{backend}: {message}")]
     Broker {
@@ -217,6 +245,18 @@ mod tests {
         assert!(!Error::Closed("consumer").is_retriable());
         assert!(!Error::PayloadTooLarge { size: 2, max: 1 }.is_retriable());
         assert!(!Error::unsupported("x", "y").is_retriable());
+        let tls = Error::Tls {
+            backend: "nats",
+            message: "untrusted".into(),
+            source: None,
+        };
+        assert!(!tls.is_retriable());
+        let auth = Error::Authentication {
+            backend: "redis",
+            message: "user \"app\"".into(),
+            source: None,
+        };
+        assert!(!auth.is_retriable());
     }
 
     #[test]

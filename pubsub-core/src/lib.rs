@@ -39,6 +39,7 @@ mod options;
 pub mod processor;
 mod replay;
 mod secret;
+mod tls;
 mod topic;
 mod unacked;
 
@@ -63,6 +64,9 @@ pub use options::{
 };
 pub use replay::{LogPosition, Position, Reader, ReaderExt, ReaderStream};
 pub use secret::{redact_url, Secret};
+#[cfg(feature = "tls")]
+pub use tls::{crypto_provider, install_default_provider};
+pub use tls::{tls_failure, TlsConfig};
 pub use topic::{Qos, Topic, TopicBuilder, MAX_SEGMENT_LEN};
 pub use unacked::UnackedLimit;
 

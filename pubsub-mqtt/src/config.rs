@@ -3,12 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use pubsub_core::Secret;
+use pubsub_core::{Secret, TlsConfig};
 
 /// How to reach the MQTT broker.
 ///
 /// ```
-/// use pubsub_core::Secret;
+/// use pubsub_core::{Secret, TlsConfig};
 /// let cfg = pubsub_mqtt::MqttConfig::new("localhost", 1883).with_credentials("bob", Secret::new("pw"));
 /// assert!(!format!("{cfg:?}").contains("\"pw\""));
 /// ```
@@ -23,6 +23,10 @@ pub struct MqttConfig {
     pub username: Option<String>,
     /// Password (`MQTT_PASSWORD`); never printed.
     pub password: Option<Secret>,
+    /// TLS settings (`mqtts://` in `MQTT_HOST`, the `MQTT_TLS_*` variables):
+    /// a CA file, a client certificate for brokers with
+    /// `require_certificate true`, a server name to check.
+    pub tls: Option<TlsConfig>,
     /// Bound on connecting and on waiting for a PUBACK.
     pub timeout: Duration,
     /// How long the broker keeps a q1/q2 consumer's session (and queues
@@ -42,6 +46,7 @@ impl MqttConfig {
             port,
             username: None,
             password: None,
+            tls: None,
             timeout: Duration::from_secs(5),
             session_expiry: Duration::from_secs(24 * 3600),
             client_id_prefix: "pubsub".into(),
@@ -53,6 +58,19 @@ impl MqttConfig {
     pub fn with_credentials(mut self, username: impl Into<String>, password: Secret) -> Self {
         self.username = Some(username.into());
         self.password = Some(password);
+        self
+    }
+
+    /// Connects over TLS with these settings.
+    ///
+    /// ```
+    /// use pubsub_core::TlsConfig;
+    /// let cfg = pubsub_mqtt::MqttConfig::new("mqtt.internal", 8883)
+    ///     .with_tls(TlsConfig::default().with_ca_file("/etc/ssl/mqtt-ca.pem"));
+    /// assert!(cfg.tls.is_some());
+    /// ```
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -19,7 +19,7 @@ pub(crate) struct Session {
     pub receive_maximum: Option<u16>,
 }
 
-pub(crate) fn options(config: &MqttConfig, session: &Session) -> MqttOptions {
+pub(crate) fn options(config: &MqttConfig, session: &Session) -> Result<MqttOptions> {
     let mut o = MqttOptions::new(session.client_id.clone(), config.host.clone(), config.port);
     o.set_keep_alive(Duration::from_secs(10));
     o.set_connection_timeout(config.timeout.as_secs().max(1));
@@ -40,7 +40,13 @@ pub(crate) fn options(config: &MqttConfig, session: &Session) -> MqttOptions {
     } else if let Some(user) = &config.username {
         o.set_credentials(user.clone(), String::new());
     }
-    o
+    if let Some(tls) = &config.tls {
+        let rustls = tls.rustls_client_config(NAME)?;
+        o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            std::sync::Arc::new(rustls),
+        )));
+    }
+    Ok(o)
 }
 
 /// A connection error as ours; never includes the password.
@@ -60,19 +66,34 @@ pub(crate) fn map_connection_error(config: &MqttConfig, e: ConnectionError) -> E
             } else {
                 format!("{at} refused the connection ({code:?})")
             };
-            Error::Connection {
-                backend: NAME,
-                message,
-                source: None,
+            if refused {
+                Error::Authentication {
+                    backend: NAME,
+                    message,
+                    source: None,
+                }
+            } else {
+                Error::Connection {
+                    backend: NAME,
+                    message,
+                    source: None,
+                }
             }
         }
-        other => Error::connection(NAME, format!("connection to {at}: {other}"), other),
+        other => match pubsub_core::tls_failure(&other) {
+            Some(why) => Error::Tls {
+                backend: NAME,
+                message: format!("connection to {at}: {why}"),
+                source: Some(Box::new(other)),
+            },
+            None => Error::connection(NAME, format!("connection to {at}: {other}"), other),
+        },
     }
 }
 
 /// Connects and waits (bounded by the config's timeout) for the CONNACK.
 pub(crate) async fn connect(config: &MqttConfig, session: &Session) -> Result<(AsyncClient, EventLoop, ConnAck)> {
-    let (client, mut eventloop) = AsyncClient::new(options(config, session), 1000);
+    let (client, mut eventloop) = AsyncClient::new(options(config, session)?, 1000);
     let wait = async {
         loop {
             match eventloop.poll().await {

@@ -56,17 +56,82 @@ impl fmt::Debug for NatsBackend {
     }
 }
 
+/// The client options `config` asks for: timeouts, credentials, TLS.
+async fn connect_options(config: &NatsConfig) -> Result<async_nats::ConnectOptions> {
+    let mut opts = async_nats::ConnectOptions::new();
+    if let Some(path) = &config.credentials_file {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|e| Error::InvalidConfiguration(format!("NATS credentials file {}: {e}", path.display())))?;
+    }
+    opts = opts
+        .connection_timeout(config.timeout)
+        .request_timeout(Some(config.timeout));
+    if let Some(token) = &config.token {
+        opts = opts.token(token.expose().to_string());
+    }
+    match (&config.user, url_credentials(&config.url)) {
+        (Some((user, password)), _) => opts = opts.user_and_password(user.clone(), password.expose().to_string()),
+        // async-nats ignores the user info of a URL: without this, a
+        // `nats://user:password@host` URL would connect anonymously.
+        (None, Some((user, Some(password)))) => opts = opts.user_and_password(user, password),
+        (None, Some((token, None))) if config.token.is_none() => opts = opts.token(token),
+        _ => {}
+    }
+    if let Some(seed) = &config.nkey_seed {
+        opts = opts.nkey(seed.expose().to_string());
+    }
+    if let Some(tls) = &config.tls {
+        opts = opts
+            .require_tls(true)
+            .tls_client_config(tls.rustls_client_config(NAME)?);
+    }
+    Ok(opts)
+}
+
+/// The user and password (or lone token) in the first server of a
+/// `nats://user:password@host` URL list.
+fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let first = url.split(',').next()?.trim();
+    let addr: async_nats::ServerAddr = first.parse().ok()?;
+    let user = addr.username()?.to_string();
+    Some((user, addr.password().map(str::to_string)))
+}
+
+/// A failed connect as ours: refused credentials are
+/// [`Error::Authentication`], certificate trouble [`Error::Tls`].
+fn connect_error(shown: &str, e: async_nats::ConnectError) -> Error {
+    use async_nats::ConnectErrorKind as Kind;
+    let message = format!("connect to {shown}: {e}");
+    match e.kind() {
+        Kind::Authentication | Kind::AuthorizationViolation => Error::Authentication {
+            backend: NAME,
+            message,
+            source: Some(Box::new(e)),
+        },
+        Kind::Tls => Error::Tls {
+            backend: NAME,
+            message: pubsub_core::tls_failure(&e).unwrap_or(message),
+            source: Some(Box::new(e)),
+        },
+        _ => match pubsub_core::tls_failure(&e) {
+            Some(why) => Error::Tls {
+                backend: NAME,
+                message: format!("connect to {shown}: {why}"),
+                source: Some(Box::new(e)),
+            },
+            None => Error::connection(NAME, message, e),
+        },
+    }
+}
+
 impl NatsBackend {
     /// Connects (bounded by `config.timeout`) and reads the server's
     /// `max_payload`, which sets [`Capabilities::max_payload`].
     pub async fn connect(config: NatsConfig) -> Result<Self> {
         let shown = pubsub_core::redact_url(&config.url);
-        let mut opts = async_nats::ConnectOptions::new()
-            .connection_timeout(config.timeout)
-            .request_timeout(Some(config.timeout));
-        if let Some(token) = &config.token {
-            opts = opts.token(token.expose().to_string());
-        }
+        let opts = connect_options(&config).await?;
         let client = tokio::time::timeout(config.timeout * 2, opts.connect(config.url.as_str()))
             .await
             .map_err(|_| Error::Connection {
@@ -74,7 +139,7 @@ impl NatsBackend {
                 message: format!("no answer from {shown} within {:?}", config.timeout * 2),
                 source: None,
             })?
-            .map_err(|e| Error::connection(NAME, format!("connect to {shown}: {e}"), e))?;
+            .map_err(|e| connect_error(&shown, e))?;
         let server_max_payload = client.server_info().max_payload;
         let js = jetstream::new(client.clone());
         // Fail now, clearly, if JetStream is off (the server says so in its INFO).

@@ -1,9 +1,10 @@
 //! Settings of the NATS backend.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use pubsub_core::{redact_url, Secret};
+use pubsub_core::{redact_url, Secret, TlsConfig};
 
 /// How to reach NATS and how to size the JetStream streams it creates.
 ///
@@ -19,6 +20,15 @@ pub struct NatsConfig {
     pub url: String,
     /// Token authentication (`NATS_TOKEN`); never printed.
     pub token: Option<Secret>,
+    /// User and password authentication (`NATS_USER`, `NATS_PASSWORD`).
+    pub user: Option<(String, Secret)>,
+    /// NKey authentication: the user's seed (`NATS_NKEY_SEED`, `SU...`).
+    pub nkey_seed: Option<Secret>,
+    /// A `.creds` file (JWT and NKey seed) for decentralized auth (`NATS_CREDS_FILE`).
+    pub credentials_file: Option<PathBuf>,
+    /// TLS settings; setting them requires TLS, whatever the URL's scheme.
+    /// A `tls://` URL with none uses the system's trust store.
+    pub tls: Option<TlsConfig>,
     /// Bound on connecting and on each request to the server.
     pub timeout: Duration,
     /// `max_age` of the streams this backend creates.
@@ -36,6 +46,10 @@ impl NatsConfig {
         NatsConfig {
             url: url.into(),
             token: None,
+            user: None,
+            nkey_seed: None,
+            credentials_file: None,
+            tls: None,
             timeout: Duration::from_secs(5),
             stream_max_age: Duration::from_secs(7 * 24 * 3600),
             dedup_window: Duration::from_secs(120),
@@ -46,6 +60,37 @@ impl NatsConfig {
     /// Sets the token.
     pub fn with_token(mut self, token: Secret) -> Self {
         self.token = Some(token);
+        self
+    }
+
+    /// Authenticates as `user` with `password`.
+    pub fn with_user_password(mut self, user: impl Into<String>, password: Secret) -> Self {
+        self.user = Some((user.into(), password));
+        self
+    }
+
+    /// Authenticates with the NKey whose seed is `seed`.
+    pub fn with_nkey(mut self, seed: Secret) -> Self {
+        self.nkey_seed = Some(seed);
+        self
+    }
+
+    /// Authenticates with the JWT and seed of a `.creds` file.
+    pub fn with_credentials_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.credentials_file = Some(path.into());
+        self
+    }
+
+    /// Connects over TLS with these settings.
+    ///
+    /// ```
+    /// use pubsub_core::TlsConfig;
+    /// let cfg = pubsub_nats::NatsConfig::new("tls://nats.internal:4222")
+    ///     .with_tls(TlsConfig::default().with_ca_file("/etc/ssl/nats-ca.pem"));
+    /// assert!(cfg.tls.is_some());
+    /// ```
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -61,6 +106,10 @@ impl fmt::Debug for NatsConfig {
         f.debug_struct("NatsConfig")
             .field("url", &redact_url(&self.url))
             .field("token", &self.token)
+            .field("user", &self.user)
+            .field("nkey_seed", &self.nkey_seed)
+            .field("credentials_file", &self.credentials_file)
+            .field("tls", &self.tls)
             .field("timeout", &self.timeout)
             .field("stream_max_age", &self.stream_max_age)
             .field("dedup_window", &self.dedup_window)

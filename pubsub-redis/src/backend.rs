@@ -29,6 +29,21 @@ pub(crate) const NAME: &str = "redis";
 /// [`Error::Connection`], replies like `WRONGTYPE` are [`Error::Broker`].
 pub(crate) fn map_err(what: &str, e: RedisError) -> Error {
     let message = format!("{what}: {e}");
+    if e.kind() == redis::ErrorKind::AuthenticationFailed || e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH")
+    {
+        return Error::Authentication {
+            backend: NAME,
+            message,
+            source: Some(Box::new(e)),
+        };
+    }
+    if let Some(why) = pubsub_core::tls_failure(&e) {
+        return Error::Tls {
+            backend: NAME,
+            message: format!("{what}: {why}"),
+            source: Some(Box::new(e)),
+        };
+    }
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         Error::connection(NAME, message, e)
     } else {
@@ -72,9 +87,12 @@ impl RedisBackend {
         // one, blocking reads, Pub/Sub): redis-rs 1.x leaves it off, and
         // pipelined commands and acks then wait on Nagle (pubsub-bench
         // figures before and after in the README's benchmark section).
-        let info = config.url.as_str().into_connection_info().map_err(invalid)?;
+        let info = url_with_tls_scheme(&config).into_connection_info().map_err(invalid)?;
         let tcp = info.tcp_settings().clone().set_nodelay(true);
-        let client = Client::open(info.set_tcp_settings(tcp)).map_err(invalid)?;
+        let client = client_for(&config, info.set_tcp_settings(tcp)).map_err(|e| match e {
+            ClientError::Config(e) => e,
+            ClientError::Redis(e) => invalid(e),
+        })?;
         let cm_config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
@@ -141,6 +159,51 @@ impl RedisBackend {
 }
 
 /// `CONFIG GET name`, or `None` where CONFIG is disabled or unknown.
+/// The URL to connect to: `rediss://` when TLS settings are given for a
+/// `redis://` URL.
+fn url_with_tls_scheme(config: &RedisConfig) -> String {
+    match (&config.tls, config.url.strip_prefix("redis://")) {
+        (Some(_), Some(rest)) => format!("rediss://{rest}"),
+        _ => config.url.clone(),
+    }
+}
+
+enum ClientError {
+    Config(Error),
+    Redis(RedisError),
+}
+
+/// A client for `info`, with the CA and client certificate of `config.tls`.
+fn client_for(config: &RedisConfig, info: redis::ConnectionInfo) -> std::result::Result<Client, ClientError> {
+    let Some(tls) = &config.tls else {
+        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            pubsub_core::install_default_provider();
+        }
+        return Client::open(info).map_err(ClientError::Redis);
+    };
+    tls.check(NAME).map_err(ClientError::Config)?;
+    if tls.server_name.is_some() {
+        return Err(ClientError::Config(Error::unsupported(
+            NAME,
+            "a TLS server name override (redis-rs checks the certificate against the URL's host)",
+        )));
+    }
+    let read = |role: &str, path: &std::path::Path| pubsub_core::TlsConfig::read_pem(NAME, role, path);
+    let root_cert = match &tls.ca_file {
+        Some(path) => Some(read("CA file", path).map_err(ClientError::Config)?),
+        None => None,
+    };
+    let client_tls = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read("client certificate file", cert).map_err(ClientError::Config)?,
+            client_key: read("client key file", key).map_err(ClientError::Config)?,
+        }),
+        _ => None,
+    };
+    pubsub_core::install_default_provider();
+    Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert }).map_err(ClientError::Redis)
+}
+
 async fn config_get(conn: &mut ConnectionManager, name: &str) -> Option<String> {
     let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(conn).await;
     reply.ok().and_then(|v| v.into_iter().nth(1))

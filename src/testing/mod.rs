@@ -40,9 +40,25 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pubsub_core::{Error, PubSubBackend, Result, Secret};
+use pubsub_core::{Error, PubSubBackend, Result, Secret, TlsConfig};
 
 use crate::{BackendConfig, BackendKind};
+
+mod certs;
+pub use certs::{CertFiles, TestCertificates};
+
+/// The server side of a TLS [`TestBroker`]: its certificate, the CA it
+/// checks client certificates against, and whether it demands one.
+/// [`TestCertificates::server_tls`] makes one.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// CA file the broker checks client certificates against.
+    pub ca_file: PathBuf,
+    /// The broker's certificate and key.
+    pub cert: CertFiles,
+    /// Mutual TLS: refuse clients without a certificate from `ca_file`.
+    pub require_client_cert: bool,
+}
 
 /// How long [`TestBroker::start`] waits for the broker to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -54,6 +70,7 @@ pub struct TestBroker {
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
     credentials: Option<(String, Secret)>,
+    tls: Option<ServerTls>,
     child: Option<Child>,
     /// Pulsar: the port pulsar-lite listens on, behind the relay on `port`.
     /// Kafka: the KRaft controller's port. Others: `port`.
@@ -84,43 +101,48 @@ fn spec(
     inner_port: u16,
     dir: &Path,
     credentials: Option<&(String, Secret)>,
+    tls: Option<&ServerTls>,
 ) -> Result<Spec> {
     let d = dir.display().to_string();
-    if credentials.is_some() && kind != BackendKind::Mqtt {
+    let secured = matches!(kind, BackendKind::Mqtt | BackendKind::Nats | BackendKind::Redis);
+    if credentials.is_some() && !secured {
         return Err(Error::unsupported(
             "testing",
             format!("credentials for a {kind} TestBroker"),
         ));
     }
+    if tls.is_some() && !secured {
+        return Err(Error::unsupported("testing", format!("a TLS {kind} TestBroker")));
+    }
     Ok(match kind {
         BackendKind::Redis => Spec {
             binary: "redis-server",
             install: "apt-get install redis-server",
-            args: [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                &d,
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-                "--logfile",
-                "broker.log",
-                "--daemonize",
-                "no",
-            ]
-            .map(String::from)
-            .to_vec(),
+            args: redis_security_args(port, credentials, tls)
+                .into_iter()
+                .chain(
+                    [
+                        "--bind",
+                        "127.0.0.1",
+                        "--dir",
+                        &d,
+                        "--appendonly",
+                        "yes",
+                        "--appendfsync",
+                        "always",
+                        "--save",
+                        "",
+                        "--logfile",
+                        "broker.log",
+                        "--daemonize",
+                        "no",
+                    ]
+                    .map(String::from),
+                )
+                .collect(),
         },
-        BackendKind::Nats => Spec {
-            binary: "nats-server",
-            install: "apt-get install nats-server",
-            args: [
+        BackendKind::Nats => {
+            let mut args: Vec<String> = [
                 "-a",
                 "127.0.0.1",
                 "-p",
@@ -132,13 +154,33 @@ fn spec(
                 &format!("{d}/broker.log"),
             ]
             .map(String::from)
-            .to_vec(),
-        },
+            .to_vec();
+            if credentials.is_some() || tls.is_some() {
+                let conf = dir.join("nats.conf");
+                std::fs::write(&conf, nats_security_conf(credentials, tls))
+                    .map_err(|e| Error::broker("testing", "nats.conf", e))?;
+                args.extend(["-c".to_string(), conf.display().to_string()]);
+            }
+            Spec {
+                binary: "nats-server",
+                install: "apt-get install nats-server",
+                args,
+            }
+        }
         BackendKind::Mqtt => {
             let mut conf = format!(
                 "listener {port} 127.0.0.1\npersistence true\npersistence_location {d}/\n\
                  log_dest file {d}/broker.log\nmax_queued_messages 100000\nset_tcp_nodelay true\n"
             );
+            if let Some(tls) = tls {
+                conf.push_str(&format!(
+                    "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                    tls.ca_file.display(),
+                    tls.cert.cert.display(),
+                    tls.cert.key.display(),
+                    tls.require_client_cert
+                ));
+            }
             match credentials {
                 Some((user, password)) => {
                     let file = dir.join("passwd");
@@ -197,6 +239,71 @@ fn spec(
             ))
         }
     })
+}
+
+/// Redis's port and security arguments: `--tls-port` instead of `--port`
+/// for TLS, and an ACL user for credentials (the default user then off).
+fn redis_security_args(port: u16, credentials: Option<&(String, Secret)>, tls: Option<&ServerTls>) -> Vec<String> {
+    let mut args = Vec::new();
+    match tls {
+        Some(tls) => {
+            args.extend([
+                "--port".to_string(),
+                "0".to_string(),
+                "--tls-port".to_string(),
+                port.to_string(),
+            ]);
+            args.extend(["--tls-cert-file".to_string(), tls.cert.cert.display().to_string()]);
+            args.extend(["--tls-key-file".to_string(), tls.cert.key.display().to_string()]);
+            args.extend(["--tls-ca-cert-file".to_string(), tls.ca_file.display().to_string()]);
+            let clients = if tls.require_client_cert { "yes" } else { "no" };
+            args.extend(["--tls-auth-clients".to_string(), clients.to_string()]);
+        }
+        None => args.extend(["--port".to_string(), port.to_string()]),
+    }
+    if let Some((user, password)) = credentials {
+        args.extend(["--user".to_string(), "default".to_string(), "off".to_string()]);
+        args.extend(
+            [
+                user.as_str(),
+                "on",
+                &format!(">{}", password.expose()),
+                "~*",
+                "&*",
+                "+@all",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(vec!["--user".to_string()], |mut v, a| {
+                v.push(a);
+                v
+            }),
+        );
+    }
+    args
+}
+
+/// A nats-server config file with a `tls {}` block and one user.
+fn nats_security_conf(credentials: Option<&(String, Secret)>, tls: Option<&ServerTls>) -> String {
+    let mut conf = String::new();
+    if let Some(tls) = tls {
+        conf.push_str(&format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: {}\n  timeout: 5\n}}\n",
+            tls.cert.cert.display(),
+            tls.cert.key.display(),
+            tls.ca_file.display(),
+            tls.require_client_cert
+        ));
+    }
+    if let Some((user, password)) = credentials {
+        conf.push_str(&format!(
+            "authorization {{\n  user: \"{user}\"\n  password: \"{}\"\n}}\n",
+            password.expose()
+        ));
+    }
+    conf
 }
 
 /// Where the Apache Kafka jars are: `PUBSUB_KAFKA_LIBS`, else the
@@ -335,20 +442,39 @@ impl TestBroker {
     /// Like [`start`](Self::start), with extra broker command-line arguments
     /// (e.g. `["--proto-max-bulk-len", "1mb"]` for Redis).
     pub async fn start_with_args(kind: BackendKind, extra_args: &[&str]) -> Result<Self> {
-        Self::start_configured(kind, extra_args.iter().map(|s| s.to_string()).collect(), None).await
+        Self::start_configured(kind, extra_args.iter().map(|s| s.to_string()).collect(), None, None).await
     }
 
     /// Starts a broker that accepts only this user and password (MQTT so
     /// far: a Mosquitto password file). [`url`](Self::url) includes them,
     /// so treat it as a secret.
     pub async fn start_with_credentials(kind: BackendKind, user: &str, password: Secret) -> Result<Self> {
-        Self::start_configured(kind, Vec::new(), Some((user.to_string(), password))).await
+        Self::start_configured(kind, Vec::new(), Some((user.to_string(), password)), None).await
+    }
+
+    /// Starts a broker that speaks only TLS on its port, with the server
+    /// certificate of `tls` (MQTT, NATS and Redis). [`url`](Self::url) has
+    /// the TLS scheme and [`backend`](Self::backend) trusts `tls.ca_file`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> pubsub::Result<()> {
+    /// use pubsub::testing::{TestBroker, TestCertificates};
+    /// use pubsub::BackendKind;
+    ///
+    /// let certs = TestCertificates::generate()?;
+    /// let broker = TestBroker::start_tls(BackendKind::Nats, certs.server_tls(true), None).await?;
+    /// let backend = broker.backend_with_tls(certs.mutual_tls()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_tls(kind: BackendKind, tls: ServerTls, credentials: Option<(String, Secret)>) -> Result<Self> {
+        Self::start_configured(kind, Vec::new(), credentials, Some(tls)).await
     }
 
     async fn start_configured(
         kind: BackendKind,
         extra_args: Vec<String>,
         credentials: Option<(String, Secret)>,
+        tls: Option<ServerTls>,
     ) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("pubsub-{kind}-"))
@@ -366,6 +492,7 @@ impl TestBroker {
             dir,
             extra_args,
             credentials,
+            tls,
             child: None,
             inner_port,
             relay: None,
@@ -381,6 +508,7 @@ impl TestBroker {
             self.inner_port,
             self.dir.path(),
             self.credentials.as_ref(),
+            self.tls.as_ref(),
         )?;
         let binary = find_binary(spec.binary).ok_or_else(|| missing(self.kind, spec.binary, spec.install))?;
         // The relay is looked for before anything starts, so a missing one
@@ -451,24 +579,43 @@ impl TestBroker {
         self.dir.path()
     }
 
-    /// The URL to connect to, as [`crate::connect`] takes it.
+    /// The URL to connect to, as [`crate::connect`] takes it (with the
+    /// credentials, if any: treat it as a secret then).
     pub fn url(&self) -> String {
+        let userinfo = match &self.credentials {
+            Some((user, password)) => format!("{user}:{}@", password.expose()),
+            None => String::new(),
+        };
+        let tls = self.tls.is_some();
+        let port = self.port;
         match self.kind {
-            BackendKind::Redis => format!("redis://127.0.0.1:{}", self.port),
-            BackendKind::Nats => format!("nats://127.0.0.1:{}", self.port),
-            BackendKind::Mqtt => match &self.credentials {
-                Some((user, password)) => format!("mqtt://{user}:{}@127.0.0.1:{}", password.expose(), self.port),
-                None => format!("mqtt://127.0.0.1:{}", self.port),
-            },
+            BackendKind::Redis => format!("{}://{userinfo}127.0.0.1:{port}", if tls { "rediss" } else { "redis" }),
+            BackendKind::Nats => format!("{}://{userinfo}127.0.0.1:{port}", if tls { "tls" } else { "nats" }),
+            BackendKind::Mqtt => format!("{}://{userinfo}127.0.0.1:{port}", if tls { "mqtts" } else { "mqtt" }),
             BackendKind::Kafka => format!("kafka://127.0.0.1:{}", self.port),
             BackendKind::Pulsar => format!("pulsar://127.0.0.1:{}?broker=lite", self.port),
             BackendKind::Embedded => format!("embedded://{}", self.dir.path().display()),
         }
     }
 
-    /// A backend connected to this broker.
+    /// A backend connected to this broker; for a TLS broker, trusting its CA.
     pub async fn backend(&self) -> Result<Arc<dyn PubSubBackend>> {
-        BackendConfig::from_url(&self.url())?.connect().await
+        self.config()?.connect().await
+    }
+
+    /// The configuration [`backend`](Self::backend) connects with.
+    pub fn config(&self) -> Result<BackendConfig> {
+        let config = BackendConfig::from_url(&self.url())?;
+        match &self.tls {
+            Some(tls) => config.with_tls(TlsConfig::default().with_ca_file(&tls.ca_file)),
+            None => Ok(config),
+        }
+    }
+
+    /// A backend connected to this broker with the client TLS settings
+    /// `tls` (another CA, a client certificate, a server name).
+    pub async fn backend_with_tls(&self, tls: TlsConfig) -> Result<Arc<dyn PubSubBackend>> {
+        BackendConfig::from_url(&self.url())?.with_tls(tls)?.connect().await
     }
 
     /// Whether the broker process is alive.

@@ -1,0 +1,201 @@
+//! TLS and authentication against real brokers on loopback (Redis
+//! `tls-port`, nats-server `tls {}`, a Mosquitto TLS listener), with a
+//! throw-away CA from `TestCertificates`: the conformance suite's basic
+//! cases over mutual TLS with a password, and every way a connection must
+//! be refused (wrong CA, expired or wrong-host server certificate, no or an
+//! untrusted client certificate, wrong password), each as a typed error that
+//! never contains the password.
+
+use std::sync::Arc;
+
+use pubsub::testing::{ServerTls, TestBroker, TestCertificates};
+use pubsub::{BackendConfig, BackendKind, Error, PubSubBackend, Secret, TlsConfig};
+
+const USER: &str = "app";
+const PASSWORD: &str = "tls-Pa55word";
+
+/// Conformance cases run over mutual TLS with credentials.
+const CASES: [&str; 4] = [
+    "publish_subscribe_1000",
+    "ack_prevents_redelivery",
+    "nack_redelivers_with_higher_count",
+    "payload_at_the_limit",
+];
+
+async fn start(kind: BackendKind, tls: ServerTls, credentials: bool) -> Option<TestBroker> {
+    let creds = credentials.then(|| (USER.to_string(), Secret::new(PASSWORD)));
+    match TestBroker::start_tls(kind, tls, creds).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            pubsub::testkit::broker_unavailable(&format!("{kind} TLS test broker"), &e);
+            None
+        }
+    }
+}
+
+async fn connect(url: &str, tls: TlsConfig) -> pubsub::Result<Arc<dyn PubSubBackend>> {
+    BackendConfig::from_url(url)?.with_tls(tls)?.connect().await
+}
+
+/// Connecting must fail with a TLS error whose text says `why`.
+async fn refused_tls(what: &str, url: &str, tls: TlsConfig, why: &str) {
+    match connect(url, tls).await {
+        Ok(_) => panic!("{what}: connected"),
+        Err(e @ Error::Tls { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(why), "{what}: {text}");
+            assert!(!text.contains(PASSWORD), "{what}: the password shows: {text}");
+            assert!(!e.is_retriable(), "{what}: a TLS refusal is not retriable");
+        }
+        Err(other) => panic!("{what}: expected Error::Tls ({why}), got {other:?}"),
+    }
+}
+
+async fn tls_suite(kind: BackendKind) {
+    let certs = TestCertificates::generate().expect("test certificates");
+    let Some(broker) = start(kind, certs.server_tls(true), true).await else {
+        return;
+    };
+    let url = broker.url();
+
+    // The basic cases over mutual TLS, with the password.
+    for case in CASES {
+        let config = BackendConfig::from_url(&url)
+            .unwrap()
+            .with_tls(certs.mutual_tls())
+            .unwrap();
+        let second = config.clone();
+        pubsub::testkit::run_case_with(
+            case,
+            move || async move { config.connect().await },
+            Some(move || async move { second.connect().await }),
+        )
+        .await;
+    }
+
+    // A wrong password: Error::Authentication, naming the user, never the password.
+    let wrong = url.replace(PASSWORD, "not-the-password");
+    match connect(&wrong, certs.mutual_tls()).await {
+        Ok(_) => panic!("{kind}: a wrong password was accepted"),
+        Err(e @ Error::Authentication { .. }) => {
+            assert!(!e.to_string().contains("not-the-password"), "{e}");
+            assert!(!format!("{e:?}").contains("not-the-password"), "{e:?}");
+            assert!(!e.is_retriable());
+        }
+        Err(other) => panic!("{kind}: expected Error::Authentication, got {other:?}"),
+    }
+
+    // Trusting another CA: the server's certificate is refused.
+    let other_ca = TlsConfig::default()
+        .with_ca_file(&certs.other_ca)
+        .with_client_auth(&certs.client.cert, &certs.client.key);
+    refused_tls(
+        &format!("{kind} other CA"),
+        &url,
+        other_ca,
+        "not signed by a trusted CA",
+    )
+    .await;
+
+    // Mutual TLS without a client certificate, and with one from another CA.
+    refused_tls(
+        &format!("{kind} no client certificate"),
+        &url,
+        certs.client_tls(),
+        "TLS failed",
+    )
+    .await;
+    let untrusted = certs
+        .client_tls()
+        .with_client_auth(&certs.untrusted_client.cert, &certs.untrusted_client.key);
+    refused_tls(
+        &format!("{kind} untrusted client certificate"),
+        &url,
+        untrusted,
+        "TLS failed",
+    )
+    .await;
+    drop(broker);
+
+    // An expired server certificate.
+    let expired = ServerTls {
+        ca_file: certs.ca.clone(),
+        cert: certs.expired_server.clone(),
+        require_client_cert: false,
+    };
+    let Some(broker) = start(kind, expired, false).await else {
+        return;
+    };
+    refused_tls(&format!("{kind} expired"), &broker.url(), certs.client_tls(), "expired").await;
+    drop(broker);
+
+    // A certificate for another host, then the same with that name set.
+    let other_host = ServerTls {
+        ca_file: certs.ca.clone(),
+        cert: certs.wrong_host_server.clone(),
+        require_client_cert: false,
+    };
+    let Some(broker) = start(kind, other_host, false).await else {
+        return;
+    };
+    refused_tls(
+        &format!("{kind} wrong host"),
+        &broker.url(),
+        certs.client_tls(),
+        "not valid for the host",
+    )
+    .await;
+    let renamed = certs.client_tls().with_server_name("other.invalid");
+    match (kind, connect(&broker.url(), renamed).await) {
+        (BackendKind::Redis, Err(Error::Unsupported { .. })) => {
+            pubsub::testkit::report("UNSUPPORTED redis tls_server_name: redis-rs checks the URL's host")
+        }
+        (_, Ok(backend)) => backend.close().await.unwrap(),
+        (_, Err(e)) => panic!("{kind}: the server name override did not connect: {e:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls() {
+    tls_suite(BackendKind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_over_tls() {
+    tls_suite(BackendKind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls() {
+    tls_suite(BackendKind::Mqtt).await;
+}
+
+/// TLS settings never print a key's contents, and a half-set client
+/// identity is refused before connecting.
+#[tokio::test]
+async fn tls_settings_are_checked_before_connecting() {
+    let certs = TestCertificates::generate().expect("test certificates");
+    let key = std::fs::read_to_string(&certs.client.key).unwrap();
+    let config = BackendConfig::from_url("tls://127.0.0.1:1")
+        .unwrap()
+        .with_tls(certs.mutual_tls())
+        .unwrap();
+    let body = key.lines().nth(1).unwrap();
+    assert!(!format!("{config:?}").contains(body), "a key's contents in Debug");
+    let mut only_cert = TlsConfig::default();
+    only_cert.cert_file = Some(certs.client.cert.clone());
+    let half = BackendConfig::from_url("rediss://127.0.0.1:1")
+        .unwrap()
+        .with_tls(only_cert)
+        .unwrap();
+    match half.connect().await {
+        Err(Error::InvalidConfiguration(m)) => assert!(m.contains("no key file"), "{m}"),
+        other => panic!("expected InvalidConfiguration, got {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(
+        BackendConfig::from_url("kafka://127.0.0.1:9092")
+            .unwrap()
+            .with_tls(TlsConfig::default()),
+        Err(Error::Unsupported { .. })
+    ));
+}
