@@ -29,6 +29,12 @@
 #                               bookie in process on 127.0.0.1:3191, no
 #                               ZooKeeper, no stream storage, no functions
 #                               worker; settings in scripts/pulsar/standalone.conf
+#              127.0.0.1:6653   the same broker over TLS (pulsar+ssl://), client
+#                               certificate required; the throw-away CA, server
+#                               certificate (localhost, 127.0.0.1), client
+#                               certificate and a second CA with its own client
+#                               certificate are made once by the openssl CLI in
+#                               target/brokers/tls/ (see make_test_certificates)
 #   Pulsar #2  127.0.0.1:6650   pulsar-lite 0.2 from PyPI (in target/pyenv) on
 #                               127.0.0.1:6651, behind tools/pulsar-lite-relay
 #                               on 6650: the relay adds the MESSAGE-frame
@@ -214,9 +220,10 @@ PULSAR_LIBS="$PWD/target/pulsar/libs"
 fetch_pulsar() { fetch_maven pulsar; }
 
 # Serving means more than an open port: the standalone opens 6652 before it
-# has made the cluster, the public tenant and public/default.
+# has made the cluster, the public tenant and public/default. The TLS port
+# 6653 opens with 6652.
 pulsar_apache_ready() {
-    port_open 6652 && curl -sf --max-time 2 http://127.0.0.1:8082/admin/v2/namespaces/public 2>/dev/null |
+    port_open 6652 && port_open 6653 && curl -sf --max-time 2 http://127.0.0.1:8082/admin/v2/namespaces/public 2>/dev/null |
         grep -q '"public/default"'
 }
 
@@ -233,12 +240,70 @@ warm_pulsar_apache() {
         log "apache pulsar: the warm-up topic has no stats yet (the tests may meet a cold broker)"
 }
 
+# Throw-away certificates for the brokers' TLS listeners (Apache Pulsar's
+# 6653), made once with the openssl CLI into target/brokers/tls/ (delete the
+# directory to make new ones; they last ten years):
+#   ca.pem, ca.key                  the CA the servers and client certificates come from
+#   server.pem, server.key          server certificate for localhost and 127.0.0.1 (PKCS#8 key)
+#   client.pem, client.key          client certificate (CN pubsub-client) from ca.pem (PKCS#8 key)
+#   other-ca.pem, other-ca.key      a second CA, unknown to the brokers
+#   other-client.pem, other-client.key  a client certificate from other-ca.pem
+TLS_DIR="$RUN_DIR/tls"
+make_test_certificates() {
+    [ -s "$TLS_DIR/other-client.pem" ] && return 0
+    ensure_binary openssl openssl || return 1
+    local tmp="$TLS_DIR.tmp"
+    rm -rf "$tmp" && mkdir -p "$tmp" || return 1
+    local ca_ext=(-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign")
+    cert_ca() { # name subject
+        openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "$2" "${ca_ext[@]}" \
+            -keyout "$tmp/$1.key" -out "$tmp/$1.pem" 2>/dev/null
+    }
+    cert_leaf() { # name ca subject extensions
+        openssl req -newkey rsa:2048 -nodes -subj "$3" -keyout "$tmp/$1.key" -out "$tmp/$1.csr" 2>/dev/null &&
+            printf 'basicConstraints=CA:FALSE\n%s\n' "$4" >"$tmp/$1.ext" &&
+            openssl x509 -req -sha256 -days 3650 -in "$tmp/$1.csr" -CA "$tmp/$2.pem" -CAkey "$tmp/$2.key" \
+                -CAcreateserial -extfile "$tmp/$1.ext" -out "$tmp/$1.pem" 2>/dev/null &&
+            # PKCS#8 (BEGIN PRIVATE KEY), what Pulsar and native-tls read.
+            openssl pkcs8 -topk8 -nocrypt -in "$tmp/$1.key" -out "$tmp/$1.key.p8" &&
+            mv "$tmp/$1.key.p8" "$tmp/$1.key" && rm -f "$tmp/$1.csr" "$tmp/$1.ext"
+    }
+    cert_ca ca "/CN=pubsub test CA" &&
+        cert_ca other-ca "/CN=pubsub other test CA" &&
+        cert_leaf server ca "/CN=localhost" \
+            $'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth' &&
+        cert_leaf client ca "/CN=pubsub-client" "extendedKeyUsage=clientAuth" &&
+        cert_leaf other-client other-ca "/CN=pubsub-other-client" "extendedKeyUsage=clientAuth" || {
+        log "could not make the test certificates in $tmp"
+        return 1
+    }
+    rm -f "$tmp"/*.srl
+    chmod 600 "$tmp"/*.key
+    rm -rf "$TLS_DIR" && mv "$tmp" "$TLS_DIR"
+    log "made test certificates in $TLS_DIR"
+}
+
 start_pulsar_apache() {
-    pulsar_apache_ready && { log "apache pulsar already on 6652"; return 0; }
+    pulsar_apache_ready && { log "apache pulsar already on 6652 and 6653"; return 0; }
+    if port_open 6652 && ! port_open 6653; then
+        log "apache pulsar on 6652 has no TLS listener on 6653 (started before it had one, or still starting):" \
+            "stop it (kill \$(cat $RUN_DIR/pulsar-apache.pid)) and run this again"
+        return 1
+    fi
     ensure_binary curl curl || return 1
     fetch_pulsar || return 1
-    local dir="$RUN_DIR/pulsar-apache" conf="$PWD/scripts/pulsar/standalone.conf"
+    make_test_certificates || return 1
+    local dir="$RUN_DIR/pulsar-apache" conf="$RUN_DIR/pulsar-apache/standalone.conf"
     mkdir -p "$dir"
+    # scripts/pulsar/standalone.conf with the TLS listener's files (absolute
+    # paths, which depend on where the checkout is) appended.
+    {
+        cat "$PWD/scripts/pulsar/standalone.conf"
+        printf '\n# Appended by scripts/brokers.sh: the TLS listener (6653) files.\n'
+        printf 'tlsCertificateFilePath=%s\n' "$TLS_DIR/server.pem"
+        printf 'tlsKeyFilePath=%s\n' "$TLS_DIR/server.key"
+        printf 'tlsTrustCertsFilePath=%s\n' "$TLS_DIR/ca.pem"
+    } >"$conf"
     # The JVM options are bin/pulsar's (the --add-opens Java 17 needs for
     # Netty, BookKeeper and the OS metrics), with small heaps for a 2-core
     # test machine: about 0.5-0.7 GB resident.

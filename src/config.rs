@@ -145,6 +145,9 @@ pub enum BackendConfig {
         /// the admin calls the binary protocol lacks work (see
         /// `PulsarConfig::admin_url`).
         admin_url: Option<String>,
+        /// TLS settings (`pulsar+ssl://` in `PULSAR_HOST`, `PULSAR_TLS_*`);
+        /// with them TLS is used (see `PulsarConfig::tls`).
+        tls: Option<TlsConfig>,
     },
     /// An MQTT v5 broker.
     Mqtt {
@@ -188,12 +191,14 @@ impl fmt::Debug for BackendConfig {
                 api_key,
                 listener,
                 admin_url,
+                tls,
             } => f
                 .debug_struct("Pulsar")
                 .field("url", &redact_url(url))
                 .field("api_key", api_key)
                 .field("listener", listener)
                 .field("admin_url", &admin_url.as_deref().map(redact_url))
+                .field("tls", tls)
                 .finish(),
             BackendConfig::Mqtt {
                 host,
@@ -274,6 +279,7 @@ impl BackendConfig {
                 api_key: None,
                 listener: None,
                 admin_url: None,
+                tls: None,
             }),
             "mqtt" | "mqtts" => {
                 let tls = (scheme == "mqtts").then(TlsConfig::default);
@@ -316,11 +322,12 @@ impl BackendConfig {
     }
 
     /// The same configuration, connecting over TLS with `tls` (a CA file,
-    /// a client certificate, a server name). MQTT, NATS and Redis so far;
-    /// the others answer [`Error::Unsupported`].
+    /// a client certificate, a server name). MQTT, NATS, Redis and Pulsar
+    /// so far; the others answer [`Error::Unsupported`].
     pub fn with_tls(mut self, tls: TlsConfig) -> Result<Self> {
         match &mut self {
-            BackendConfig::Mqtt { tls: t, .. }
+            BackendConfig::Pulsar { tls: t, .. }
+            | BackendConfig::Mqtt { tls: t, .. }
             | BackendConfig::Nats { tls: t, .. }
             | BackendConfig::Redis { tls: t, .. } => {
                 *t = Some(tls);
@@ -375,8 +382,12 @@ impl BackendConfig {
                 api_key,
                 listener,
                 admin_url,
+                tls,
             } => {
                 let mut config = pubsub_pulsar::PulsarConfig::new(url.clone());
+                if let Some(tls) = tls {
+                    config = config.with_tls(tls.clone());
+                }
                 if let Some(admin) = admin_url {
                     config = config.with_admin_url(admin.clone());
                 }
@@ -722,6 +733,9 @@ pub struct PubSubArgs {
     /// Redis TLS settings (`REDIS_TLS_*`, as for MQTT; no server name).
     #[command(flatten)]
     pub redis_tls: RedisTlsArgs,
+    /// Pulsar TLS settings (`PULSAR_TLS_*`, as for MQTT; no server name).
+    #[command(flatten)]
+    pub pulsar_tls: PulsarTlsArgs,
 }
 
 /// The TLS flags and variables of one backend: `--{backend}-tls-ca-file`
@@ -796,6 +810,15 @@ tls_args!(
     "REDIS_TLS_CERT_FILE",
     "REDIS_TLS_KEY_FILE",
     "REDIS_TLS_SERVER_NAME"
+);
+tls_args!(
+    PulsarTlsArgs,
+    "Pulsar's TLS flags: `--pulsar-tls-ca-file` (`PULSAR_TLS_CA_FILE`) and the like.",
+    "pulsar",
+    "PULSAR_TLS_CA_FILE",
+    "PULSAR_TLS_CERT_FILE",
+    "PULSAR_TLS_KEY_FILE",
+    "PULSAR_TLS_SERVER_NAME"
 );
 
 /// The `--help` section of the backend flags.
@@ -889,6 +912,7 @@ impl PubSubArgs {
             mqtt_tls: MqttTlsArgs::from_env(text)?,
             nats_tls: NatsTlsArgs::from_env(text)?,
             redis_tls: RedisTlsArgs::from_env(text)?,
+            pulsar_tls: PulsarTlsArgs::from_env(text)?,
         })
     }
 
@@ -1001,6 +1025,7 @@ impl PubSubArgs {
                 api_key: self.pulsar_api_key.clone().filter(|k| !k.expose().is_empty()),
                 listener: some(&self.pulsar_listener),
                 admin_url: some(&self.pulsar_admin_url),
+                tls: self.pulsar_tls.config(),
             },
             BackendKind::Mqtt => BackendConfig::Mqtt {
                 host: or(&self.mqtt_host, "localhost"),

@@ -102,6 +102,7 @@ fn token_never_printed() {
         api_key: Some(Secret::new("tok-s3cret")),
         listener: None,
         admin_url: Some("http://admin:adminpw@127.0.0.1:8080".into()),
+        tls: None,
     };
     let shown = format!("{facade:?}");
     assert!(!shown.contains("adminpw"), "{shown}");

@@ -10,10 +10,10 @@ use async_trait::async_trait;
 use pubsub_core::UnackedLimit;
 use pubsub_core::{
     ensure_open, validate_subscription_name, Capabilities, Compression, Consumer, ConsumerOptions, Error, MessageId,
-    OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Reader, Result, Topic,
+    OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Reader, Result, TlsConfig, Topic,
 };
 use pulsar::producer::SendFuture;
-use pulsar::{Authentication, ConnectionRetryOptions, OperationRetryOptions, Pulsar, TokioExecutor};
+use pulsar::{Authentication, ConnectionRetryOptions, OperationRetryOptions, Pulsar, PulsarBuilder, TokioExecutor};
 use tokio::sync::Mutex;
 
 use crate::config::{PulsarBroker, PulsarConfig};
@@ -65,7 +65,9 @@ impl fmt::Debug for PulsarBackend {
 
 impl PulsarBackend {
     /// Connects, bounded by `config.timeout`: an unreachable broker is a
-    /// retriable [`Error::Connection`] after that long.
+    /// retriable [`Error::Connection`] after that long. Over TLS (see
+    /// [`PulsarConfig::tls`]) a failed handshake is [`Error::Tls`]; a
+    /// refused token or certificate is [`Error::Authentication`].
     pub async fn connect(config: PulsarConfig) -> Result<Self> {
         if let Some(listener) = &config.listener {
             return Err(Error::unsupported(
@@ -84,7 +86,7 @@ impl PulsarBackend {
         // Back off up to 1 s between attempts, for `reconnect_for` in all.
         let max_backoff = Duration::from_secs(1);
         let retries = (config.reconnect_for.as_millis() / max_backoff.as_millis()).max(1) as u32;
-        let mut builder = Pulsar::builder(config.url.as_str(), TokioExecutor)
+        let mut builder = Pulsar::builder(config.connect_url(), TokioExecutor)
             .with_connection_retry_options(ConnectionRetryOptions {
                 min_backoff: Duration::from_millis(50),
                 max_backoff,
@@ -97,6 +99,9 @@ impl PulsarBackend {
                 retry_delay: Duration::from_millis(200),
                 max_retries: Some(20),
             });
+        if config.uses_tls() {
+            builder = with_tls(builder, config.tls.as_ref())?;
+        }
         if let Some(token) = &config.token {
             builder = builder.with_auth(Authentication {
                 name: "token".into(),
@@ -147,6 +152,76 @@ impl PulsarBackend {
             }),
         })
     }
+}
+
+/// `tls` on the crate's builder: the CA file as extra trusted roots, the
+/// client certificate and its PKCS#8 key (mutual TLS), certificate and host
+/// name checks on. A server name override is `Error::Unsupported`.
+fn with_tls(builder: PulsarBuilder<TokioExecutor>, tls: Option<&TlsConfig>) -> Result<PulsarBuilder<TokioExecutor>> {
+    let mut builder = builder
+        .with_allow_insecure_connection(false)
+        .with_tls_hostname_verification_enabled(true);
+    let Some(tls) = tls else {
+        return Ok(builder);
+    };
+    tls.check(NAME)?;
+    if let Some(name) = &tls.server_name {
+        return Err(Error::unsupported(
+            NAME,
+            format!(
+                "a TLS server name ({name:?}, PULSAR_TLS_SERVER_NAME) other than the host connected to: the pulsar \
+                 crate checks the broker's certificate against the host of the URL (and of each broker a lookup \
+                 returns); unset it and use a host name the certificate carries in the URL"
+            ),
+        ));
+    }
+    if let Some(path) = &tls.ca_file {
+        builder = builder.with_certificate_chain(certificates(path, "CA file")?);
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        builder = builder.with_client_identity(certificates(cert, "client certificate file")?, pkcs8_key(key)?);
+    }
+    Ok(builder)
+}
+
+/// The PEM file `path`, which must hold a certificate.
+fn certificates(path: &std::path::Path, role: &str) -> Result<Vec<u8>> {
+    let pem = TlsConfig::read_pem(NAME, role, path)?;
+    if !contains(&pem, b"-----BEGIN CERTIFICATE-----") {
+        return Err(Error::InvalidConfiguration(format!(
+            "{NAME} TLS: the {role} {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+/// The client's key: PEM PKCS#8, all native-tls takes (from its header on,
+/// so that text before it, as `openssl pkcs12` writes, does not matter).
+fn pkcs8_key(path: &std::path::Path) -> Result<Vec<u8>> {
+    const HEADER: &[u8] = b"-----BEGIN PRIVATE KEY-----";
+    let pem = TlsConfig::read_pem(NAME, "client key file", path)?;
+    if let Some(at) = pem.windows(HEADER.len()).position(|w| w == HEADER) {
+        return Ok(pem[at..].to_vec());
+    }
+    let shown = path.display();
+    let why = if contains(&pem, b"ENCRYPTED PRIVATE KEY") {
+        "is encrypted; give an unencrypted PKCS#8 key (`openssl pkcs8 -topk8 -nocrypt`)".to_string()
+    } else if contains(&pem, b"PRIVATE KEY-----") {
+        format!(
+            "is not PKCS#8, which is all the pulsar crate (native-tls) reads; convert it with `openssl pkcs8 -topk8 \
+             -nocrypt -in {shown} -out client.pk8.key`"
+        )
+    } else {
+        "holds no PEM private key".to_string()
+    };
+    Err(Error::InvalidConfiguration(format!(
+        "{NAME} TLS: the client key file {shown} {why}"
+    )))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// What the admin API can do on `broker`, with or without the HTTP admin

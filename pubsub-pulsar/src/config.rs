@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use pubsub_core::{redact_url, Secret};
+use pubsub_core::{redact_url, Secret, TlsConfig};
 
 /// Pulsar's default `maxMessageSize` (5 MiB), which pulsar-lite shares.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 5 * 1024 * 1024;
@@ -74,6 +74,21 @@ pub struct PulsarConfig {
     /// `Unsupported` (see `Capabilities::admin`). Not used with
     /// [`PulsarBroker::Lite`], which makes namespaces itself.
     pub admin_url: Option<String>,
+    /// TLS (`PULSAR_TLS_*`): a `pulsar+ssl://` URL or these settings turn
+    /// it on (a `pulsar://` URL is then connected to as `pulsar+ssl://`, so
+    /// give the broker's TLS port, `brokerServicePortTls`). The server's
+    /// certificate and host name are always checked. Through the `pulsar`
+    /// crate (native-tls, OpenSSL on Linux):
+    /// - the CA file is trusted *besides* the system's store, not instead
+    ///   of it (native-tls adds roots; it cannot drop the system's);
+    /// - a client certificate (mutual TLS) needs a PKCS#8 key (`-----BEGIN
+    ///   PRIVATE KEY-----`; convert others with `openssl pkcs8 -topk8
+    ///   -nocrypt`), presented through this workspace's patch of the crate
+    ///   (patches/pulsar/PATCHED.md);
+    /// - a server name other than the URL's host is refused with
+    ///   `Error::Unsupported`: the crate checks the certificate against
+    ///   the host of the URL (and of each broker a lookup returns).
+    pub tls: Option<TlsConfig>,
 }
 
 impl PulsarConfig {
@@ -98,6 +113,39 @@ impl PulsarConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             reconnect_for: Duration::from_secs(60),
             admin_url: None,
+            tls: None,
+        }
+    }
+
+    /// Connects over TLS with `tls` (see [`PulsarConfig::tls`]).
+    ///
+    /// ```
+    /// use pubsub_core::TlsConfig;
+    /// let cfg = pubsub_pulsar::PulsarConfig::new("pulsar+ssl://broker.internal:6651").with_tls(
+    ///     TlsConfig::default()
+    ///         .with_ca_file("/etc/pubsub/ca.pem")
+    ///         .with_client_auth("/etc/pubsub/client.pem", "/etc/pubsub/client.key"),
+    /// );
+    /// assert!(cfg.uses_tls());
+    /// assert!(format!("{cfg:?}").contains("ca.pem"));
+    /// // TLS settings alone turn TLS on too.
+    /// assert!(pubsub_pulsar::PulsarConfig::new("127.0.0.1:6651").with_tls(TlsConfig::default()).uses_tls());
+    /// ```
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether connections use TLS: a `pulsar+ssl://` URL or TLS settings.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some() || self.url.starts_with("pulsar+ssl://")
+    }
+
+    /// The URL connected to: `pulsar+ssl://` when TLS is on.
+    pub(crate) fn connect_url(&self) -> String {
+        match (self.uses_tls(), self.url.strip_prefix("pulsar://")) {
+            (true, Some(rest)) => format!("pulsar+ssl://{rest}"),
+            _ => self.url.clone(),
         }
     }
 
@@ -148,6 +196,7 @@ impl fmt::Debug for PulsarConfig {
             .field("max_message_size", &self.max_message_size)
             .field("reconnect_for", &self.reconnect_for)
             .field("admin_url", &self.admin_url.as_deref().map(redact_url))
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -19,6 +19,7 @@
 //! | redelivery count | deliveries of the message to this consumer (the crate does not expose the broker's count) |
 //! | max payload | `max_message_size` (5 MiB) minus 64 KiB for metadata; no chunking (the crate has none): larger payloads get `Error::PayloadTooLarge` |
 //! | token auth | `PULSAR_API_KEY`, never printed |
+//! | TLS | `pulsar+ssl://` or [`PulsarConfig::tls`] (`PULSAR_TLS_*`): the CA file (trusted besides the system's store), certificate and host name checks on, a client certificate with a PKCS#8 key (mutual TLS, through the patched crate); a server name override is `Error::Unsupported`. A failed handshake is `Error::Tls`, a refused token or certificate `Error::Authentication` |
 //! | broker implementation | [`PulsarBroker`]: Apache Pulsar (default) or pulsar-lite (`?broker=lite`), which lacks `deliver_after` and a safe Exclusive refusal, so those are refused there |
 //! | tenant, namespace | Pulsar's; Apache Pulsar makes neither on first use, so with [`PulsarConfig::admin_url`] set the adapter makes a missing tenant and namespace through the HTTP admin API (pulsar-lite makes them itself) |
 //! | admin | with [`PulsarConfig::admin_url`] (Apache Pulsar): the HTTP admin API creates, lists, finds and deletes q0 and q1 topics (a delete is refused while a producer or consumer is attached) and gives subscriptions with their `msgBacklog`. Without it: the binary protocol creates, finds and lists q1 topics only; q0 topics, `delete_topic` and `subscriptions` are `Unsupported`. pulsar-lite: health checks only |

@@ -573,6 +573,29 @@ impl<Exe: Executor> PulsarBuilder<Exe> {
         self
     }
 
+    /// pubsub patch (patches/pulsar/PATCHED.md): present this client
+    /// certificate in TLS connections (mutual TLS): `certificate_chain` is
+    /// PEM, leaf first; `private_key` is the leaf's PEM PKCS#8 key
+    /// (`-----BEGIN PRIVATE KEY-----`). tokio-runtime only.
+    #[cfg_attr(feature = "telemetry", tracing::instrument(skip_all))]
+    pub fn with_client_identity(
+        mut self,
+        certificate_chain: Vec<u8>,
+        private_key: Vec<u8>,
+    ) -> Self {
+        let identity = Some((certificate_chain, private_key));
+        match &mut self.tls_options {
+            Some(tls) => tls.client_identity = identity,
+            None => {
+                self.tls_options = Some(TlsOptions {
+                    client_identity: identity,
+                    ..Default::default()
+                })
+            }
+        }
+        self
+    }
+
     /// add a custom certificate chain from a file to authenticate the server in TLS connections
     #[cfg_attr(feature = "telemetry", tracing::instrument(skip_all))]
     pub fn with_certificate_chain_file<P: AsRef<std::path::Path>>(

@@ -918,6 +918,7 @@ impl<Exe: Executor> Connection<Exe> {
         certificate_chain: &[Certificate],
         allow_insecure_connection: bool,
         tls_hostname_verification_enabled: bool,
+        client_identity: Option<&(Vec<u8>, Vec<u8>)>,
         connection_timeout: Duration,
         operation_timeout: Duration,
         outbound_channel_size: usize,
@@ -977,6 +978,7 @@ impl<Exe: Executor> Connection<Exe> {
                 certificate_chain,
                 allow_insecure_connection,
                 tls_hostname_verification_enabled,
+                client_identity,
                 executor.clone(),
                 operation_timeout,
                 outbound_channel_size,
@@ -1016,9 +1018,13 @@ impl<Exe: Executor> Connection<Exe> {
 
         if retryable_errors.is_empty() {
             error!("connection error, not retryable: {:?}", fatal_errors);
-            Err(ConnectionError::Io(std::io::Error::other(
-                "fatal error when connecting to the Pulsar server",
-            )))
+            // pubsub patch (patches/pulsar/PATCHED.md): the error itself (a TLS
+            // failure, the broker's refusal), not a text that hides it.
+            Err(fatal_errors.into_iter().next().unwrap_or_else(|| {
+                ConnectionError::Io(std::io::Error::other(
+                    "fatal error when connecting to the Pulsar server",
+                ))
+            }))
         } else {
             warn!("retry establish connection on: {:?}", retryable_errors);
             Err(retryable_errors.into_iter().next().unwrap())
@@ -1054,6 +1060,7 @@ impl<Exe: Executor> Connection<Exe> {
         certificate_chain: &[Certificate],
         allow_insecure_connection: bool,
         tls_hostname_verification_enabled: bool,
+        client_identity: Option<&(Vec<u8>, Vec<u8>)>,
         executor: Arc<Exe>,
         operation_timeout: Duration,
         outbound_channel_size: usize,
@@ -1074,6 +1081,10 @@ impl<Exe: Executor> Connection<Exe> {
                         allow_insecure_connection || !tls_hostname_verification_enabled,
                     );
                     builder.danger_accept_invalid_certs(allow_insecure_connection);
+                    // pubsub patch (patches/pulsar/PATCHED.md): the client certificate, for mutual TLS.
+                    if let Some((chain, key)) = client_identity {
+                        builder.identity(native_tls::Identity::from_pkcs8(chain, key)?);
+                    }
                     let cx = builder.build()?;
                     let cx = tokio_native_tls::TlsConnector::from(cx);
                     let stream = cx

@@ -129,7 +129,8 @@ mod tests {
 }
 
 /// configuration for TLS connections
-#[derive(Debug, Clone)]
+// pubsub patch (patches/pulsar/PATCHED.md): Debug by hand, without the private key.
+#[derive(Clone)]
 pub struct TlsOptions {
     /// contains a list of PEM encoded certificates
     pub certificate_chain: Option<Vec<u8>>,
@@ -143,6 +144,29 @@ pub struct TlsOptions {
     ///
     /// defaults to *true*
     pub tls_hostname_verification_enabled: bool,
+
+    /// pubsub patch (patches/pulsar/PATCHED.md): the client's PEM certificate
+    /// chain and PEM PKCS#8 private key, presented for mutual TLS
+    /// (tokio-runtime only)
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+// pubsub patch (patches/pulsar/PATCHED.md): never prints the client's private key.
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("certificate_chain", &self.certificate_chain)
+            .field("allow_insecure_connection", &self.allow_insecure_connection)
+            .field(
+                "tls_hostname_verification_enabled",
+                &self.tls_hostname_verification_enabled,
+            )
+            .field(
+                "client_identity",
+                &self.client_identity.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
 }
 
 impl Default for TlsOptions {
@@ -152,6 +176,7 @@ impl Default for TlsOptions {
             certificate_chain: None,
             allow_insecure_connection: false,
             tls_hostname_verification_enabled: true,
+            client_identity: None,
         }
     }
 }
@@ -383,6 +408,7 @@ impl<Exe: Executor> ConnectionManager<Exe> {
                 &self.certificate_chain,
                 self.tls_options.allow_insecure_connection,
                 self.tls_options.tls_hostname_verification_enabled,
+                self.tls_options.client_identity.as_ref(),
                 self.connection_retry_options.connection_timeout,
                 self.operation_retry_options.operation_timeout,
                 self.outbound_channel_size,
