@@ -131,6 +131,12 @@ pub enum BackendConfig {
     Kafka {
         /// `host:port[,host:port...]` (`KAFKA_BOOTSTRAP_SERVERS`).
         bootstrap_servers: String,
+        /// TLS settings (`KAFKA_TLS_*`); with them `security.protocol` is
+        /// `SSL`, or `SASL_SSL` with credentials.
+        tls: Option<TlsConfig>,
+        /// SASL login (`KAFKA_SASL_MECHANISM`, `KAFKA_SASL_USERNAME`,
+        /// `KAFKA_SASL_PASSWORD`).
+        sasl: Option<KafkaSasl>,
     },
     /// A Pulsar cluster.
     Pulsar {
@@ -178,13 +184,30 @@ pub enum BackendConfig {
     },
 }
 
+/// A Kafka SASL login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (`KAFKA_SASL_MECHANISM`, default `PLAIN`).
+    pub mechanism: String,
+    /// User name (`KAFKA_SASL_USERNAME`).
+    pub username: String,
+    /// Password (`KAFKA_SASL_PASSWORD`); never printed.
+    pub password: Secret,
+}
+
 impl fmt::Debug for BackendConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BackendConfig::Embedded { data_dir } => f.debug_struct("Embedded").field("data_dir", data_dir).finish(),
-            BackendConfig::Kafka { bootstrap_servers } => f
+            BackendConfig::Kafka {
+                bootstrap_servers,
+                tls,
+                sasl,
+            } => f
                 .debug_struct("Kafka")
                 .field("bootstrap_servers", bootstrap_servers)
+                .field("tls", tls)
+                .field("sasl", sasl)
                 .finish(),
             BackendConfig::Pulsar {
                 url,
@@ -272,6 +295,8 @@ impl BackendConfig {
                 }
                 Ok(BackendConfig::Kafka {
                     bootstrap_servers: servers.to_string(),
+                    tls: None,
+                    sasl: None,
                 })
             }
             "pulsar" | "pulsar+ssl" => Ok(BackendConfig::Pulsar {
@@ -329,13 +354,43 @@ impl BackendConfig {
             BackendConfig::Pulsar { tls: t, .. }
             | BackendConfig::Mqtt { tls: t, .. }
             | BackendConfig::Nats { tls: t, .. }
-            | BackendConfig::Redis { tls: t, .. } => {
+            | BackendConfig::Redis { tls: t, .. }
+            | BackendConfig::Kafka { tls: t, .. } => {
                 *t = Some(tls);
                 Ok(self)
             }
             other => Err(Error::unsupported(
                 other.kind().as_str(),
                 "TLS settings through BackendConfig yet (see the README's \"Connecting to production\")",
+            )),
+        }
+    }
+
+    /// The same Kafka configuration, logging in with SASL (`mechanism`:
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`). Other backends take
+    /// credentials in their URL and answer [`Error::Unsupported`].
+    ///
+    /// ```
+    /// use pubsub::{BackendConfig, Secret, TlsConfig};
+    /// let cfg = BackendConfig::from_url("kafka://kafka.internal:9093")?
+    ///     .with_tls(TlsConfig::default().with_ca_file("/etc/ssl/kafka-ca.pem"))?
+    ///     .with_sasl("SCRAM-SHA-512", "app", Secret::new("pw"))?;
+    /// assert!(!format!("{cfg:?}").contains("\"pw\""));
+    /// # Ok::<(), pubsub::Error>(())
+    /// ```
+    pub fn with_sasl(mut self, mechanism: &str, username: &str, password: Secret) -> Result<Self> {
+        match &mut self {
+            BackendConfig::Kafka { sasl, .. } => {
+                *sasl = Some(KafkaSasl {
+                    mechanism: mechanism.to_string(),
+                    username: username.to_string(),
+                    password,
+                });
+                Ok(self)
+            }
+            other => Err(Error::unsupported(
+                other.kind().as_str(),
+                "SASL settings (put the user and password in the URL)",
             )),
         }
     }
@@ -373,9 +428,22 @@ impl BackendConfig {
                 Ok(Arc::new(pubsub_embedded::EmbeddedBackend::open(config)?))
             }
             #[cfg(feature = "kafka")]
-            BackendConfig::Kafka { bootstrap_servers } => Ok(Arc::new(
-                pubsub_kafka::KafkaBackend::connect(pubsub_kafka::KafkaConfig::new(bootstrap_servers.clone())).await?,
-            )),
+            BackendConfig::Kafka {
+                bootstrap_servers,
+                tls,
+                sasl,
+            } => {
+                let mut config = pubsub_kafka::KafkaConfig::new(bootstrap_servers.clone());
+                if let Some(tls) = tls {
+                    config = config.with_tls(tls.clone());
+                }
+                if let Some(sasl) = sasl {
+                    config = config
+                        .with_sasl(sasl.username.clone(), sasl.password.clone())
+                        .with_sasl_mechanism(sasl.mechanism.parse()?);
+                }
+                Ok(Arc::new(pubsub_kafka::KafkaBackend::connect(config).await?))
+            }
             #[cfg(feature = "pulsar")]
             BackendConfig::Pulsar {
                 url,
@@ -457,7 +525,21 @@ impl BackendConfig {
     fn check(&self) -> Result<()> {
         match self {
             BackendConfig::Embedded { .. } => Ok(()),
-            BackendConfig::Kafka { bootstrap_servers } => check_kafka("Kafka bootstrap servers", bootstrap_servers),
+            BackendConfig::Kafka {
+                bootstrap_servers,
+                sasl,
+                ..
+            } => {
+                // An unknown or unsupported mechanism is refused before
+                // anything is connected.
+                #[cfg(feature = "kafka")]
+                if let Some(sasl) = sasl {
+                    sasl.mechanism.parse::<pubsub_kafka::SaslMechanism>()?;
+                }
+                #[cfg(not(feature = "kafka"))]
+                let _ = sasl;
+                check_kafka("Kafka bootstrap servers", bootstrap_servers)
+            }
             BackendConfig::Pulsar { url, .. } => check_pulsar("Pulsar URL", url),
             BackendConfig::Mqtt { host, port, .. } => {
                 check_mqtt_host("MQTT host", host)?;
@@ -679,6 +761,15 @@ pub struct PubSubArgs {
         help_heading = HEADING
     )]
     pub kafka_bootstrap_servers: String,
+    /// Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default PLAIN).
+    #[arg(long, env = "KAFKA_SASL_MECHANISM", global = true, help_heading = HEADING)]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// Kafka SASL user name (turns SASL on).
+    #[arg(long, env = "KAFKA_SASL_USERNAME", global = true, help_heading = HEADING)]
+    pub kafka_sasl_username: Option<String>,
+    /// Kafka SASL password (never printed).
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true, global = true, help_heading = HEADING)]
+    pub kafka_sasl_password: Option<Secret>,
     /// Pulsar service URL.
     #[arg(long, env = "PULSAR_HOST", default_value = "pulsar://localhost:6650", global = true, help_heading = HEADING)]
     pub pulsar_host: String,
@@ -723,6 +814,9 @@ pub struct PubSubArgs {
         help_heading = HEADING
     )]
     pub redis_url: String,
+    /// Kafka TLS settings (`KAFKA_TLS_*`, as for MQTT; no server name).
+    #[command(flatten)]
+    pub kafka_tls: KafkaTlsArgs,
     /// MQTT TLS settings (`MQTT_TLS_CA_FILE`, `MQTT_TLS_CERT_FILE`,
     /// `MQTT_TLS_KEY_FILE`, `MQTT_TLS_SERVER_NAME`).
     #[command(flatten)]
@@ -784,6 +878,15 @@ macro_rules! tls_args {
     };
 }
 
+tls_args!(
+    KafkaTlsArgs,
+    "Kafka's TLS flags: `--kafka-tls-ca-file` (`KAFKA_TLS_CA_FILE`) and the like.",
+    "kafka",
+    "KAFKA_TLS_CA_FILE",
+    "KAFKA_TLS_CERT_FILE",
+    "KAFKA_TLS_KEY_FILE",
+    "KAFKA_TLS_SERVER_NAME"
+);
 tls_args!(
     MqttTlsArgs,
     "MQTT's TLS flags: `--mqtt-tls-ca-file` (`MQTT_TLS_CA_FILE`) and the like.",
@@ -909,6 +1012,10 @@ impl PubSubArgs {
             mqtt_password: var("MQTT_PASSWORD")?.map(Secret::new),
             nats_url: text("NATS_URL")?.unwrap_or_else(|| "nats://localhost:4222".into()),
             redis_url: text("REDIS_URL")?.unwrap_or_else(|| "redis://localhost:6379".into()),
+            kafka_sasl_mechanism: text("KAFKA_SASL_MECHANISM")?,
+            kafka_sasl_username: text("KAFKA_SASL_USERNAME")?,
+            kafka_sasl_password: var("KAFKA_SASL_PASSWORD")?.map(Secret::new),
+            kafka_tls: KafkaTlsArgs::from_env(text)?,
             mqtt_tls: MqttTlsArgs::from_env(text)?,
             nats_tls: NatsTlsArgs::from_env(text)?,
             redis_tls: RedisTlsArgs::from_env(text)?,
@@ -923,7 +1030,9 @@ impl PubSubArgs {
     pub fn checked_config(&self) -> Result<BackendConfig> {
         let config = self.raw_config();
         match &config {
-            BackendConfig::Kafka { bootstrap_servers } => check_kafka("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers)?,
+            BackendConfig::Kafka { bootstrap_servers, .. } => {
+                check_kafka("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers)?
+            }
             BackendConfig::Pulsar { url, .. } => check_pulsar("PULSAR_HOST", url)?,
             BackendConfig::Mqtt { host, .. } => return self.mqtt_config(host, config.clone()),
             BackendConfig::Nats { url, .. } => check_nats("NATS_URL", url)?,
@@ -1019,6 +1128,12 @@ impl PubSubArgs {
             },
             BackendKind::Kafka => BackendConfig::Kafka {
                 bootstrap_servers: or(&self.kafka_bootstrap_servers, "localhost:9092"),
+                tls: self.kafka_tls.config(),
+                sasl: some(&self.kafka_sasl_username).map(|username| KafkaSasl {
+                    mechanism: some(&self.kafka_sasl_mechanism).unwrap_or_else(|| "PLAIN".into()),
+                    username,
+                    password: self.kafka_sasl_password.clone().unwrap_or_else(|| Secret::new("")),
+                }),
             },
             BackendKind::Pulsar => BackendConfig::Pulsar {
                 url: or(&self.pulsar_host, "pulsar://localhost:6650"),
@@ -1068,7 +1183,7 @@ mod probe {
     pub(super) async fn refused_fast(config: &BackendConfig) -> Result<()> {
         let (backend, shown, addrs): (&'static str, String, Vec<String>) = match config {
             #[cfg(feature = "kafka")]
-            BackendConfig::Kafka { bootstrap_servers } => {
+            BackendConfig::Kafka { bootstrap_servers, .. } => {
                 let servers = without_broker(bootstrap_servers);
                 let addrs = servers.split(',').map(|s| with_port(s.trim(), 9092)).collect();
                 ("kafka", bootstrap_servers.clone(), addrs)
@@ -1133,7 +1248,9 @@ mod tests {
         assert_eq!(
             BackendConfig::from_url("kafka://a:9092,b:9092").unwrap(),
             BackendConfig::Kafka {
-                bootstrap_servers: "a:9092,b:9092".into()
+                bootstrap_servers: "a:9092,b:9092".into(),
+                tls: None,
+                sasl: None,
             }
         );
         assert_eq!(

@@ -62,7 +62,10 @@ pub mod testing;
 
 use std::sync::Arc;
 
-pub use config::{BackendConfig, BackendKind, MqttTlsArgs, NatsTlsArgs, PubSubArgs, PulsarTlsArgs, RedisTlsArgs};
+pub use config::{
+    BackendConfig, BackendKind, KafkaSasl, KafkaTlsArgs, MqttTlsArgs, NatsTlsArgs, PubSubArgs, PulsarTlsArgs,
+    RedisTlsArgs,
+};
 pub use pubsub_core::*;
 
 /// The embedded backend crate (feature `embedded`).

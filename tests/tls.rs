@@ -1,5 +1,6 @@
 //! TLS and authentication against real brokers on loopback (Redis
-//! `tls-port`, nats-server `tls {}`, a Mosquitto TLS listener), with a
+//! `tls-port`, nats-server `tls {}`, a Mosquitto TLS listener, an Apache
+//! Kafka `SASL_SSL` listener with PLAIN and SCRAM users), with a
 //! throw-away CA from `TestCertificates`: the conformance suite's basic
 //! cases over mutual TLS with a password, and every way a connection must
 //! be refused (wrong CA, expired or wrong-host server certificate, no or an
@@ -33,12 +34,27 @@ async fn start(kind: BackendKind, tls: ServerTls, credentials: bool) -> Option<T
     }
 }
 
-async fn connect(url: &str, tls: TlsConfig) -> pubsub::Result<Arc<dyn PubSubBackend>> {
-    BackendConfig::from_url(url)?.with_tls(tls)?.connect().await
+/// The configuration for `url` with `tls`; Kafka, whose URL has no
+/// credentials, logs in with SASL `mechanism` and `password`.
+fn config(url: &str, tls: TlsConfig, mechanism: &str, password: &str) -> pubsub::Result<BackendConfig> {
+    let config = BackendConfig::from_url(url)?.with_tls(tls)?;
+    if url.starts_with("kafka://") {
+        return config.with_sasl(mechanism, USER, Secret::new(password));
+    }
+    Ok(config)
 }
 
-/// Connecting must fail with a TLS error whose text says `why`.
+async fn connect(url: &str, tls: TlsConfig) -> pubsub::Result<Arc<dyn PubSubBackend>> {
+    config(url, tls, "SCRAM-SHA-512", PASSWORD)?.connect().await
+}
+
+/// Connecting must fail with a TLS error whose text says `why` (Kafka:
+/// librdkafka does not say which certificate check failed, only that one did).
 async fn refused_tls(what: &str, url: &str, tls: TlsConfig, why: &str) {
+    let why = match (url.starts_with("kafka://"), why) {
+        (true, "not signed by a trusted CA" | "expired" | "not valid for the host") => "could not be verified",
+        _ => why,
+    };
     match connect(url, tls).await {
         Ok(_) => panic!("{what}: connected"),
         Err(e @ Error::Tls { .. }) => {
@@ -60,10 +76,7 @@ async fn tls_suite(kind: BackendKind) {
 
     // The basic cases over mutual TLS, with the password.
     for case in CASES {
-        let config = BackendConfig::from_url(&url)
-            .unwrap()
-            .with_tls(certs.mutual_tls())
-            .unwrap();
+        let config = config(&url, certs.mutual_tls(), "SCRAM-SHA-512", PASSWORD).unwrap();
         let second = config.clone();
         pubsub::testkit::run_case_with(
             case,
@@ -73,9 +86,27 @@ async fn tls_suite(kind: BackendKind) {
         .await;
     }
 
+    // Kafka: each SASL mechanism the broker offers logs in.
+    if kind == BackendKind::Kafka {
+        for mechanism in ["PLAIN", "SCRAM-SHA-256"] {
+            let backend = config(&url, certs.mutual_tls(), mechanism, PASSWORD)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap_or_else(|e| panic!("kafka SASL {mechanism}: {e}"));
+            backend.close().await.unwrap();
+        }
+    }
+
     // A wrong password: Error::Authentication, naming the user, never the password.
-    let wrong = url.replace(PASSWORD, "not-the-password");
-    match connect(&wrong, certs.mutual_tls()).await {
+    let wrong = config(
+        &url.replace(PASSWORD, "not-the-password"),
+        certs.mutual_tls(),
+        "SCRAM-SHA-512",
+        "not-the-password",
+    )
+    .unwrap();
+    match wrong.connect().await {
         Ok(_) => panic!("{kind}: a wrong password was accepted"),
         Err(e @ Error::Authentication { .. }) => {
             assert!(!e.to_string().contains("not-the-password"), "{e}");
@@ -147,9 +178,9 @@ async fn tls_suite(kind: BackendKind) {
     .await;
     let renamed = certs.client_tls().with_server_name("other.invalid");
     match (kind, connect(&broker.url(), renamed).await) {
-        (BackendKind::Redis, Err(Error::Unsupported { .. })) => {
-            pubsub::testkit::report("UNSUPPORTED redis tls_server_name: redis-rs checks the URL's host")
-        }
+        (BackendKind::Redis | BackendKind::Kafka, Err(Error::Unsupported { .. })) => pubsub::testkit::report(&format!(
+            "UNSUPPORTED {kind} tls_server_name: the client library checks the host it connects to"
+        )),
         (_, Ok(backend)) => backend.close().await.unwrap(),
         (_, Err(e)) => panic!("{kind}: the server name override did not connect: {e:?}"),
     }
@@ -168,6 +199,11 @@ async fn nats_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_tls() {
     tls_suite(BackendKind::Mqtt).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_over_tls() {
+    tls_suite(BackendKind::Kafka).await;
 }
 
 /// TLS settings never print a key's contents, and a half-set client
@@ -193,9 +229,84 @@ async fn tls_settings_are_checked_before_connecting() {
         other => panic!("expected InvalidConfiguration, got {:?}", other.map(|_| ())),
     }
     assert!(matches!(
-        BackendConfig::from_url("kafka://127.0.0.1:9092")
+        BackendConfig::from_url("nats://127.0.0.1:4222")
             .unwrap()
-            .with_tls(TlsConfig::default()),
+            .with_sasl("PLAIN", "u", Secret::new("p")),
         Err(Error::Unsupported { .. })
     ));
+    let oauth = BackendConfig::from_url("kafka://127.0.0.1:1")
+        .unwrap()
+        .with_sasl("OAUTHBEARER", "u", Secret::new("p"))
+        .unwrap();
+    assert!(matches!(oauth.connect().await, Err(Error::Unsupported { .. })));
+}
+
+/// A NATS server with one user per way of logging in that
+/// `BackendConfig`'s URL cannot express: NKey and token. The right key
+/// connects, a wrong one is `Error::Authentication` without the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_nkey_and_token_logins() {
+    use pubsub::nats::{NatsBackend, NatsConfig};
+
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().unwrap();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let nkey_conf = conf_dir.path().join("nkey.conf");
+    let nkey_users = format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    );
+    std::fs::write(&nkey_conf, nkey_users).unwrap();
+    let conf = nkey_conf.display().to_string();
+    let Some(broker) = start_with_args(BackendKind::Nats, &["-c", &conf]).await else {
+        return;
+    };
+    let url = broker.url();
+    let backend = NatsBackend::connect(NatsConfig::new(&url).with_nkey(Secret::new(seed.clone())))
+        .await
+        .expect("the NKey logs in");
+    pubsub::PubSubBackend::close(&backend).await.unwrap();
+    let stranger = nkeys::KeyPair::new_user().seed().unwrap();
+    match NatsBackend::connect(NatsConfig::new(&url).with_nkey(Secret::new(stranger.clone()))).await {
+        Err(e @ Error::Authentication { .. }) => assert!(!format!("{e} {e:?}").contains(&stranger)),
+        other => panic!(
+            "an unknown NKey: expected Error::Authentication, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    drop(broker);
+
+    let token_conf = conf_dir.path().join("token.conf");
+    std::fs::write(&token_conf, "authorization { token: \"t0ken-s3cret\" }\n").unwrap();
+    let conf = token_conf.display().to_string();
+    let Some(broker) = start_with_args(BackendKind::Nats, &["-c", &conf]).await else {
+        return;
+    };
+    let port = broker.port();
+    // In the URL, as NATS_URL carries it, and through the config.
+    let backend = pubsub::connect(&format!("nats://t0ken-s3cret@127.0.0.1:{port}"))
+        .await
+        .expect("the token in the URL logs in");
+    backend.close().await.unwrap();
+    let backend = NatsBackend::connect(NatsConfig::new(broker.url()).with_token(Secret::new("t0ken-s3cret")))
+        .await
+        .expect("the token logs in");
+    pubsub::PubSubBackend::close(&backend).await.unwrap();
+    match pubsub::connect(&format!("nats://wrong-t0ken@127.0.0.1:{port}")).await {
+        Err(e @ Error::Authentication { .. }) => assert!(!format!("{e} {e:?}").contains("wrong-t0ken"), "{e:?}"),
+        other => panic!(
+            "a wrong token: expected Error::Authentication, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+}
+
+async fn start_with_args(kind: BackendKind, args: &[&str]) -> Option<TestBroker> {
+    match TestBroker::start_with_args(kind, args).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            pubsub::testkit::broker_unavailable(&format!("{kind} test broker"), &e);
+            None
+        }
+    }
 }

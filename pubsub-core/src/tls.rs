@@ -303,6 +303,9 @@ fn describe_tls_text(text: &str) -> Option<String> {
         "the server refused the client certificate"
     } else if t.contains("invalidcertificate") || t.contains("invalid peer certificate") {
         "the server's certificate was refused"
+    } else if t.contains("certificate verify failed") {
+        // OpenSSL through librdkafka: which check failed is not in the text.
+        "the server's certificate could not be verified (not signed by a trusted CA, expired, or for another host)"
     } else if t.contains("fatal alert") {
         "the server ended the TLS handshake (does it require a client certificate?)"
     } else if t.contains("corrupt message") || t.contains("invalidcontenttype") || t.contains("wrong version number") {

@@ -119,23 +119,12 @@ impl fmt::Debug for KafkaBackend {
 impl KafkaBackend {
     /// Connects and checks (bounded by `config.timeout`) that the cluster answers.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        config.check()?;
         let bad_config = |e: KafkaError| Error::InvalidConfiguration(format!("kafka client settings: {e}"));
         let admin: AdminClient<DefaultClientContext> = config.client_config().create().map_err(bad_config)?;
         let reliable = make_producer(&config, true, Compression::None)?;
         let best_effort = make_producer(&config, false, Compression::None)?;
-        // Fail now, typed and bounded, if nothing answers.
-        let probe = reliable.clone();
-        let timeout = config.timeout;
-        tokio::task::spawn_blocking(move || probe.client().fetch_metadata(None, Timeout::After(timeout)))
-            .await
-            .map_err(|e| Error::broker(NAME, "metadata task failed", e))?
-            .map_err(|e| {
-                Error::connection(
-                    NAME,
-                    format!("no answer from {} within {timeout:?}: {e}", config.bootstrap_servers),
-                    e,
-                )
-            })?;
+        probe(&config).await?;
         let caps = Capabilities {
             persistence: true,
             // Acks above an unacked record live in the commit metadata,
@@ -183,6 +172,97 @@ impl KafkaBackend {
             }),
         })
     }
+}
+
+/// Remembers the last error librdkafka reported: a failed TLS handshake or a
+/// refused login otherwise shows only as a metadata request that timed out.
+#[derive(Default)]
+struct ProbeContext {
+    last_error: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for ProbeContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!("kafka probe: {error}: {reason}");
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{error}: {reason}"));
+    }
+}
+
+impl rdkafka::producer::ProducerContext for ProbeContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// Checks (bounded by `config.timeout`) that the cluster answers a metadata
+/// request, with a client of its own that keeps librdkafka's reason when it
+/// does not: [`Error::Tls`] for a refused certificate, [`Error::Authentication`]
+/// for refused credentials, [`Error::Connection`] otherwise.
+async fn probe(config: &KafkaConfig) -> Result<()> {
+    let client: rdkafka::producer::BaseProducer<ProbeContext> = config
+        .client_config()
+        .create_with_context(ProbeContext::default())
+        .map_err(|e| Error::InvalidConfiguration(format!("kafka client settings: {e}")))?;
+    let timeout = config.timeout;
+    // The client is dropped on the blocking thread too: closing it waits
+    // for librdkafka's threads.
+    // librdkafka hands its errors to the context only when the client is
+    // polled: ask in short rounds, polling between them, and stop at once
+    // when a refused handshake or login is reported.
+    let (answer, reason) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let round = left.min(std::time::Duration::from_millis(500));
+            let answer = client.client().fetch_metadata(None, Timeout::After(round)).map(drop);
+            client.poll(std::time::Duration::ZERO);
+            let reason = client
+                .context()
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let refused = reason
+                .as_deref()
+                .is_some_and(|r| is_auth_failure(r) || r.contains("SSL"));
+            if answer.is_ok() || refused || left == round {
+                return (answer, reason);
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::broker(NAME, "metadata task failed", e))?;
+    let Err(e) = answer else {
+        return Ok(());
+    };
+    let servers = &config.bootstrap_servers;
+    let Some(why) = reason else {
+        return Err(Error::connection(
+            NAME,
+            format!("no answer from {servers} within {timeout:?}: {e}"),
+            e,
+        ));
+    };
+    let explained = pubsub_core::tls_failure(&std::io::Error::other(why.clone()));
+    Err(if is_auth_failure(&why) {
+        Error::Authentication {
+            backend: NAME,
+            message: format!("{servers}: {why}"),
+            source: Some(Box::new(e)),
+        }
+    } else if explained.is_some() || why.contains("SSL") {
+        Error::Tls {
+            backend: NAME,
+            message: format!("{servers}: {}", explained.unwrap_or(why)),
+            source: Some(Box::new(e)),
+        }
+    } else {
+        Error::connection(NAME, format!("no answer from {servers} within {timeout:?}: {why}"), e)
+    })
+}
+
+/// Whether librdkafka's error text is a refused SASL login.
+fn is_auth_failure(reason: &str) -> bool {
+    reason.contains("SASL authentication error") || reason.contains("Authentication failed")
 }
 
 /// A producer client: acks=all and idempotent when `reliable` (q1, q2 run

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use pubsub_core::Secret;
+use pubsub_core::{Error, Result, Secret, TlsConfig};
 
 /// Which Kafka-protocol broker is on the other end; some lack what
 /// [`KafkaBroker::Apache`] has, and [`Capabilities`](pubsub_core::Capabilities) says so.
@@ -35,6 +35,51 @@ impl KafkaBroker {
     }
 }
 
+/// The SASL mechanism of [`KafkaConfig::with_sasl_mechanism`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SaslMechanism {
+    /// `PLAIN`: the password itself goes to the broker (use it over TLS).
+    #[default]
+    Plain,
+    /// `SCRAM-SHA-256`: a salted challenge; the password never leaves the client.
+    ScramSha256,
+    /// `SCRAM-SHA-512`.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name librdkafka and Kafka use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl std::str::FromStr for SaslMechanism {
+    type Err = Error;
+
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (any case).
+    /// `OAUTHBEARER` is refused as [`Error::Unsupported`]: its OIDC flow
+    /// needs a librdkafka built with libcurl, which this one is not.
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "PLAIN" => Ok(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Ok(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Ok(SaslMechanism::ScramSha512),
+            "OAUTHBEARER" => Err(Error::unsupported(
+                "kafka",
+                "SASL OAUTHBEARER (its OIDC token flow needs librdkafka built with libcurl)",
+            )),
+            other => Err(Error::InvalidConfiguration(format!(
+                "SASL mechanism {other:?}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            ))),
+        }
+    }
+}
+
 /// How to reach Kafka, and how to create topics on demand.
 ///
 /// ```
@@ -61,10 +106,16 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// Bound on connecting, admin requests and delivery reports.
     pub timeout: Duration,
-    /// SASL/PLAIN user name, if the cluster wants one.
+    /// SASL user name, if the cluster wants one.
     pub sasl_username: Option<String>,
-    /// SASL/PLAIN password; never printed.
+    /// SASL password; never printed.
     pub sasl_password: Option<Secret>,
+    /// SASL mechanism (default PLAIN).
+    pub sasl_mechanism: SaslMechanism,
+    /// TLS settings: with them `security.protocol` is `SSL` (`SASL_SSL`
+    /// with credentials). A server name override is not supported
+    /// (librdkafka checks the broker's advertised host name).
+    pub tls: Option<TlsConfig>,
     /// Extra librdkafka settings for every client (e.g. `security.protocol`);
     /// they override the SDK's tuning defaults (`linger.ms` 0,
     /// `fetch.wait.max.ms` 100), not what an option asks for explicitly.
@@ -91,6 +142,8 @@ impl KafkaConfig {
             timeout: Duration::from_secs(10),
             sasl_username: None,
             sasl_password: None,
+            sasl_mechanism: SaslMechanism::Plain,
+            tls: None,
             extra: BTreeMap::new(),
         }
     }
@@ -113,11 +166,58 @@ impl KafkaConfig {
         self
     }
 
-    /// Sets SASL/PLAIN credentials.
+    /// Sets SASL credentials (mechanism PLAIN unless
+    /// [`with_sasl_mechanism`](Self::with_sasl_mechanism) says otherwise).
     pub fn with_sasl(mut self, username: impl Into<String>, password: Secret) -> Self {
         self.sasl_username = Some(username.into());
         self.sasl_password = Some(password);
         self
+    }
+
+    /// Sets the SASL mechanism.
+    pub fn with_sasl_mechanism(mut self, mechanism: SaslMechanism) -> Self {
+        self.sasl_mechanism = mechanism;
+        self
+    }
+
+    /// Connects over TLS with these settings.
+    ///
+    /// ```
+    /// use pubsub_core::{Secret, TlsConfig};
+    /// use pubsub_kafka::{KafkaConfig, SaslMechanism};
+    ///
+    /// let cfg = KafkaConfig::new("kafka.internal:9093")
+    ///     .with_tls(TlsConfig::default().with_ca_file("/etc/ssl/kafka-ca.pem"))
+    ///     .with_sasl("app", Secret::new("pw"))
+    ///     .with_sasl_mechanism(SaslMechanism::ScramSha512);
+    /// assert!(!format!("{cfg:?}").contains("\"pw\""));
+    /// ```
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Refuses TLS settings librdkafka cannot honour, before any client is made.
+    pub(crate) fn check(&self) -> Result<()> {
+        if let Some(tls) = &self.tls {
+            tls.check("kafka")?;
+            if tls.server_name.is_some() {
+                return Err(Error::unsupported(
+                    "kafka",
+                    "a TLS server name override (librdkafka checks each broker's advertised host name)",
+                ));
+            }
+            for (role, path) in [
+                ("CA file", &tls.ca_file),
+                ("client certificate file", &tls.cert_file),
+                ("client key file", &tls.key_file),
+            ] {
+                if let Some(path) = path {
+                    TlsConfig::read_pem("kafka", role, path)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The librdkafka settings shared by every client.
@@ -139,11 +239,34 @@ impl KafkaConfig {
             // request that names it, even from `topic_exists`.
             .set("allow.auto.create.topics", "false")
             .set("log_level", "3");
-        if let (Some(user), Some(pass)) = (&self.sasl_username, &self.sasl_password) {
-            c.set("security.protocol", "SASL_PLAINTEXT")
-                .set("sasl.mechanisms", "PLAIN")
+        let sasl = self
+            .sasl_username
+            .as_ref()
+            .map(|user| (user, self.sasl_password.as_ref()));
+        let protocol = match (sasl.is_some(), self.tls.is_some()) {
+            (false, false) => "PLAINTEXT",
+            (false, true) => "SSL",
+            (true, false) => "SASL_PLAINTEXT",
+            (true, true) => "SASL_SSL",
+        };
+        c.set("security.protocol", protocol);
+        if let Some((user, pass)) = sasl {
+            c.set("sasl.mechanisms", self.sasl_mechanism.as_str())
                 .set("sasl.username", user)
-                .set("sasl.password", pass.expose());
+                .set("sasl.password", pass.map_or("", Secret::expose));
+        }
+        if let Some(tls) = &self.tls {
+            // librdkafka's default: check the broker's host name too.
+            c.set("ssl.endpoint.identification.algorithm", "https");
+            for (key, path) in [
+                ("ssl.ca.location", &tls.ca_file),
+                ("ssl.certificate.location", &tls.cert_file),
+                ("ssl.key.location", &tls.key_file),
+            ] {
+                if let Some(path) = path {
+                    c.set(key, path.display().to_string());
+                }
+            }
         }
         for (k, v) in defaults {
             c.set(*k, *v);
@@ -165,6 +288,8 @@ impl fmt::Debug for KafkaConfig {
             .field("timeout", &self.timeout)
             .field("sasl_username", &self.sasl_username)
             .field("sasl_password", &self.sasl_password)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("tls", &self.tls)
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }

@@ -34,4 +34,4 @@ mod offsets;
 mod replay;
 
 pub use backend::KafkaBackend;
-pub use config::{KafkaBroker, KafkaConfig};
+pub use config::{KafkaBroker, KafkaConfig, SaslMechanism};

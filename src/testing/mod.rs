@@ -104,7 +104,10 @@ fn spec(
     tls: Option<&ServerTls>,
 ) -> Result<Spec> {
     let d = dir.display().to_string();
-    let secured = matches!(kind, BackendKind::Mqtt | BackendKind::Nats | BackendKind::Redis);
+    let secured = matches!(
+        kind,
+        BackendKind::Mqtt | BackendKind::Nats | BackendKind::Redis | BackendKind::Kafka
+    );
     if credentials.is_some() && !secured {
         return Err(Error::unsupported(
             "testing",
@@ -210,7 +213,7 @@ fn spec(
                 args: vec!["-c".into(), conf_path.display().to_string()],
             }
         }
-        BackendKind::Kafka => kafka_spec(port, inner_port, dir)?,
+        BackendKind::Kafka => kafka_spec(port, inner_port, dir, credentials, tls)?,
         BackendKind::Pulsar => {
             let conf = dir.join("pulsar-lite.toml");
             std::fs::write(&conf, "[metrics]\nenabled = false\n")
@@ -326,20 +329,24 @@ const KAFKA_CLUSTER_ID: &str = "I5rc0JjaSZCAw_Nof5vRlQ";
 
 /// Apache Kafka in KRaft mode, broker and controller in one process, on the
 /// machine's `java`. The storage is formatted once; a restart keeps it.
-fn kafka_spec(port: u16, controller_port: u16, dir: &Path) -> Result<Spec> {
+fn kafka_spec(
+    port: u16,
+    controller_port: u16,
+    dir: &Path,
+    credentials: Option<&(String, Secret)>,
+    tls: Option<&ServerTls>,
+) -> Result<Spec> {
     const INSTALL: &str = "scripts/brokers.sh (it fetches Apache Kafka from Maven Central into target/kafka/libs; \
                            or set PUBSUB_KAFKA_LIBS to a directory of its jars) and a Java 17 runtime";
     let libs = kafka_libs().ok_or_else(|| missing(BackendKind::Kafka, "kafka_2.13-4.4.0.jar", INSTALL))?;
     let d = dir.display();
     let properties = format!(
         "process.roles=broker,controller\nnode.id=1\ncontroller.quorum.voters=1@127.0.0.1:{controller_port}\n\
-         listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}\n\
-         advertised.listeners=PLAINTEXT://127.0.0.1:{port}\ncontroller.listener.names=CONTROLLER\n\
-         listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-         inter.broker.listener.name=PLAINTEXT\nlog.dirs={d}/data\nnum.partitions=1\n\
+         {}controller.listener.names=CONTROLLER\nlog.dirs={d}/data\nnum.partitions=1\n\
          offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n\
          transaction.state.log.min.isr=1\nshare.coordinator.state.topic.replication.factor=1\n\
-         share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
+         share.coordinator.state.topic.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n",
+        kafka_listeners(port, controller_port, credentials, tls)?
     );
     let conf = dir.join("server.properties");
     std::fs::write(&conf, properties).map_err(|e| Error::broker("testing", "server.properties", e))?;
@@ -348,10 +355,20 @@ fn kafka_spec(port: u16, controller_port: u16, dir: &Path) -> Result<Spec> {
     let classpath = format!("{}/*", libs.display());
     let jvm = ["-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-cp", &classpath].map(String::from);
     if !dir.join("data/meta.properties").is_file() {
+        // SCRAM users are created with the storage, as KRaft does it.
+        let scram = credentials.into_iter().flat_map(|(user, password)| {
+            ["SCRAM-SHA-256", "SCRAM-SHA-512"].map(|m| {
+                [
+                    "--add-scram".to_string(),
+                    format!("{m}=[name={user},password={}]", password.expose()),
+                ]
+            })
+        });
         let status = Command::new(&java)
             .args(&jvm)
             .args(["kafka.tools.StorageTool", "format", "-t", KAFKA_CLUSTER_ID, "-c"])
             .arg(&conf)
+            .args(scram.flatten())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -370,6 +387,66 @@ fn kafka_spec(port: u16, controller_port: u16, dir: &Path) -> Result<Spec> {
         install: "apt-get install openjdk-17-jre-headless",
         args,
     })
+}
+
+/// Kafka's listener settings. Plain: one PLAINTEXT listener. With TLS or
+/// credentials the clients' listener (`CLIENT`, on `port`) is `SSL`,
+/// `SASL_SSL` or `SASL_PLAINTEXT`, and the broker talks to itself on a
+/// PLAINTEXT listener of its own (`INTERNAL`, on another free port), so a
+/// client certificate or login is required of clients only. PEM key and
+/// trust stores; SASL PLAIN and SCRAM-SHA-256/512 for the one user.
+fn kafka_listeners(
+    port: u16,
+    controller_port: u16,
+    credentials: Option<&(String, Secret)>,
+    tls: Option<&ServerTls>,
+) -> Result<String> {
+    let controller = format!("CONTROLLER://127.0.0.1:{controller_port}");
+    let protocol = match (credentials.is_some(), tls.is_some()) {
+        (false, false) => {
+            return Ok(format!(
+            "listeners=PLAINTEXT://127.0.0.1:{port},{controller}\nadvertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+                 inter.broker.listener.name=PLAINTEXT\n"
+        ))
+        }
+        (false, true) => "SSL",
+        (true, false) => "SASL_PLAINTEXT",
+        (true, true) => "SASL_SSL",
+    };
+    let internal = free_port()?;
+    let mut p = format!(
+        "listeners=INTERNAL://127.0.0.1:{internal},CLIENT://127.0.0.1:{port},{controller}\n\
+         advertised.listeners=INTERNAL://127.0.0.1:{internal},CLIENT://127.0.0.1:{port}\n\
+         listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,CLIENT:{protocol}\n\
+         inter.broker.listener.name=INTERNAL\n"
+    );
+    if let Some(tls) = tls {
+        // A PEM key store is one file: the key, then the certificate.
+        let key = std::fs::read_to_string(&tls.cert.key).map_err(|e| Error::broker("testing", "server key", e))?;
+        let cert = std::fs::read_to_string(&tls.cert.cert).map_err(|e| Error::broker("testing", "server cert", e))?;
+        let store = tls.cert.key.with_extension("keystore.pem");
+        std::fs::write(&store, format!("{key}{cert}")).map_err(|e| Error::broker("testing", "key store", e))?;
+        let auth = if tls.require_client_cert { "required" } else { "none" };
+        p.push_str(&format!(
+            "listener.name.client.ssl.keystore.type=PEM\nlistener.name.client.ssl.keystore.location={}\n\
+             listener.name.client.ssl.truststore.type=PEM\nlistener.name.client.ssl.truststore.location={}\n\
+             listener.name.client.ssl.client.auth={auth}\n",
+            store.display(),
+            tls.ca_file.display()
+        ));
+    }
+    if let Some((user, password)) = credentials {
+        let pw = password.expose();
+        p.push_str(&format!(
+            "listener.name.client.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n\
+             listener.name.client.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \
+             required user_{user}=\"{pw}\";\n\
+             listener.name.client.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n"
+        ));
+    }
+    Ok(p)
 }
 
 /// The relay pulsar-lite needs (tools/pulsar-lite-relay; `cargo build -p pulsar-lite-relay`).
@@ -605,17 +682,27 @@ impl TestBroker {
 
     /// The configuration [`backend`](Self::backend) connects with.
     pub fn config(&self) -> Result<BackendConfig> {
-        let config = BackendConfig::from_url(&self.url())?;
+        let config = self.config_without_tls()?;
         match &self.tls {
             Some(tls) => config.with_tls(TlsConfig::default().with_ca_file(&tls.ca_file)),
             None => Ok(config),
         }
     }
 
+    /// [`url`](Self::url) as a configuration, with Kafka's SASL login
+    /// (SCRAM-SHA-512) when the broker has credentials.
+    fn config_without_tls(&self) -> Result<BackendConfig> {
+        let config = BackendConfig::from_url(&self.url())?;
+        match (&self.credentials, self.kind) {
+            (Some((user, password)), BackendKind::Kafka) => config.with_sasl("SCRAM-SHA-512", user, password.clone()),
+            _ => Ok(config),
+        }
+    }
+
     /// A backend connected to this broker with the client TLS settings
     /// `tls` (another CA, a client certificate, a server name).
     pub async fn backend_with_tls(&self, tls: TlsConfig) -> Result<Arc<dyn PubSubBackend>> {
-        BackendConfig::from_url(&self.url())?.with_tls(tls)?.connect().await
+        self.config_without_tls()?.with_tls(tls)?.connect().await
     }
 
     /// Whether the broker process is alive.
