@@ -294,6 +294,13 @@ start_pulsar_apache() {
     fetch_pulsar || return 1
     make_test_certificates || return 1
     local dir="$RUN_DIR/pulsar-apache" conf="$RUN_DIR/pulsar-apache/standalone.conf"
+    # Fresh data and log on every start: on the data of a standalone that
+    # did not stop cleanly, the bookie's stale registration flapped (deleted
+    # and created thousands of times a second, a 340 MB log) and every write
+    # failed with "Not enough non-faulty bookies". Nothing the tests need
+    # outlives a run.
+    rm -rf "$dir/metadata" "$dir/bookkeeper"
+    : >"$RUN_DIR/pulsar-apache.log"
     mkdir -p "$dir"
     # scripts/pulsar/standalone.conf with the TLS listener's files (absolute
     # paths, which depend on where the checkout is) appended.

@@ -240,3 +240,40 @@ fn tls_settings_are_printed() {
     assert!(!PulsarConfig::new("127.0.0.1:6652").uses_tls());
     assert!(PulsarConfig::new("pulsar+ssl://127.0.0.1:6653").uses_tls());
 }
+
+/// The broker's certificate names `localhost` and `127.0.0.1`; reached as
+/// `127.0.0.2` (a plain TCP relay to the TLS port, so the handshake is the
+/// broker's own), the name does not match and the connection is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_for_another_host_is_refused() {
+    let Some(certs) = tls_broker("pulsar TLS wrong host").await else {
+        return;
+    };
+    let target = url()
+        .trim_start_matches("pulsar+ssl://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0")
+        .await
+        .expect("bind 127.0.0.2");
+    let port = listener.local_addr().unwrap().port();
+    let relay = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target.as_str()).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let cfg = PulsarConfig::new(format!("pulsar+ssl://127.0.0.2:{port}"))
+        .with_tls(certs.mutual())
+        .with_timeout(Duration::from_secs(10));
+    match PulsarBackend::connect(cfg).await {
+        Ok(_) => panic!("a certificate for another host was accepted"),
+        Err(e @ Error::Tls { .. }) => assert!(!e.is_retriable(), "{e}"),
+        Err(other) => panic!("expected Error::Tls, got {other:?}"),
+    }
+    relay.abort();
+}
