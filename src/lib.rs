@@ -86,6 +86,9 @@ pub use pubsub_pulsar as pulsar;
 /// The Redis adapter crate (feature `redis`).
 #[cfg(feature = "redis")]
 pub use pubsub_redis as redis;
+/// Celery-class tasks (feature `tasks`): see the README's "Tasks".
+#[cfg(feature = "tasks")]
+pub use pubsub_tasks as tasks;
 
 /// Connects to the backend a URL names; see [`BackendConfig::from_url`].
 pub async fn connect(url: &str) -> Result<Arc<dyn PubSubBackend>> {

@@ -1,0 +1,38 @@
+//! Celery-class tasks on any `pubsub` backend: define a task, send it with
+//! `delay` or `apply_async` (countdown, eta, expiry, a chosen id), wait for
+//! its result, compose chains, groups and chords, and run them on workers
+//! built on the processor runtime.
+//!
+//! - [`Task`]: a typed task (`NAME`, `Args`, `Output`, async `run`), or
+//!   [`Worker::register_fn`] for a plain async function on JSON.
+//! - [`Tasks`]: sends tasks and workflows, hands out [`AsyncResult`]s.
+//! - [`Worker`]: runs registered tasks from queue topics, with retries and
+//!   backoff, time limits, dead letters, revocation and graceful drain.
+//! - [`ResultStore`]: where results live ([`MemoryResultStore`]; Redis with
+//!   feature `redis`), with expiry and waiting that does not poll.
+//! - [`TaskMessage`]: the versioned JSON wire format.
+#![warn(missing_docs)]
+
+mod canvas;
+mod client;
+mod envelope;
+mod error;
+mod result;
+mod sender;
+mod state;
+mod store;
+mod task;
+mod worker;
+
+pub use async_trait::async_trait;
+pub use canvas::Signature;
+pub use client::{SendOptions, Tasks};
+pub use envelope::{ChordInfo, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
+pub use error::{Error, Result, TaskError};
+pub use result::{AsyncResult, GroupResult};
+pub use state::{TaskRecord, TaskState};
+#[cfg(feature = "redis")]
+pub use store::RedisResultStore;
+pub use store::{MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
+pub use task::{Task, TaskContext, TaskOptions};
+pub use worker::{Inspector, RunningTask, Worker, WORKER_SUBSCRIPTION};

@@ -1,0 +1,192 @@
+//! Results in this process's memory: for the embedded backend and tests.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pubsub_core::Result;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{ResultStore, DEFAULT_RESULT_TTL};
+use crate::state::TaskRecord;
+
+/// A [`ResultStore`] in memory, shared by the senders and workers of one
+/// process (clone the `Arc`). Records expire after `ttl`.
+///
+/// ```
+/// # tokio_test_block(async {
+/// use pubsub_tasks::{MemoryResultStore, ResultStore, TaskRecord, TaskState};
+/// let store = MemoryResultStore::new();
+/// store.put(&TaskRecord::new("t1", "add", TaskState::Success)).await?;
+/// assert_eq!(store.get("t1").await?.unwrap().state, TaskState::Success);
+/// # Ok::<(), pubsub_core::Error>(()) });
+/// # fn tokio_test_block<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f) }
+/// ```
+#[derive(Debug)]
+pub struct MemoryResultStore {
+    ttl: Duration,
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    records: HashMap<String, (TaskRecord, Instant)>,
+    revoked: HashMap<String, Instant>,
+    chords: HashMap<String, Chord>,
+}
+
+#[derive(Debug, Default)]
+struct Chord {
+    joined: BTreeSet<usize>,
+    /// When the caller told to send the callback must have confirmed.
+    claim_until: Option<Instant>,
+    sent: bool,
+}
+
+impl Default for MemoryResultStore {
+    fn default() -> Self {
+        Self::with_ttl(DEFAULT_RESULT_TTL)
+    }
+}
+
+impl MemoryResultStore {
+    /// A store whose records live for a day.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store whose records live for `ttl`.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        MemoryResultStore {
+            ttl,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    fn live(&self, id: &str) -> Option<TaskRecord> {
+        let mut state = self.state.lock();
+        match state.records.get(id) {
+            Some((record, until)) if *until > Instant::now() => Some(record.clone()),
+            Some(_) => {
+                state.records.remove(id);
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+#[async_trait]
+impl ResultStore for MemoryResultStore {
+    async fn put(&self, record: &TaskRecord) -> Result<()> {
+        let until = Instant::now() + self.ttl;
+        self.state
+            .lock()
+            .records
+            .insert(record.id.clone(), (record.clone(), until));
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<TaskRecord>> {
+        Ok(self.live(id))
+    }
+
+    async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Option<TaskRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Registered before looking, so a put in between is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(record) = self.live(id).filter(|r| r.state.is_ready()) {
+                return Ok(Some(record));
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn forget(&self, id: &str) -> Result<()> {
+        self.state.lock().records.remove(id);
+        Ok(())
+    }
+
+    async fn revoke(&self, id: &str) -> Result<()> {
+        let until = Instant::now() + self.ttl;
+        self.state.lock().revoked.insert(id.to_string(), until);
+        Ok(())
+    }
+
+    async fn is_revoked(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .state
+            .lock()
+            .revoked
+            .get(id)
+            .is_some_and(|until| *until > Instant::now()))
+    }
+
+    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
+        let mut state = self.state.lock();
+        let chord = state.chords.entry(chord_id.to_string()).or_default();
+        chord.joined.insert(index);
+        let now = Instant::now();
+        let claimable = !chord.sent && chord.claim_until.is_none_or(|until| until <= now);
+        if chord.joined.len() >= size && claimable {
+            chord.claim_until = Some(now + lease);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn chord_sent(&self, chord_id: &str) -> Result<()> {
+        if let Some(chord) = self.state.lock().chords.get_mut(chord_id) {
+            chord.sent = true;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::TaskState;
+
+    #[tokio::test]
+    async fn a_waiter_wakes_on_the_final_state_only() {
+        let store = std::sync::Arc::new(MemoryResultStore::new());
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move { store.wait_ready("t", Duration::from_secs(5)).await })
+        };
+        store.put(&TaskRecord::new("t", "x", TaskState::Started)).await.unwrap();
+        tokio::task::yield_now().await;
+        store.put(&TaskRecord::new("t", "x", TaskState::Success)).await.unwrap();
+        let got = waiter.await.unwrap().unwrap().unwrap();
+        assert_eq!(got.state, TaskState::Success);
+        assert_eq!(store.wait_ready("none", Duration::from_millis(20)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_chord_fires_once_unless_the_claim_lapses() {
+        let store = MemoryResultStore::new();
+        let lease = Duration::from_millis(50);
+        assert!(!store.chord_join("c", 0, 2, lease).await.unwrap());
+        assert!(store.chord_join("c", 1, 2, lease).await.unwrap());
+        // A redelivered member: the claim is held.
+        assert!(!store.chord_join("c", 1, 2, lease).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The claimer never confirmed: the next join takes over.
+        assert!(store.chord_join("c", 0, 2, lease).await.unwrap());
+        store.chord_sent("c").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(!store.chord_join("c", 0, 2, lease).await.unwrap());
+    }
+}

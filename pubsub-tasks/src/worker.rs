@@ -1,0 +1,434 @@
+//! The running side: a [`Worker`] runs registered tasks from queue topics on
+//! the processor runtime (one processor per queue; retries, time limits,
+//! chains and chords are handled here, dead letters and graceful drain by
+//! the processor).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pubsub_core::processor::{HandlerError, Processor, ProcessorOptions, ProcessorReport, Shutdown};
+use pubsub_core::{InitialPosition, Message, PubSubBackend, Topic};
+use serde_json::Value;
+
+use crate::client::message;
+use crate::envelope::TaskMessage;
+use crate::error::{Result, TaskError};
+use crate::sender::Sender;
+use crate::state::{now_ms, TaskRecord, TaskState};
+use crate::store::ResultStore;
+use crate::task::{Task, TaskContext, TaskOptions};
+
+/// The subscription every worker of a queue shares (competing consumers).
+pub const WORKER_SUBSCRIPTION: &str = "pubsub-tasks";
+
+/// How long the worker told to send a chord's callback has to confirm it
+/// before another member's join sends it instead.
+const CHORD_LEASE: Duration = Duration::from_secs(60);
+
+/// A task with its types erased, as the registry keeps it.
+#[async_trait]
+trait Runnable: Send + Sync {
+    fn options(&self) -> TaskOptions;
+    async fn call(&self, args: Value, ctx: TaskContext) -> std::result::Result<Value, TaskError>;
+}
+
+struct Typed<T>(T);
+
+#[async_trait]
+impl<T: Task> Runnable for Typed<T> {
+    fn options(&self) -> TaskOptions {
+        self.0.options()
+    }
+
+    async fn call(&self, args: Value, ctx: TaskContext) -> std::result::Result<Value, TaskError> {
+        // Arguments that do not fit the task's type never will: fatal.
+        let args: T::Args = serde_json::from_value(args)
+            .map_err(|e| TaskError::fatal(format!("arguments do not fit {}: {e}", T::NAME)))?;
+        let out = self.0.run(args, ctx).await?;
+        serde_json::to_value(out).map_err(|e| TaskError::fatal(format!("the result does not encode: {e}")))
+    }
+}
+
+type BoxFuture = std::pin::Pin<Box<dyn Future<Output = std::result::Result<Value, TaskError>> + Send>>;
+
+struct Plain {
+    options: TaskOptions,
+    f: Box<dyn Fn(Value, TaskContext) -> BoxFuture + Send + Sync>,
+}
+
+#[async_trait]
+impl Runnable for Plain {
+    fn options(&self) -> TaskOptions {
+        self.options.clone()
+    }
+
+    async fn call(&self, args: Value, ctx: TaskContext) -> std::result::Result<Value, TaskError> {
+        (self.f)(args, ctx).await
+    }
+}
+
+/// A task running now, as [`Inspector::running`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningTask {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// How long it has been running.
+    pub running_for: Duration,
+}
+
+/// Looks into a worker while it runs.
+#[derive(Clone)]
+pub struct Inspector {
+    running: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+}
+
+impl std::fmt::Debug for Inspector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inspector")
+            .field("running", &self.running.lock().len())
+            .finish()
+    }
+}
+
+impl Inspector {
+    /// The tasks running now.
+    pub fn running(&self) -> Vec<RunningTask> {
+        let mut out: Vec<RunningTask> = self
+            .running
+            .lock()
+            .iter()
+            .map(|(id, (name, since))| RunningTask {
+                id: id.clone(),
+                name: name.clone(),
+                running_for: since.elapsed(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}
+
+/// Runs registered tasks from one or more queue topics.
+///
+/// ```no_run
+/// # async fn demo(backend: std::sync::Arc<dyn pubsub_core::PubSubBackend>) -> pubsub_tasks::Result<()> {
+/// use std::sync::Arc;
+/// use pubsub_core::processor::Shutdown;
+/// use pubsub_tasks::{MemoryResultStore, TaskError, TaskOptions, Worker};
+///
+/// let store = Arc::new(MemoryResultStore::new());
+/// let worker = Worker::new(backend, store, "q1/app/tasks/default".parse()?)
+///     .register_fn("add", TaskOptions::default(), |args, _ctx| async move {
+///         let (a, b): (i64, i64) = serde_json::from_value(args).map_err(TaskError::fatal)?;
+///         Ok(serde_json::json!(a + b))
+///     })
+///     .with_concurrency(8);
+/// worker.run(Shutdown::on_signals()).await?;
+/// # Ok(()) }
+/// ```
+pub struct Worker {
+    backend: Arc<dyn PubSubBackend>,
+    store: Arc<dyn ResultStore>,
+    queues: Vec<Topic>,
+    registry: HashMap<String, Arc<dyn Runnable>>,
+    name: String,
+    processor: ProcessorOptions,
+    running: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .field("queues", &self.queues)
+            .field("tasks", &self.registry.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// A worker of `queue` (more with [`queue`](Self::queue)), results in `store`.
+    pub fn new(backend: Arc<dyn PubSubBackend>, store: Arc<dyn ResultStore>, queue: Topic) -> Self {
+        Worker {
+            backend,
+            store,
+            queues: vec![queue],
+            registry: HashMap::new(),
+            name: format!("worker-{}", &uuid::Uuid::new_v4().to_string()[..8]),
+            // Task retries are the worker's (re-sent with their backoff);
+            // the processor retries only what failed around the task
+            // (the result store down), and dead-letters final failures.
+            processor: ProcessorOptions::default().with_max_attempts(10),
+            running: Arc::default(),
+        }
+    }
+
+    /// Also runs tasks from `queue`.
+    pub fn queue(mut self, queue: Topic) -> Self {
+        if !self.queues.contains(&queue) {
+            self.queues.push(queue);
+        }
+        self
+    }
+
+    /// Registers task `T`.
+    pub fn register<T: Task>(mut self, task: T) -> Self {
+        self.registry.insert(T::NAME.to_string(), Arc::new(Typed(task)));
+        self
+    }
+
+    /// Registers a plain async function taking and returning JSON.
+    pub fn register_fn<F, Fut>(mut self, name: &str, options: TaskOptions, f: F) -> Self
+    where
+        F: Fn(Value, TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Value, TaskError>> + Send + 'static,
+    {
+        let f: Box<dyn Fn(Value, TaskContext) -> BoxFuture + Send + Sync> = Box::new(move |a, c| Box::pin(f(a, c)));
+        self.registry.insert(name.to_string(), Arc::new(Plain { options, f }));
+        self
+    }
+
+    /// Runs up to `n` tasks at once per queue.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.processor = self.processor.with_concurrency(n);
+        self
+    }
+
+    /// At most `per_second` tasks start per second per queue.
+    pub fn with_rate_limit(mut self, per_second: f64) -> Self {
+        self.processor = self.processor.with_rate_limit(per_second);
+        self
+    }
+
+    /// The processor options of each queue (concurrency, dead-letter topic,
+    /// shutdown grace...).
+    pub fn with_processor_options(mut self, options: ProcessorOptions) -> Self {
+        self.processor = options;
+        self
+    }
+
+    /// Names this worker (results record it; default `worker-<random>`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// A handle that lists the running tasks while [`run`](Self::run) runs.
+    pub fn inspector(&self) -> Inspector {
+        Inspector {
+            running: self.running.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` (e.g. `Shutdown::on_signals()` for SIGTERM)
+    /// triggers, then lets running tasks finish (the processor's grace)
+    /// and reports per queue.
+    pub async fn run(self, shutdown: Shutdown) -> Result<Vec<ProcessorReport>> {
+        let core = Arc::new(Core {
+            sender: Sender::new(self.backend.clone(), self.store.clone(), self.queues[0].clone()),
+            store: self.store,
+            registry: self.registry,
+            name: self.name,
+            running: self.running,
+        });
+        // Tasks sent before any worker subscribed wait for one, as in a
+        // task queue they must: the shared subscription starts at the
+        // earliest message where the backend can (not MQTT: there a
+        // worker must have subscribed once before tasks are sent).
+        let mut options = self.processor.clone();
+        if self.backend.capabilities().earliest {
+            options.consumer = options.consumer.with_initial_position(InitialPosition::Earliest);
+        }
+        let runs = self.queues.into_iter().map(|queue| {
+            let core = core.clone();
+            let handler = move |m: Message| {
+                let core = core.clone();
+                async move { core.handle(m).await }
+            };
+            Processor::new(self.backend.clone(), queue, WORKER_SUBSCRIPTION, handler)
+                .with_options(options.clone())
+                .run(shutdown.clone())
+        });
+        let reports = futures::future::join_all(runs).await;
+        let _ = core.sender.close().await;
+        reports.into_iter().map(|r| r.map_err(Into::into)).collect()
+    }
+}
+
+/// What the handler of every queue shares.
+struct Core {
+    sender: Sender,
+    store: Arc<dyn ResultStore>,
+    registry: HashMap<String, Arc<dyn Runnable>>,
+    name: String,
+    running: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+}
+
+/// A store or backend failure around a task: the processor retries the message.
+fn around(e: impl std::fmt::Display) -> HandlerError {
+    HandlerError::retry(e)
+}
+
+impl Core {
+    async fn handle(&self, m: Message) -> std::result::Result<(), HandlerError> {
+        let msg = TaskMessage::from_bytes(m.payload()).map_err(|e| HandlerError::fatal(e.to_string()))?;
+        let queue = m.topic().clone();
+        let existing = self.store.get(&msg.id).await.map_err(around)?;
+        if existing.as_ref().is_some_and(|r| r.state.is_ready()) {
+            // A duplicate delivery of a finished task: nothing to do.
+            return Ok(());
+        }
+        let mut record = existing.unwrap_or_else(|| TaskRecord::new(&msg.id, &msg.name, TaskState::Pending));
+        record.worker = Some(self.name.clone());
+        if self.store.is_revoked(&msg.id).await.map_err(around)? {
+            return self.stop(&msg, record, TaskState::Revoked, "revoked".into()).await;
+        }
+        if msg.expires.is_some_and(|at| at <= now_ms()) {
+            return self
+                .stop(&msg, record, TaskState::Revoked, "expired before it started".into())
+                .await;
+        }
+        let Some(task) = self.registry.get(&msg.name).cloned() else {
+            let why = format!("no task {:?} is registered on worker {}", msg.name, self.name);
+            self.stop(&msg, record, TaskState::Failure, why.clone()).await?;
+            return Err(HandlerError::fatal(why));
+        };
+        if let Some(eta) = msg.eta {
+            let now = now_ms();
+            if eta > now {
+                // The broker could not delay it: hold it until its time.
+                record.state = TaskState::Received;
+                self.store.put(&record).await.map_err(around)?;
+                tokio::time::sleep(Duration::from_millis(eta - now)).await;
+                if self.store.is_revoked(&msg.id).await.map_err(around)? {
+                    return self.stop(&msg, record, TaskState::Revoked, "revoked".into()).await;
+                }
+            }
+        }
+        let options = task.options();
+        record.state = TaskState::Started;
+        record.attempts = msg.retries + 1;
+        record.started_at = Some(now_ms());
+        self.store.put(&record).await.map_err(around)?;
+        let ctx = TaskContext {
+            id: msg.id.clone(),
+            retries: msg.retries,
+            root_id: msg.root_id.clone(),
+            parent_id: msg.parent_id.clone(),
+            kwargs: msg.kwargs.clone(),
+            worker: self.name.clone(),
+        };
+        self.running
+            .lock()
+            .insert(msg.id.clone(), (msg.name.clone(), Instant::now()));
+        let run = task.call(msg.args.clone(), ctx);
+        let outcome = match options.time_limit {
+            Some(limit) => tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or_else(|_| Err(TaskError::retry(format!("time limit of {limit:?} exceeded")))),
+            None => run.await,
+        };
+        self.running.lock().remove(&msg.id);
+        match outcome {
+            Ok(value) => self.succeeded(&msg, record, value).await,
+            Err(TaskError::Retry(why)) if msg.retries < options.max_retries => {
+                record.state = TaskState::Retry;
+                record.error = Some(why);
+                self.store.put(&record).await.map_err(around)?;
+                let mut again = msg.clone();
+                again.retries += 1;
+                let delay = options.backoff.delay(again.retries);
+                self.sender.send(&queue, again, Some(delay)).await.map_err(around)?;
+                Ok(())
+            }
+            Err(e) => {
+                let why = e.message().to_string();
+                self.stop(&msg, record, TaskState::Failure, why.clone()).await?;
+                Err(HandlerError::fatal(format!("task {} failed: {why}", msg.id)))
+            }
+        }
+    }
+
+    /// Records a final failure or revocation, and fails what depended on it.
+    async fn stop(
+        &self,
+        msg: &TaskMessage,
+        mut record: TaskRecord,
+        state: TaskState,
+        why: String,
+    ) -> std::result::Result<(), HandlerError> {
+        record.state = state;
+        record.error = Some(why.clone());
+        record.finished_at = Some(now_ms());
+        self.store.put(&record).await.map_err(around)?;
+        let downstream = msg.callbacks.iter().map(|s| (s.id.clone(), s.name.clone())).chain(
+            msg.chord
+                .as_ref()
+                .map(|c| (c.callback.id.clone(), c.callback.name.clone())),
+        );
+        for (id, name) in downstream {
+            let mut failed = TaskRecord::new(id, name, TaskState::Failure);
+            failed.error = Some(format!("{} ({}) did not succeed: {why}", msg.name, msg.id));
+            failed.finished_at = Some(now_ms());
+            self.store.put(&failed).await.map_err(around)?;
+        }
+        Ok(())
+    }
+
+    async fn succeeded(
+        &self,
+        msg: &TaskMessage,
+        mut record: TaskRecord,
+        value: Value,
+    ) -> std::result::Result<(), HandlerError> {
+        // The next chain step is sent before the result is final, so a
+        // crash in between re-runs this task rather than losing the step.
+        if let Some((next, rest)) = msg.callbacks.split_first() {
+            let mut step = message(next);
+            step.args = next.args_after(value.clone());
+            step.callbacks = rest.to_vec();
+            step.parent_id = Some(msg.id.clone());
+            step.root_id = msg.root_id.clone().or_else(|| Some(msg.id.clone()));
+            let topic = self.sender.queue(next.queue.as_deref()).map_err(around)?;
+            let countdown = next.countdown_ms.map(Duration::from_millis);
+            self.sender.send(&topic, step, countdown).await.map_err(around)?;
+        }
+        record.state = TaskState::Success;
+        record.result = Some(value);
+        record.error = None;
+        record.finished_at = Some(now_ms());
+        self.store.put(&record).await.map_err(around)?;
+        if let Some(chord) = &msg.chord {
+            let index = chord.members.iter().position(|id| id == &msg.id).unwrap_or(0);
+            let last = self
+                .store
+                .chord_join(&chord.id, index, chord.members.len(), CHORD_LEASE)
+                .await
+                .map_err(around)?;
+            if last {
+                let mut results = Vec::with_capacity(chord.members.len());
+                for id in &chord.members {
+                    let r = self.store.get(id).await.map_err(around)?;
+                    results.push(r.and_then(|r| r.result).unwrap_or(Value::Null));
+                }
+                let cb = &chord.callback;
+                let mut call = message(cb);
+                call.args = cb.args_after(Value::Array(results));
+                call.root_id = msg.root_id.clone();
+                let topic = self.sender.queue(cb.queue.as_deref()).map_err(around)?;
+                self.sender
+                    .send(&topic, call, cb.countdown_ms.map(Duration::from_millis))
+                    .await
+                    .map_err(around)?;
+                self.store.chord_sent(&chord.id).await.map_err(around)?;
+            }
+        }
+        Ok(())
+    }
+}
