@@ -347,8 +347,10 @@ impl BackendConfig {
     }
 
     /// The same configuration, connecting over TLS with `tls` (a CA file,
-    /// a client certificate, a server name). MQTT, NATS, Redis and Pulsar
-    /// so far; the others answer [`Error::Unsupported`].
+    /// a client certificate, a server name): every broker backend; the
+    /// embedded one answers [`Error::Unsupported`]. Settings a backend
+    /// cannot honour (a server name on Kafka, Pulsar and Redis) are refused
+    /// by `connect`.
     pub fn with_tls(mut self, tls: TlsConfig) -> Result<Self> {
         match &mut self {
             BackendConfig::Pulsar { tls: t, .. }
@@ -359,10 +361,7 @@ impl BackendConfig {
                 *t = Some(tls);
                 Ok(self)
             }
-            other => Err(Error::unsupported(
-                other.kind().as_str(),
-                "TLS settings through BackendConfig yet (see the README's \"Connecting to production\")",
-            )),
+            other => Err(Error::unsupported(other.kind().as_str(), "TLS (it runs in process)")),
         }
     }
 
@@ -1031,7 +1030,8 @@ impl PubSubArgs {
         let config = self.raw_config();
         match &config {
             BackendConfig::Kafka { bootstrap_servers, .. } => {
-                check_kafka("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers)?
+                check_kafka("KAFKA_BOOTSTRAP_SERVERS", bootstrap_servers)?;
+                self.check_kafka_sasl()?;
             }
             BackendConfig::Pulsar { url, .. } => check_pulsar("PULSAR_HOST", url)?,
             BackendConfig::Mqtt { host, .. } => return self.mqtt_config(host, config.clone()),
@@ -1040,6 +1040,41 @@ impl PubSubArgs {
             BackendConfig::Embedded { .. } => {}
         }
         Ok(config)
+    }
+
+    /// The `KAFKA_SASL_*` variables: all three make sense only together
+    /// with a user name, a user name needs a password, and the mechanism
+    /// must be one librdkafka does here.
+    fn check_kafka_sasl(&self) -> Result<()> {
+        let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+        let user = set(&self.kafka_sasl_username);
+        let password = self
+            .kafka_sasl_password
+            .as_ref()
+            .is_some_and(|p| !p.expose().is_empty());
+        if !user && password {
+            return Err(Error::InvalidConfiguration(
+                "KAFKA_SASL_PASSWORD is set but KAFKA_SASL_USERNAME is not; set both for a SASL login".into(),
+            ));
+        }
+        if !user && set(&self.kafka_sasl_mechanism) {
+            return Err(Error::InvalidConfiguration(
+                "KAFKA_SASL_MECHANISM is set but KAFKA_SASL_USERNAME is not; set it and KAFKA_SASL_PASSWORD".into(),
+            ));
+        }
+        if user && !password {
+            return Err(Error::InvalidConfiguration(
+                "KAFKA_SASL_USERNAME is set but KAFKA_SASL_PASSWORD is not".into(),
+            ));
+        }
+        #[cfg(feature = "kafka")]
+        if let Some(mechanism) = self.kafka_sasl_mechanism.as_deref().filter(|m| !m.trim().is_empty()) {
+            mechanism.parse::<pubsub_kafka::SaslMechanism>().map_err(|e| match e {
+                Error::InvalidConfiguration(why) => invalid("KAFKA_SASL_MECHANISM", mechanism, why),
+                other => other,
+            })?;
+        }
+        Ok(())
     }
 
     /// `MQTT_HOST` as a host, `host:port` or `mqtt://` URL, with `MQTT_PORT`.
@@ -1096,9 +1131,15 @@ impl PubSubArgs {
                 ),
             ));
         }
+        // mqtts:// without a port: 8883, unless MQTT_PORT says otherwise.
+        let port = match (has_port, url_scheme, self.mqtt_port) {
+            (true, _, _) => port,
+            (false, "mqtts", 1883) => 8883,
+            (false, _, configured) => configured,
+        };
         Ok(BackendConfig::Mqtt {
             host,
-            port: if has_port { port } else { self.mqtt_port },
+            port,
             username: plain_user.or(username),
             password: plain_password.or(password),
             tls: plain_tls.or(tls),

@@ -24,8 +24,16 @@ fn clear_env() {
         "MQTT_PASSWORD",
         "NATS_URL",
         "REDIS_URL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
     ] {
         std::env::remove_var(k);
+    }
+    for backend in ["KAFKA", "PULSAR", "MQTT", "NATS", "REDIS"] {
+        for what in ["CA_FILE", "CERT_FILE", "KEY_FILE", "SERVER_NAME"] {
+            std::env::remove_var(format!("{backend}_TLS_{what}"));
+        }
     }
 }
 
@@ -185,6 +193,48 @@ async fn bad_variables_are_named_with_their_value_and_what_is_allowed() {
     ])
     .await;
     assert!(m.contains("MQTT_PORT=1885") && m.contains("1884"), "{m}");
+
+    // Kafka's SASL variables make sense only together, each named.
+    for (vars, expect) in [
+        (&[("KAFKA_SASL_PASSWORD", "pw")][..], "KAFKA_SASL_USERNAME is not"),
+        (&[("KAFKA_SASL_USERNAME", "app")][..], "KAFKA_SASL_PASSWORD is not"),
+        (
+            &[("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256")][..],
+            "KAFKA_SASL_USERNAME is not",
+        ),
+        (
+            &[
+                ("KAFKA_SASL_USERNAME", "app"),
+                ("KAFKA_SASL_PASSWORD", "pw"),
+                ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-1"),
+            ][..],
+            "KAFKA_SASL_MECHANISM=\"SCRAM-SHA-1\"",
+        ),
+    ] {
+        let mut all = vec![("PUBSUB_BACKEND", "kafka")];
+        all.extend_from_slice(vars);
+        let m = config_error(&all).await;
+        assert!(m.contains(expect), "{vars:?}: {m}");
+        assert!(!m.contains("\"pw\""), "the password leaked: {m}");
+    }
+}
+
+/// `MQTT_HOST=mqtts://host` without a port: TLS on 8883, as from a URL.
+#[test]
+fn mqtts_host_without_a_port_means_8883() {
+    let _env = ENV.blocking_lock();
+    clear_env();
+    std::env::set_var("PUBSUB_BACKEND", "mqtt");
+    std::env::set_var("MQTT_HOST", "mqtts://broker.internal");
+    let config = pubsub::PubSubArgs::from_env().unwrap().checked_config().unwrap();
+    clear_env();
+    match config {
+        pubsub::BackendConfig::Mqtt { port, tls, .. } => {
+            assert_eq!(port, 8883);
+            assert!(tls.is_some());
+        }
+        other => panic!("not MQTT: {other:?}"),
+    }
 }
 
 /// An empty variable is unset, and MQTT_HOST may be a URL or host:port

@@ -109,11 +109,35 @@ async fn tls_suite(kind: BackendKind) {
     match wrong.connect().await {
         Ok(_) => panic!("{kind}: a wrong password was accepted"),
         Err(e @ Error::Authentication { .. }) => {
+            assert!(e.to_string().contains(USER), "{kind}: the user is not named: {e}");
             assert!(!e.to_string().contains("not-the-password"), "{e}");
             assert!(!format!("{e:?}").contains("not-the-password"), "{e:?}");
             assert!(!e.is_retriable());
         }
         Err(other) => panic!("{kind}: expected Error::Authentication, got {other:?}"),
+    }
+
+    // Files that cannot work are named before anything connects: a CA file
+    // with no certificate, a key from another pair.
+    let empty = certs.ca.with_file_name("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let no_ca = TlsConfig::default().with_ca_file(&empty);
+    match connect(&url, no_ca).await {
+        Err(Error::InvalidConfiguration(m)) => assert!(m.contains("empty.pem"), "{kind}: {m}"),
+        other => panic!(
+            "{kind} empty CA file: expected InvalidConfiguration, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    let mismatched = certs
+        .client_tls()
+        .with_client_auth(&certs.client.cert, &certs.untrusted_client.key);
+    match connect(&url, mismatched).await {
+        Err(e @ (Error::InvalidConfiguration(_) | Error::Tls { .. })) => assert!(!e.is_retriable(), "{kind}: {e}"),
+        other => panic!(
+            "{kind} mismatched key: expected a permanent error, got {:?}",
+            other.map(|_| ())
+        ),
     }
 
     // Trusting another CA: the server's certificate is refused.

@@ -59,12 +59,14 @@ pub fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    // The last `@` anywhere, not only in the authority: a password with an
+    // unescaped `#`, `/`, `?` or `@` would otherwise end the authority early
+    // and be printed. A query value with an `@` is hidden too: better too
+    // much than a password.
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
-    let userinfo = &authority[..at];
+    let userinfo = &rest[..at];
     let user = match userinfo.find(':') {
         Some(colon) => format!("{}:***", &userinfo[..colon]),
         None => "***".to_string(), // a lone token in the user part
@@ -80,7 +82,14 @@ mod tests {
     fn urls_lose_their_passwords() {
         assert_eq!(redact_url("mqtt://bob:pw@h:1883"), "mqtt://bob:***@h:1883");
         assert_eq!(redact_url("nats://tok3n@h:4222"), "nats://***@h:4222");
-        assert_eq!(redact_url("redis://h:6379/0?x=a@b"), "redis://h:6379/0?x=a@b");
+        // Unescaped URL characters in a password never show.
+        assert_eq!(redact_url("redis://app:weird#frag@h:6379"), "redis://app:***@h:6379");
+        assert_eq!(
+            redact_url("rediss://app:p@ss:w0rd/x?y@h:6380/0"),
+            "rediss://app:***@h:6380/0"
+        );
+        // An `@` in a query hides what comes before it: too much, never too little.
+        assert_eq!(redact_url("redis://h:6379/0?x=a@b"), "redis://h:***@b");
         assert_eq!(redact_url("not a url"), "not a url");
         assert!(!format!("{:?}", Secret::new("pw")).contains("pw"));
     }

@@ -71,11 +71,13 @@ impl TlsConfig {
     /// key or the other way round), naming what is missing.
     pub fn check(&self, backend: &'static str) -> Result<()> {
         match (&self.cert_file, &self.key_file) {
-            (Some(_), None) => Err(Error::InvalidConfiguration(format!(
-                "{backend} TLS: a client certificate file is set but no key file"
+            (Some(cert), None) => Err(Error::InvalidConfiguration(format!(
+                "{backend} TLS: the client certificate file {} is set but no key file (both or neither)",
+                cert.display()
             ))),
-            (None, Some(_)) => Err(Error::InvalidConfiguration(format!(
-                "{backend} TLS: a client key file is set but no certificate file"
+            (None, Some(key)) => Err(Error::InvalidConfiguration(format!(
+                "{backend} TLS: the client key file {} is set but no certificate file (both or neither)",
+                key.display()
             ))),
             _ => Ok(()),
         }
@@ -172,6 +174,30 @@ mod rustls_config {
                 }
                 _ => Ok(builder.with_no_client_auth()),
             }
+        }
+
+        /// [`check`](Self::check), and that each file set holds what its
+        /// role needs (a certificate in the CA and certificate files, a
+        /// private key in the key file), for client libraries that would
+        /// otherwise report a bad file vaguely or only during the handshake.
+        pub fn check_files(&self, backend: &'static str) -> Result<()> {
+            self.check(backend)?;
+            if let Some(ca) = &self.ca_file {
+                certificates(backend, "CA file", ca)?;
+            }
+            if let Some(cert) = &self.cert_file {
+                certificates(backend, "client certificate file", cert)?;
+            }
+            if let Some(key) = &self.key_file {
+                TlsConfig::read_pem(backend, "client key file", key)?;
+                PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    invalid(
+                        backend,
+                        format!("no private key in the client key file {}: {e}", key.display()),
+                    )
+                })?;
+            }
+            Ok(())
         }
 
         fn root_store(&self, backend: &'static str) -> Result<RootCertStore> {

@@ -244,9 +244,10 @@ async fn probe(config: &KafkaConfig) -> Result<()> {
     };
     let explained = pubsub_core::tls_failure(&std::io::Error::other(why.clone()));
     Err(if is_auth_failure(&why) {
+        let user = config.sasl_username.as_deref().unwrap_or("");
         Error::Authentication {
             backend: NAME,
-            message: format!("{servers}: {why}"),
+            message: format!("{servers}: the login of user {user:?} was refused: {why}"),
             source: Some(Box::new(e)),
         }
     } else if explained.is_some() || why.contains("SSL") {

@@ -200,22 +200,18 @@ impl KafkaConfig {
     /// Refuses TLS settings librdkafka cannot honour, before any client is made.
     pub(crate) fn check(&self) -> Result<()> {
         if let Some(tls) = &self.tls {
-            tls.check("kafka")?;
             if tls.server_name.is_some() {
                 return Err(Error::unsupported(
                     "kafka",
                     "a TLS server name override (librdkafka checks each broker's advertised host name)",
                 ));
             }
-            for (role, path) in [
-                ("CA file", &tls.ca_file),
-                ("client certificate file", &tls.cert_file),
-                ("client key file", &tls.key_file),
-            ] {
-                if let Some(path) = path {
-                    TlsConfig::read_pem("kafka", role, path)?;
-                }
-            }
+            tls.check_files("kafka")?;
+        }
+        if self.sasl_username.is_some() && self.sasl_password.is_none() {
+            return Err(Error::InvalidConfiguration(
+                "kafka SASL: a user name is set but no password".into(),
+            ));
         }
         Ok(())
     }

@@ -105,6 +105,7 @@ fn connect_error(shown: &str, e: async_nats::ConnectError) -> Error {
     use async_nats::ConnectErrorKind as Kind;
     let message = format!("connect to {shown}: {e}");
     match e.kind() {
+        Kind::ServerParse => Error::InvalidConfiguration(format!("NATS URL {shown}: {e}")),
         Kind::Authentication | Kind::AuthorizationViolation => Error::Authentication {
             backend: NAME,
             message,

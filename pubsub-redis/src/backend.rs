@@ -37,6 +37,10 @@ pub(crate) fn map_err(what: &str, e: RedisError) -> Error {
             source: Some(Box::new(e)),
         };
     }
+    if e.kind() == redis::ErrorKind::InvalidClientConfig {
+        // Bad TLS material or URL settings: the same every time.
+        return Error::InvalidConfiguration(message);
+    }
     if let Some(why) = pubsub_core::tls_failure(&e) {
         return Error::Tls {
             backend: NAME,
@@ -105,6 +109,11 @@ impl RedisBackend {
                 message: format!("no answer from {shown} within {:?}", config.timeout),
                 source: None,
             })?
+            .map_err(|e| map_err(&format!("connect to {shown}"), e))?;
+        // A login the server refuses fails here, not at the first command.
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
             .map_err(|e| map_err(&format!("connect to {shown}"), e))?;
         let server_max = config_get(&mut conn, "proto-max-bulk-len")
             .await
@@ -181,7 +190,7 @@ fn client_for(config: &RedisConfig, info: redis::ConnectionInfo) -> std::result:
         }
         return Client::open(info).map_err(ClientError::Redis);
     };
-    tls.check(NAME).map_err(ClientError::Config)?;
+    tls.check_files(NAME).map_err(ClientError::Config)?;
     if tls.server_name.is_some() {
         return Err(ClientError::Config(Error::unsupported(
             NAME,

@@ -675,7 +675,11 @@ impl TestBroker {
         }
     }
 
-    /// A backend connected to this broker; for a TLS broker, trusting its CA.
+    /// A backend connected to this broker; for a TLS broker, trusting its
+    /// CA but presenting no client certificate (a broker started with
+    /// `require_client_cert` refuses it: use
+    /// [`backend_with_tls`](Self::backend_with_tls) with
+    /// [`TestCertificates::mutual_tls`]).
     pub async fn backend(&self) -> Result<Arc<dyn PubSubBackend>> {
         self.config()?.connect().await
     }
