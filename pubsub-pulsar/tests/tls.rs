@@ -277,3 +277,43 @@ async fn certificate_for_another_host_is_refused() {
     }
     relay.abort();
 }
+
+/// The test broker checks tokens signed with its throw-away key
+/// (scripts/pulsar/standalone.conf): a token signed with it logs in, one
+/// signed with another key is `Error::Authentication`, without the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_by_another_key_is_refused() {
+    // HS256 tokens for {"sub":"app"}: with the broker's test key, and with another.
+    const GOOD: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhcHAifQ.JBDevFG_XC4OQhQ8lijMjniIM8qyIKKSAHuJLJwEeJc";
+    const FORGED: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhcHAifQ.2tb_jSXu6NUx9lDy5bTjTh0drOEmBDUEEDZe4iBdM6g";
+    let Some(certs) = tls_broker("pulsar token").await else {
+        return;
+    };
+    let with_token = |token: &str| {
+        config(certs.mutual())
+            .with_token(pubsub_core::Secret::new(token))
+            .with_timeout(Duration::from_secs(10))
+    };
+    let backend = PulsarBackend::connect(with_token(GOOD))
+        .await
+        .expect("the broker's token logs in");
+    backend.close().await.unwrap();
+    let started = Instant::now();
+    match PulsarBackend::connect(with_token(FORGED)).await {
+        Ok(_) => panic!("a token signed by another key was accepted"),
+        Err(e @ Error::Authentication { .. }) => {
+            let text = format!("{e} {e:?}");
+            assert!(
+                !text.contains(FORGED) && !text.contains("2tb_jSXu"),
+                "the token shows: {text}"
+            );
+            assert!(!e.is_retriable());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "took {:?}",
+                started.elapsed()
+            );
+        }
+        Err(other) => panic!("expected Error::Authentication, got {other:?}"),
+    }
+}

@@ -7,7 +7,7 @@ use pubsub_core::{PubSubBackend, Topic};
 use serde_json::Value;
 
 use crate::canvas::Signature;
-use crate::envelope::{ChordInfo, TaskMessage, WIRE_VERSION};
+use crate::envelope::{ChordInfo, TaskMessage};
 use crate::error::{Error, Result};
 use crate::result::{AsyncResult, GroupResult};
 use crate::sender::Sender;
@@ -212,18 +212,5 @@ fn countdown_of(options: &SendOptions) -> Option<Duration> {
 
 /// A fresh message for a signature.
 pub(crate) fn message(sig: &Signature) -> TaskMessage {
-    TaskMessage {
-        v: WIRE_VERSION,
-        id: sig.id.clone(),
-        name: sig.name.clone(),
-        args: sig.args.clone(),
-        kwargs: Default::default(),
-        retries: 0,
-        eta: None,
-        expires: None,
-        parent_id: None,
-        root_id: None,
-        callbacks: Vec::new(),
-        chord: None,
-    }
+    TaskMessage::new(&sig.id, &sig.name, sig.args.clone())
 }

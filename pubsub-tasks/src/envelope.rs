@@ -67,6 +67,24 @@ pub struct ChordInfo {
 }
 
 impl TaskMessage {
+    /// A first attempt of `name` with `args`, under `id`, nothing else set.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, args: Value) -> Self {
+        TaskMessage {
+            v: WIRE_VERSION,
+            id: id.into(),
+            name: name.into(),
+            args,
+            kwargs: Default::default(),
+            retries: 0,
+            eta: None,
+            expires: None,
+            parent_id: None,
+            root_id: None,
+            callbacks: Vec::new(),
+            chord: None,
+        }
+    }
+
     /// The JSON bytes of this message.
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a task message is plain JSON")
@@ -93,20 +111,7 @@ mod tests {
 
     #[test]
     fn optional_fields_are_omitted_and_read_back() {
-        let msg = TaskMessage {
-            v: WIRE_VERSION,
-            id: "t1".into(),
-            name: "add".into(),
-            args: serde_json::json!([1, 2]),
-            kwargs: Default::default(),
-            retries: 0,
-            eta: None,
-            expires: None,
-            parent_id: None,
-            root_id: None,
-            callbacks: vec![],
-            chord: None,
-        };
+        let msg = TaskMessage::new("t1", "add", serde_json::json!([1, 2]));
         let text = String::from_utf8(msg.to_bytes()).unwrap();
         assert_eq!(text, r#"{"v":1,"id":"t1","name":"add","args":[1,2],"retries":0}"#);
         assert_eq!(TaskMessage::from_bytes(text.as_bytes()).unwrap(), msg);

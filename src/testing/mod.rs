@@ -265,25 +265,10 @@ fn redis_security_args(port: u16, credentials: Option<&(String, Secret)>, tls: O
         None => args.extend(["--port".to_string(), port.to_string()]),
     }
     if let Some((user, password)) = credentials {
-        args.extend(["--user".to_string(), "default".to_string(), "off".to_string()]);
-        args.extend(
-            [
-                user.as_str(),
-                "on",
-                &format!(">{}", password.expose()),
-                "~*",
-                "&*",
-                "+@all",
-            ]
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold(vec!["--user".to_string()], |mut v, a| {
-                v.push(a);
-                v
-            }),
-        );
+        let secret = format!(">{}", password.expose());
+        let acl = [user.as_str(), "on", &secret, "~*", "&*", "+@all"];
+        args.extend(["--user", "default", "off", "--user"].map(String::from));
+        args.extend(acl.map(String::from));
     }
     args
 }
