@@ -211,6 +211,9 @@ async fn bad_variables_are_named_with_their_value_and_what_is_allowed() {
             "KAFKA_SASL_MECHANISM=\"SCRAM-SHA-1\"",
         ),
     ] {
+        if !cfg!(feature = "kafka") && vars.len() == 3 {
+            continue; // the mechanism is checked by the Kafka adapter, not compiled in
+        }
         let mut all = vec![("PUBSUB_BACKEND", "kafka")];
         all.extend_from_slice(vars);
         let m = config_error(&all).await;

@@ -94,16 +94,19 @@ async fn password_auth_and_secrets() {
     );
     assert!(!format!("{backend:?}").contains(password));
 
-    // Wrong password, and none: refused with a connection error naming the user, not the password.
+    // Wrong password, and none: refused with an authentication error naming the user, not the password.
     let port = broker.port();
     let wrong = pubsub::connect(&format!("mqtt://alice:wrong-{password}@127.0.0.1:{port}"))
         .await
         .unwrap_err();
-    assert!(matches!(wrong, Error::Connection { .. }), "{wrong:?}");
+    assert!(
+        matches!(wrong, Error::Authentication { .. }) && !wrong.is_retriable(),
+        "{wrong:?}"
+    );
     let shown = format!("{wrong} {wrong:?}");
     assert!(shown.contains("alice") && !shown.contains(password), "{shown}");
     let anonymous = pubsub::connect(&format!("mqtt://127.0.0.1:{port}")).await.unwrap_err();
-    assert!(matches!(anonymous, Error::Connection { .. }), "{anonymous:?}");
+    assert!(matches!(anonymous, Error::Authentication { .. }), "{anonymous:?}");
 
     // From the environment, as a service gets it.
     let args = pubsub::PubSubArgs {

@@ -315,7 +315,8 @@ fn describe_tls_text(text: &str) -> Option<String> {
     let why = if t.contains("unknownissuer") || t.contains("unknown issuer") || t.contains("unable to get local issuer")
     {
         "the server's certificate is not signed by a trusted CA (check the CA file)"
-    } else if t.contains("expired") {
+    } else if t.contains("expired") && t.contains("certificate") {
+        // Not any "expired" (a token's, a session's): a certificate's.
         "the server's certificate has expired or is not yet valid"
     } else if t.contains("notvalidforname") || t.contains("not valid for name") || t.contains("hostname mismatch") {
         "the server's certificate is not valid for the host name (set the server name if it differs)"
@@ -367,6 +368,8 @@ mod tests {
         );
         let plain = std::io::Error::other("connection refused");
         assert_eq!(tls_failure(&plain), None);
+        let token = std::io::Error::other("authentication failed: the token has expired");
+        assert_eq!(tls_failure(&token), None, "a token's expiry is not a TLS failure");
     }
 
     #[cfg(feature = "tls")]

@@ -8,7 +8,7 @@ use pubsub_core::{Secret, TlsConfig};
 /// How to reach the MQTT broker.
 ///
 /// ```
-/// use pubsub_core::{Secret, TlsConfig};
+/// use pubsub_core::Secret;
 /// let cfg = pubsub_mqtt::MqttConfig::new("localhost", 1883).with_credentials("bob", Secret::new("pw"));
 /// assert!(!format!("{cfg:?}").contains("\"pw\""));
 /// ```

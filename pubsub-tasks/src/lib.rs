@@ -31,8 +31,10 @@ pub use envelope::{ChordInfo, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
 pub use error::{Error, Result, TaskError};
 pub use result::{AsyncResult, GroupResult};
 pub use state::{TaskRecord, TaskState};
+#[cfg(feature = "nats")]
+pub use store::NatsResultStore;
 #[cfg(feature = "redis")]
 pub use store::RedisResultStore;
-pub use store::{MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
+pub use store::{DirResultStore, MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
 pub use task::{Task, TaskContext, TaskOptions};
 pub use worker::{Inspector, RunningTask, Worker, WORKER_SUBSCRIPTION};

@@ -1,6 +1,6 @@
 //! The task layer end to end, the same cases on the embedded backend (memory
-//! results) and on real Redis (Redis results) and NATS (memory results; NATS
-//! has no delayed delivery, so countdowns take the worker's hold).
+//! results) and on real Redis (Redis results) and NATS (JetStream key-value
+//! results; NATS has no delayed delivery, so countdowns take the worker's hold).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use pubsub_core::processor::{Backoff, Shutdown};
 use pubsub_core::{OutgoingMessage, PubSubBackend, Topic};
 use pubsub_tasks::{
-    async_trait, Error, MemoryResultStore, RedisResultStore, ResultStore, SendOptions, Signature, Task, TaskContext,
-    TaskError, TaskMessage, TaskOptions, TaskState, Tasks, Worker, WIRE_VERSION,
+    async_trait, DirResultStore, Error, MemoryResultStore, NatsResultStore, RedisResultStore, ResultStore, SendOptions,
+    Signature, Task, TaskContext, TaskError, TaskMessage, TaskOptions, TaskState, Tasks, Worker, WIRE_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -330,6 +330,27 @@ async fn tasks_on_embedded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_embedded_data_dir_with_dir_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = pubsub_embedded::EmbeddedConfig::data_dir(dir.path().join("log"));
+    let backend: Arc<dyn PubSubBackend> = Arc::new(pubsub_embedded::EmbeddedBackend::open(config).unwrap());
+    let results = dir.path().join("results");
+    let store = Arc::new(DirResultStore::open(&results).unwrap());
+    let tasks = Tasks::new(backend.clone(), store.clone(), "q1/tasks/dir/default".parse().unwrap());
+    let revoked = tasks
+        .apply_async::<Add>((1, 1), SendOptions::default().with_countdown(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    tasks.revoke(revoked.id()).await.unwrap();
+    suite(Env::start(backend, store).await).await;
+    // What was stored is there after the store is opened again.
+    let again: Arc<dyn ResultStore> = Arc::new(DirResultStore::open(&results).unwrap());
+    assert!(again.is_revoked(revoked.id()).await.unwrap());
+    let finished = again.get(revoked.id()).await.unwrap();
+    assert!(finished.is_some(), "the pending record of the revoked task is kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_on_redis_with_redis_results() {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let backend = match pubsub_redis::RedisBackend::connect(pubsub_redis::RedisConfig::new(url.clone())).await {
@@ -341,13 +362,14 @@ async fn tasks_on_redis_with_redis_results() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_on_nats() {
+async fn tasks_on_nats_with_key_value_results() {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-    let backend = match pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url)).await {
+    let backend = match pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url.clone())).await {
         Ok(b) => b,
         Err(e) => return pubsub_core::testkit::broker_unavailable("tasks on nats", &e),
     };
-    suite(Env::start(Arc::new(backend), Arc::new(MemoryResultStore::new())).await).await;
+    let store = NatsResultStore::connect(&url).await.expect("nats result store");
+    suite(Env::start(Arc::new(backend), Arc::new(store)).await).await;
 }
 
 /// A caller-chosen id on a q2 queue of a backend with exactly-once sends

@@ -1,6 +1,6 @@
 //! Results in this process's memory: for the embedded backend and tests.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,8 +9,8 @@ use pubsub_core::Result;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{ResultStore, DEFAULT_RESULT_TTL};
-use crate::state::TaskRecord;
+use super::{ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
+use crate::state::{now_ms, TaskRecord};
 
 /// A [`ResultStore`] in memory, shared by the senders and workers of one
 /// process (clone the `Arc`). Records expire after `ttl`.
@@ -36,15 +36,7 @@ pub struct MemoryResultStore {
 struct State {
     records: HashMap<String, (TaskRecord, Instant)>,
     revoked: HashMap<String, Instant>,
-    chords: HashMap<String, Chord>,
-}
-
-#[derive(Debug, Default)]
-struct Chord {
-    joined: BTreeSet<usize>,
-    /// When the caller told to send the callback must have confirmed.
-    claim_until: Option<Instant>,
-    sent: bool,
+    chords: HashMap<String, ChordJoin>,
 }
 
 impl Default for MemoryResultStore {
@@ -66,6 +58,18 @@ impl MemoryResultStore {
             state: Mutex::new(State::default()),
             changed: Notify::new(),
         }
+    }
+
+    /// Adds a record read back from elsewhere (a data dir), without waking anyone.
+    pub(crate) fn insert(&self, record: TaskRecord) {
+        let until = Instant::now() + self.ttl;
+        self.state.lock().records.insert(record.id.clone(), (record, until));
+    }
+
+    /// Marks `id` revoked (read back from a data dir).
+    pub(crate) fn mark_revoked(&self, id: &str) {
+        let until = Instant::now() + self.ttl;
+        self.state.lock().revoked.insert(id.to_string(), until);
     }
 
     fn live(&self, id: &str) -> Option<TaskRecord> {
@@ -136,19 +140,12 @@ impl ResultStore for MemoryResultStore {
     async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
         let mut state = self.state.lock();
         let chord = state.chords.entry(chord_id.to_string()).or_default();
-        chord.joined.insert(index);
-        let now = Instant::now();
-        let claimable = !chord.sent && chord.claim_until.is_none_or(|until| until <= now);
-        if chord.joined.len() >= size && claimable {
-            chord.claim_until = Some(now + lease);
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(chord.join(index, size, lease, now_ms()))
     }
 
     async fn chord_sent(&self, chord_id: &str) -> Result<()> {
         if let Some(chord) = self.state.lock().chords.get_mut(chord_id) {
-            chord.sent = true;
+            chord.sent();
         }
         Ok(())
     }
@@ -172,21 +169,5 @@ mod tests {
         let got = waiter.await.unwrap().unwrap().unwrap();
         assert_eq!(got.state, TaskState::Success);
         assert_eq!(store.wait_ready("none", Duration::from_millis(20)).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn a_chord_fires_once_unless_the_claim_lapses() {
-        let store = MemoryResultStore::new();
-        let lease = Duration::from_millis(50);
-        assert!(!store.chord_join("c", 0, 2, lease).await.unwrap());
-        assert!(store.chord_join("c", 1, 2, lease).await.unwrap());
-        // A redelivered member: the claim is held.
-        assert!(!store.chord_join("c", 1, 2, lease).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        // The claimer never confirmed: the next join takes over.
-        assert!(store.chord_join("c", 0, 2, lease).await.unwrap());
-        store.chord_sent("c").await.unwrap();
-        tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(!store.chord_join("c", 0, 2, lease).await.unwrap());
     }
 }

@@ -4,14 +4,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pubsub_core::Result;
+use serde::{Deserialize, Serialize};
 
 use crate::state::TaskRecord;
 
+mod dir;
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use dir::DirResultStore;
 pub use memory::MemoryResultStore;
+#[cfg(feature = "nats")]
+pub use nats::NatsResultStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisResultStore;
 
@@ -52,4 +59,74 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// Confirms that the chord's callback was sent.
     async fn chord_sent(&self, chord_id: &str) -> Result<()>;
+}
+
+/// A chord's join state, for the stores that keep it as a value (memory,
+/// data dir, NATS key-value; Redis does the same in a Lua script).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(crate) struct ChordJoin {
+    joined: Vec<usize>,
+    /// Until when (Unix ms) the caller told to send the callback has to confirm.
+    claim_until: Option<u64>,
+    sent: bool,
+}
+
+impl ChordJoin {
+    /// Adds member `index`; `true` when this caller must send the callback
+    /// (see [`ResultStore::chord_join`]).
+    pub(crate) fn join(&mut self, index: usize, size: usize, lease: Duration, now_ms: u64) -> bool {
+        if !self.joined.contains(&index) {
+            self.joined.push(index);
+        }
+        let claimable = !self.sent && self.claim_until.is_none_or(|until| until <= now_ms);
+        if self.joined.len() >= size && claimable {
+            self.claim_until = Some(now_ms + lease.as_millis() as u64);
+            return true;
+        }
+        false
+    }
+
+    /// The callback was sent: no later join sends it again.
+    pub(crate) fn sent(&mut self) {
+        self.sent = true;
+    }
+}
+
+/// A name for `id` made of `[-_=a-zA-Z0-9]` only (a key-value key, a file
+/// name): `{kind}.{id}` as it is, or `{kind}.x{hex}` when it has other bytes.
+pub(crate) fn safe_name(kind: &str, id: &str) -> String {
+    let plain = !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='));
+    if plain {
+        format!("{kind}.{id}")
+    } else {
+        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{kind}.x{hex}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_in_a_safe_alphabet() {
+        assert_eq!(safe_name("t", "3f0b-ed"), "t.3f0b-ed");
+        assert_eq!(safe_name("t", "a b"), "t.x612062");
+        assert_eq!(safe_name("t", "../x"), "t.x2e2e2f78");
+    }
+
+    #[test]
+    fn a_chord_join_claims_once_unless_the_claim_lapses() {
+        let mut j = ChordJoin::default();
+        let lease = Duration::from_millis(50);
+        assert!(!j.join(0, 2, lease, 1000));
+        assert!(j.join(1, 2, lease, 1000));
+        assert!(!j.join(1, 2, lease, 1010), "a redelivered member while the claim holds");
+        assert!(j.join(0, 2, lease, 1060), "the claimer never confirmed");
+        j.sent();
+        assert!(!j.join(0, 2, lease, 2000));
+    }
 }

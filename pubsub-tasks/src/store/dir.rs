@@ -1,0 +1,169 @@
+//! Results in a directory: for the embedded backend with a data dir, so
+//! results, revocations and chord joins survive a restart of the process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pubsub_core::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{safe_name, ChordJoin, MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
+use crate::state::{now_ms, TaskRecord};
+
+/// A [`ResultStore`] in a directory of JSON files (one per record, chord
+/// and revocation; each written to a temporary file, synced and renamed),
+/// read back by [`open`](Self::open), with a [`MemoryResultStore`] in front
+/// for reads and wake-ups. One process uses a directory at a time, as one
+/// process uses an embedded data dir. Records older than `ttl` are dropped
+/// when the store is opened.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use pubsub_tasks::{DirResultStore, ResultStore, TaskRecord, TaskState};
+/// let dir = tempfile::tempdir().unwrap();
+/// let store = DirResultStore::open(dir.path())?;
+/// store.put(&TaskRecord::new("t1", "add", TaskState::Success)).await?;
+/// drop(store);
+/// let again = DirResultStore::open(dir.path())?;
+/// assert_eq!(again.get("t1").await?.unwrap().state, TaskState::Success);
+/// # Ok::<(), pubsub_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct DirResultStore {
+    dir: PathBuf,
+    memory: MemoryResultStore,
+    /// Serialises chord joins (read, update, write).
+    chords: Mutex<()>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::broker("embedded", format!("result store: {what} {}", path.display()), e)
+}
+
+impl DirResultStore {
+    /// Opens (creating) the store in `dir`; results live for a day.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with_ttl(dir, DEFAULT_RESULT_TTL)
+    }
+
+    /// Opens (creating) the store in `dir`; results live for `ttl`.
+    pub fn open_with_ttl(dir: impl Into<PathBuf>, ttl: Duration) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let memory = MemoryResultStore::with_ttl(ttl);
+        let entries = std::fs::read_dir(&dir).map_err(|e| io("read", &dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_default();
+            if age > ttl || name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if name.starts_with("t.") {
+                let record: TaskRecord = read_json(&path)?;
+                memory.insert(record);
+            } else if name.starts_with("revoked.") {
+                let id: String = read_json(&path)?;
+                memory.mark_revoked(&id);
+            }
+        }
+        Ok(DirResultStore {
+            dir,
+            memory,
+            chords: Mutex::new(()),
+        })
+    }
+
+    fn path(&self, kind: &str, id: &str) -> PathBuf {
+        self.dir.join(safe_name(kind, id))
+    }
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| io("read", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::codec(format!("result store file {}", path.display()), e))
+}
+
+/// Writes `value` to `path` durably: a temporary file, synced, renamed.
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::codec("result store record", e))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp"); // appended: the names hold dots, so not with_extension
+    let tmp = PathBuf::from(tmp);
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| io("write", path, e))
+}
+
+#[async_trait]
+impl ResultStore for DirResultStore {
+    async fn put(&self, record: &TaskRecord) -> Result<()> {
+        write_json(&self.path("t", &record.id), record)?;
+        self.memory.put(record).await
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<TaskRecord>> {
+        self.memory.get(id).await
+    }
+
+    async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Option<TaskRecord>> {
+        self.memory.wait_ready(id, timeout).await
+    }
+
+    async fn forget(&self, id: &str) -> Result<()> {
+        let path = self.path("t", id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("delete", &path, e)),
+        }
+        self.memory.forget(id).await
+    }
+
+    async fn revoke(&self, id: &str) -> Result<()> {
+        write_json(&self.path("revoked", id), &id)?;
+        self.memory.revoke(id).await
+    }
+
+    async fn is_revoked(&self, id: &str) -> Result<bool> {
+        self.memory.is_revoked(id).await
+    }
+
+    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
+        let path = self.path("chord", chord_id);
+        let _one_at_a_time = self.chords.lock();
+        let mut join: ChordJoin = if path.exists() {
+            read_json(&path)?
+        } else {
+            ChordJoin::default()
+        };
+        let claim = join.join(index, size, lease, now_ms());
+        write_json(&path, &join)?;
+        Ok(claim)
+    }
+
+    async fn chord_sent(&self, chord_id: &str) -> Result<()> {
+        let path = self.path("chord", chord_id);
+        let _one_at_a_time = self.chords.lock();
+        if path.exists() {
+            let mut join: ChordJoin = read_json(&path)?;
+            join.sent();
+            write_json(&path, &join)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,194 @@
+//! Results in a NATS JetStream key-value bucket (feature `nats`): one key
+//! per task, history 1, the bucket's `max_age` as the results' expiry;
+//! waiting watches the key; the chord join is a compare-and-set loop on
+//! the key's revision.
+
+use std::time::Duration;
+
+use super::{safe_name as key, ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
+use crate::state::{now_ms, TaskRecord};
+use async_nats::jetstream::kv::{self, Operation, Store};
+use async_trait::async_trait;
+use futures::StreamExt;
+use pubsub_core::{Error, Result};
+
+const NAME: &str = "nats";
+
+/// A [`ResultStore`] in a JetStream key-value bucket (default
+/// `pubsub-tasks`), created if missing with `max_age` = the results' TTL.
+///
+/// ```no_run
+/// # async fn demo() -> pubsub_core::Result<()> {
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await.unwrap();
+/// let store = pubsub_tasks::NatsResultStore::open(client, "pubsub-tasks", std::time::Duration::from_secs(3600)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct NatsResultStore {
+    kv: Store,
+}
+
+impl std::fmt::Debug for NatsResultStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsResultStore")
+            .field("bucket", &self.kv.name)
+            .finish()
+    }
+}
+
+fn failed(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::connection(NAME, format!("result store: {what}"), e)
+}
+
+impl NatsResultStore {
+    /// Opens (creating if needed) the bucket `bucket` on `client`'s
+    /// JetStream; results expire after `ttl` (the bucket's `max_age`).
+    pub async fn open(client: async_nats::Client, bucket: &str, ttl: Duration) -> Result<Self> {
+        use async_nats::jetstream::stream;
+        let js = async_nats::jetstream::new(client);
+        // The bucket's stream is made here, as async-nats' create_key_value
+        // would make it, because that one first asks for the account's
+        // info, whose answer async-nats 0.51 cannot read from nats-server
+        // 2.9 (Debian 12's): "data did not match any variant".
+        let config = stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: ttl,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| failed("create the key-value bucket", e))?;
+        let kv = js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| failed("open the key-value bucket", e))?;
+        Ok(NatsResultStore { kv })
+    }
+
+    /// [`open`](Self::open) with the default bucket `pubsub-tasks` and a day's TTL.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = async_nats::connect(url)
+            .await
+            .map_err(|e| failed(&format!("connect to {}", pubsub_core::redact_url(url)), e))?;
+        Self::open(client, "pubsub-tasks", DEFAULT_RESULT_TTL).await
+    }
+
+    async fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>> {
+        match self.kv.entry(key).await.map_err(|e| failed("get", e))? {
+            Some(entry) if entry.operation == Operation::Put => {
+                let value = serde_json::from_slice(&entry.value)
+                    .map_err(|e| Error::codec("a task record in the key-value bucket is not JSON", e))?;
+                Ok(Some((value, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl ResultStore for NatsResultStore {
+    async fn put(&self, record: &TaskRecord) -> Result<()> {
+        let value = serde_json::to_vec(record).map_err(|e| Error::codec("task record", e))?;
+        self.kv
+            .put(key("t", &record.id), value.into())
+            .await
+            .map_err(|e| failed("put", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<TaskRecord>> {
+        Ok(self.read(&key("t", id)).await?.map(|(r, _)| r))
+    }
+
+    async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Option<TaskRecord>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let k = key("t", id);
+        // Watching before reading, so a write in between is not missed.
+        let mut watch = self.kv.watch(&k).await.map_err(|e| failed("watch", e))?;
+        if let Some(r) = self.get(id).await?.filter(|r| r.state.is_ready()) {
+            return Ok(Some(r));
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, watch.next()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err(failed("watch", std::io::Error::other("the watch ended"))),
+                Ok(Some(Err(e))) => return Err(failed("watch", e)),
+                Ok(Some(Ok(entry))) if entry.operation == Operation::Put => {
+                    let record: TaskRecord = serde_json::from_slice(&entry.value)
+                        .map_err(|e| Error::codec("a task record in the key-value bucket is not JSON", e))?;
+                    if record.state.is_ready() {
+                        return Ok(Some(record));
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
+    async fn forget(&self, id: &str) -> Result<()> {
+        self.kv.delete(key("t", id)).await.map_err(|e| failed("delete", e))
+    }
+
+    async fn revoke(&self, id: &str) -> Result<()> {
+        self.kv
+            .put(key("revoked", id), "1".into())
+            .await
+            .map_err(|e| failed("put", e))?;
+        Ok(())
+    }
+
+    async fn is_revoked(&self, id: &str) -> Result<bool> {
+        Ok(self.read::<u8>(&key("revoked", id)).await?.is_some())
+    }
+
+    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
+        let k = key("chord", chord_id);
+        // Compare and set on the key's revision until this join lands.
+        loop {
+            let (mut join, revision) = self.read::<ChordJoin>(&k).await?.unwrap_or_default();
+            let claim = join.join(index, size, lease, now_ms());
+            let value = serde_json::to_vec(&join).map_err(|e| Error::codec("chord join", e))?;
+            let written = if revision == 0 {
+                self.kv
+                    .create(&k, value.into())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists)
+            } else {
+                self.kv
+                    .update(&k, value.into(), revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
+            };
+            match written {
+                Ok(()) => return Ok(claim),
+                Err(true) => continue, // another join came first: read again
+                Err(false) => return Err(failed("chord join", std::io::Error::other("the write failed"))),
+            }
+        }
+    }
+
+    async fn chord_sent(&self, chord_id: &str) -> Result<()> {
+        let k = key("chord", chord_id);
+        loop {
+            let Some((mut join, revision)) = self.read::<ChordJoin>(&k).await? else {
+                return Ok(());
+            };
+            join.sent();
+            let value = serde_json::to_vec(&join).map_err(|e| Error::codec("chord join", e))?;
+            match self.kv.update(&k, value.into(), revision).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(failed("chord sent", e)),
+            }
+        }
+    }
+}
