@@ -260,6 +260,17 @@ pub trait AckTarget: Send + Sync + fmt::Debug + 'static {
     /// `nack_redelivery_delay`).
     async fn nack(&self, delay: Option<Duration>) -> Result<()>;
 
+    /// Tells the broker the message is still being worked on, so its ack
+    /// timeout starts again instead of redelivering it (JetStream's
+    /// `+WPI`). Wrappers pass it to the target they wrap; an adapter
+    /// without such a signal answers [`Error::Unsupported`] (the default).
+    async fn in_progress(&self) -> Result<()> {
+        match self.wrapped() {
+            Some(inner) => inner.in_progress().await,
+            None => Err(Error::unsupported("this backend", "extending a message's ack timeout (in progress)")),
+        }
+    }
+
     /// The target this one wraps, for wrappers (such as the one
     /// [`UnackedLimit`](crate::UnackedLimit) puts around held messages), so
     /// [`ack_all_with`](crate::ack_all_with) can find the adapter's own
@@ -441,6 +452,14 @@ impl Message {
     /// Asks for redelivery after `delay`.
     pub async fn nack_after(&self, delay: Duration) -> Result<()> {
         self.ack.nack(Some(delay)).await
+    }
+
+    /// Restarts the message's ack timeout where the backend can (NATS
+    /// JetStream), so a handler that holds or works on it for longer than
+    /// the timeout is not raced by a redelivery of it; elsewhere
+    /// [`Error::Unsupported`]. Call it more often than the ack timeout.
+    pub async fn in_progress(&self) -> Result<()> {
+        self.ack.in_progress().await
     }
 }
 

@@ -510,6 +510,18 @@ impl AckTarget for NatsAck {
             .map_err(|e| Error::broker("nats", format!("nak: {e}"), e))
     }
 
+    async fn in_progress(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        if self.done.load(Ordering::Acquire) {
+            return Ok(()); // settled already: nothing left to extend
+        }
+        // `+WPI`: the server restarts this delivery's ack_wait.
+        self.acker
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| Error::broker("nats", format!("in progress: {e}"), e))
+    }
+
     fn as_any(&self) -> Option<&dyn std::any::Any> {
         Some(self)
     }
