@@ -19,6 +19,7 @@ fn pubsub(env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
         "MQTT_PORT",
         "NATS_URL",
         "REDIS_URL",
+        "PUBSUB_RESULTS",
     ] {
         cmd.env_remove(var);
     }
@@ -358,5 +359,193 @@ mod redis {
         })
         .await
         .unwrap();
+    }
+}
+
+/// `pubsub tasks`: the task layer's queues, workers and results.
+mod tasks {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pubsub::processor::Shutdown;
+    use pubsub::tasks::{open_result_store, ResultStore, Signature, TaskError, TaskOptions, TaskState, Tasks, Worker};
+    use pubsub::{PubSubBackend, Topic};
+    use serde_json::{json, Value};
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn worker(backend: Arc<dyn PubSubBackend>, store: Arc<dyn ResultStore>, queue: Topic, name: &str) -> Worker {
+        Worker::new(backend, store, queue)
+            .with_name(name)
+            .with_heartbeat(Duration::from_millis(200))
+            .register_fn("add", TaskOptions::default(), |args, _ctx| async move {
+                let (a, b): (i64, i64) = serde_json::from_value(args).map_err(TaskError::fatal)?;
+                Ok(json!(a + b))
+            })
+            .register_fn("fail", TaskOptions::default().with_max_retries(0), |_a, _c| async move {
+                Err(TaskError::fatal("refused by the test"))
+            })
+    }
+
+    async fn blocking(env: Vec<(String, String)>, args: Vec<String>, code: i32) -> (String, String) {
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = super::pubsub(&env, &args, "");
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "pubsub {args:?}: stdout {:?} stderr {:?}",
+                super::text(&out.stdout),
+                super::text(&out.stderr)
+            );
+            (super::text(&out.stdout), super::text(&out.stderr))
+        })
+        .await
+        .unwrap()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The embedded backend with a data dir and a DirResultStore: a worker
+    /// ran two tasks and stopped, three more wait; the CLI, a separate
+    /// process, sees them pending, no live worker, and each result.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inspect_and_result_on_embedded_with_dir_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("log");
+        let results_url = format!("dir:{}", dir.path().join("results").display());
+        let queue: Topic = "q1/app/tasks/default".parse().unwrap();
+        let (ok_id, failed_id) = {
+            let config = pubsub::embedded::EmbeddedConfig::data_dir(&data);
+            let backend: Arc<dyn PubSubBackend> = Arc::new(pubsub::embedded::EmbeddedBackend::open(config).unwrap());
+            let store = open_result_store(&results_url).await.unwrap();
+            let shutdown = Shutdown::new();
+            let running = tokio::spawn(
+                worker(backend.clone(), store.clone(), queue.clone(), "cli-w").run(shutdown.clone()),
+            );
+            let tasks = Tasks::new(backend.clone(), store.clone(), queue.clone());
+            let ok = tasks.send::<i64>(Signature::new("add", (1, 2)).unwrap()).await.unwrap();
+            assert_eq!(ok.get(WAIT).await.unwrap(), 3);
+            let failed = tasks.send::<Value>(Signature::new("fail", ()).unwrap()).await.unwrap();
+            assert!(failed.get(WAIT).await.is_err());
+            tokio::time::sleep(Duration::from_millis(500)).await; // a heartbeat or two
+            assert_eq!(store.workers().await.unwrap().len(), 1, "the worker's heartbeat");
+            shutdown.trigger();
+            running.await.unwrap().unwrap();
+            assert!(store.workers().await.unwrap().is_empty(), "removed when it stopped");
+            for i in 0..3 {
+                tasks.send::<i64>(Signature::new("add", (i, i)).unwrap()).await.unwrap();
+            }
+            tasks.close().await.unwrap();
+            backend.close().await.unwrap();
+            (ok.id().to_string(), failed.id().to_string())
+        };
+        let mut env: Vec<(String, String)> = super::embedded(dir.path().join("log").as_path())
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let (out, _) = blocking(
+            env.clone(),
+            strings(&["tasks", "inspect", "--queue", queue.as_str(), "--results", &results_url]),
+            0,
+        )
+        .await;
+        assert!(out.contains(&format!("queue {queue}: 3 pending")), "{out}");
+        assert!(out.contains("workers: none"), "{out}");
+        env.push(("PUBSUB_RESULTS".into(), results_url.clone()));
+        let (out, _) = blocking(env.clone(), strings(&["tasks", "result", &ok_id]), 0).await;
+        for line in ["state: success", "result: 3", "attempts: 1", "worker: cli-w", "name: add"] {
+            assert!(out.lines().any(|l| l == line), "{line:?} in {out}");
+        }
+        assert!(out.contains("finished: "), "{out}");
+        let (out, _) = blocking(env.clone(), strings(&["tasks", "result", &failed_id, "--json"]), 0).await;
+        let record: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!((record["state"].as_str(), record["error"].as_str()), (Some("failure"), Some("refused by the test")));
+        let (_, err) = blocking(env.clone(), strings(&["tasks", "result", "no-such-task"]), 1).await;
+        assert!(err.contains("no result"), "{err}");
+        // Without a result store: bad input, exit 2.
+        let bare: Vec<(String, String)> = env.iter().filter(|(k, _)| k != "PUBSUB_RESULTS").cloned().collect();
+        let (_, err) = blocking(bare.clone(), strings(&["tasks", "result", &ok_id]), 2).await;
+        assert!(err.contains("PUBSUB_RESULTS"), "{err}");
+        let (_, err) = blocking(bare, strings(&["tasks", "result", &ok_id, "--results", "ftp://x"]), 2).await;
+        assert!(err.contains("unknown kind"), "{err}");
+    }
+
+    /// Redis backend and Redis results: a task running on a worker in this
+    /// process is listed by the CLI with its worker, the queue shows it
+    /// unacked, then its result; the worker is gone once it stopped.
+    #[cfg(all(feature = "redis", feature = "testing"))]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inspect_and_result_on_redis_with_redis_results() {
+        use pubsub::testing::TestBroker;
+        use pubsub::BackendKind;
+        let broker = match TestBroker::start(BackendKind::Redis).await {
+            Ok(b) => b,
+            Err(e) => return pubsub_core::testkit::broker_unavailable("cli tasks on redis", &e),
+        };
+        let url = broker.url();
+        let backend: Arc<dyn PubSubBackend> = Arc::new(
+            pubsub::redis::RedisBackend::connect(pubsub::redis::RedisConfig::new(url.clone()))
+                .await
+                .unwrap(),
+        );
+        let store = open_result_store(&url).await.unwrap();
+        let queue: Topic = "q1/app/tasks/slow".parse().unwrap();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(AtomicUsize::new(0));
+        let (gate, count) = (release.clone(), started.clone());
+        let shutdown = Shutdown::new();
+        let w = worker(backend.clone(), store.clone(), queue.clone(), "cli-redis-w").register_fn(
+            "block",
+            TaskOptions::default(),
+            move |_a, _c| {
+                let (gate, count) = (gate.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    gate.acquire().await.map_err(TaskError::fatal)?.forget();
+                    Ok(json!("released"))
+                }
+            },
+        );
+        let running = tokio::spawn(w.run(shutdown.clone()));
+        let tasks = Tasks::new(backend.clone(), store.clone(), queue.clone());
+        let r = tasks.send::<String>(Signature::new("block", ()).unwrap()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while r.state().await.unwrap() != TaskState::Started {
+            assert!(tokio::time::Instant::now() < deadline, "the task never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await; // a heartbeat with it
+        let env = vec![
+            ("PUBSUB_BACKEND".to_string(), "redis".to_string()),
+            ("REDIS_URL".to_string(), url.clone()),
+            ("PUBSUB_RESULTS".to_string(), url.clone()),
+        ];
+        let (out, _) = blocking(env.clone(), strings(&["tasks", "inspect", "--queue", queue.as_str()]), 0).await;
+        assert!(out.contains(&format!("queue {queue}: 1 pending")), "{out}");
+        let worker_line = out.lines().find(|l| l.starts_with("worker cli-redis-w ")).unwrap_or_else(|| panic!("{out}"));
+        assert!(worker_line.contains("1 running") && worker_line.contains("seen"), "{out}");
+        assert!(out.lines().any(|l| l.trim_start().starts_with(&format!("{} block started", r.id()))), "{out}");
+        let (out, _) = blocking(env.clone(), strings(&["tasks", "inspect", "--json"]), 0).await;
+        let seen: Value = serde_json::from_str(out.trim()).unwrap();
+        let me = seen["workers"].as_array().unwrap().iter().find(|w| w["name"] == "cli-redis-w").cloned().unwrap();
+        assert_eq!((me["live"].as_bool(), me["running"][0]["id"].as_str()), (Some(true), Some(r.id())));
+        let (out, _) = blocking(env.clone(), strings(&["tasks", "result", r.id()]), 0).await;
+        assert!(out.lines().any(|l| l == "state: started"), "{out}");
+        release.add_permits(1);
+        assert_eq!(r.get(WAIT).await.unwrap(), "released");
+        let (out, _) = blocking(env.clone(), strings(&["tasks", "result", r.id()]), 0).await;
+        assert!(out.lines().any(|l| l == "state: success") && out.contains("result: \"released\""), "{out}");
+        shutdown.trigger();
+        running.await.unwrap().unwrap();
+        let (out, _) = blocking(env.clone(), strings(&["tasks", "inspect", "--queue", queue.as_str()]), 0).await;
+        assert!(out.contains(&format!("queue {queue}: 0 pending")) && out.contains("workers: none"), "{out}");
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        tasks.close().await.unwrap();
+        backend.close().await.unwrap();
     }
 }

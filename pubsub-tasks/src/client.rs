@@ -164,10 +164,15 @@ impl Tasks {
 
     /// Runs `members` in parallel, then `callback` with their results in
     /// member order as its first argument. The handle is the callback's; a
-    /// failed member fails it with the member's message.
+    /// failed member fails it with the member's message. A chord of no
+    /// members sends the callback at once with an empty list as its first
+    /// argument (as Celery does; an immutable callback gets its own args).
     pub async fn chord(&self, members: Vec<Signature>, callback: Signature) -> Result<AsyncResult<Value>> {
         if members.is_empty() {
-            return self.send(callback).await;
+            let mut msg = message(&callback);
+            msg.args = callback.args_after(Value::Array(Vec::new()));
+            self.send_message(msg, &callback).await?;
+            return Ok(AsyncResult::new(callback.id, self.sender.store.clone()));
         }
         let info = ChordInfo {
             id: uuid::Uuid::new_v4().to_string(),

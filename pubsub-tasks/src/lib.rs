@@ -30,11 +30,14 @@ pub use client::{SendOptions, Tasks};
 pub use envelope::{ChordInfo, TaskMessage, CONTENT_TYPE, WIRE_VERSION};
 pub use error::{Error, Result, TaskError};
 pub use result::{AsyncResult, GroupResult};
-pub use state::{TaskRecord, TaskState};
+pub use state::{RunningRecord, TaskRecord, TaskState, WorkerStatus};
 #[cfg(feature = "nats")]
 pub use store::NatsResultStore;
 #[cfg(feature = "redis")]
 pub use store::RedisResultStore;
-pub use store::{DirResultStore, MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
+pub use store::{
+    open_result_store, result_store_from_env, DirResultStore, MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL,
+    RESULTS_ENV,
+};
 pub use task::{Task, TaskContext, TaskOptions};
-pub use worker::{Inspector, RunningTask, Worker, WORKER_SUBSCRIPTION};
+pub use worker::{Inspector, RunningTask, Worker, DEFAULT_HEARTBEAT, WORKER_SUBSCRIPTION};

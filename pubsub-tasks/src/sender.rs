@@ -59,13 +59,6 @@ impl Sender {
         if let Some(delay) = countdown.filter(|d| !d.is_zero()) {
             msg.eta = Some(sent_at + delay.as_millis() as u64);
         }
-        // A known id keeps its record: a retry's, or (an id sent again) one
-        // that may already be final, which a fresh Pending would hide.
-        if self.store.get(&msg.id).await?.is_none() {
-            let mut record = TaskRecord::new(&msg.id, &msg.name, TaskState::Pending);
-            record.sent_at = Some(sent_at);
-            self.store.put(&record).await?;
-        }
         let mut out = OutgoingMessage::new(msg.to_bytes())
             .with_property(CONTENT_TYPE_PROPERTY, CONTENT_TYPE)
             .with_key(msg.id.clone());
@@ -78,7 +71,32 @@ impl Sender {
                 out = out.with_deliver_after(delay);
             }
         }
-        self.producer(topic).await?.send(out).await.map_err(Error::from)?;
+        // Refused before anything is recorded (an id that cannot be a
+        // message key, a payload over the backend's limit): no record of
+        // a task that was never sent.
+        out.validate(self.backend.capabilities().max_payload)?;
+        // A known id keeps its record: a retry's, or (an id sent again) one
+        // that may already be final, which a fresh Pending would hide.
+        let fresh = self.store.get(&msg.id).await?.is_none();
+        if fresh {
+            let mut record = TaskRecord::new(&msg.id, &msg.name, TaskState::Pending);
+            record.sent_at = Some(sent_at);
+            self.store.put(&record).await?;
+        }
+        let sent = match self.producer(topic).await {
+            Ok(p) => p.send(out).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            // The backend refused it (or was unreachable): a Pending record
+            // would wait for ever, so the one made here goes again.
+            if fresh {
+                if let Err(forget) = self.store.forget(&msg.id).await {
+                    tracing::warn!(id = %msg.id, error = %forget, "removing the record of a task whose send failed");
+                }
+            }
+            return Err(e);
+        }
         Ok(())
     }
 

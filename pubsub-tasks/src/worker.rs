@@ -18,7 +18,7 @@ use crate::client::message;
 use crate::envelope::TaskMessage;
 use crate::error::{Result, TaskError};
 use crate::sender::Sender;
-use crate::state::{now_ms, TaskRecord, TaskState};
+use crate::state::{now_ms, RunningRecord, TaskRecord, TaskState, WorkerStatus};
 use crate::store::ResultStore;
 use crate::task::{Task, TaskContext, TaskOptions};
 
@@ -71,6 +71,12 @@ impl Runnable for Plain {
     }
 }
 
+/// The tasks running in this worker: id → (name, since, since in Unix ms).
+type Running = Arc<Mutex<HashMap<String, (String, Instant, u64)>>>;
+
+/// How often a worker writes its heartbeat by default.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// A task running now, as [`Inspector::running`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunningTask {
@@ -85,7 +91,7 @@ pub struct RunningTask {
 /// Looks into a worker while it runs.
 #[derive(Clone)]
 pub struct Inspector {
-    running: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+    running: Running,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -103,7 +109,7 @@ impl Inspector {
             .running
             .lock()
             .iter()
-            .map(|(id, (name, since))| RunningTask {
+            .map(|(id, (name, since, _))| RunningTask {
                 id: id.clone(),
                 name: name.clone(),
                 running_for: since.elapsed(),
@@ -139,7 +145,8 @@ pub struct Worker {
     registry: HashMap<String, Arc<dyn Runnable>>,
     name: String,
     processor: ProcessorOptions,
-    running: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+    running: Running,
+    heartbeat: Duration,
 }
 
 impl std::fmt::Debug for Worker {
@@ -166,6 +173,7 @@ impl Worker {
             // (the result store down), and dead-letters final failures.
             processor: ProcessorOptions::default().with_max_attempts(10),
             running: Arc::default(),
+            heartbeat: DEFAULT_HEARTBEAT,
         }
     }
 
@@ -219,6 +227,15 @@ impl Worker {
         self
     }
 
+    /// How often the worker writes its heartbeat (a [`WorkerStatus`] with
+    /// its running tasks) to the result store, for `pubsub tasks inspect`
+    /// and [`ResultStore::workers`] in other processes (default 2 s). What
+    /// they see is at most this old.
+    pub fn with_heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every.max(Duration::from_millis(10));
+        self
+    }
+
     /// A handle that lists the running tasks while [`run`](Self::run) runs.
     pub fn inspector(&self) -> Inspector {
         Inspector {
@@ -230,12 +247,22 @@ impl Worker {
     /// triggers, then lets running tasks finish (the processor's grace)
     /// and reports per queue.
     pub async fn run(self, shutdown: Shutdown) -> Result<Vec<ProcessorReport>> {
+        // Where unacked messages come back after an ack timeout, a task
+        // held for its eta or running longer than that timeout is kept
+        // from a second worker by telling the broker it is in progress, a
+        // third of the timeout at a time (where the backend can: NATS).
+        let keepalive = match self.processor.consumer.ack_timeout {
+            Some(t) if self.backend.capabilities().ack_timeout => Some((t / 3).max(Duration::from_millis(50))),
+            _ => None,
+        };
         let core = Arc::new(Core {
             sender: Sender::new(self.backend.clone(), self.store.clone(), self.queues[0].clone()),
             store: self.store,
             registry: self.registry,
             name: self.name,
             running: self.running,
+            keepalive,
+            warned: std::sync::atomic::AtomicBool::new(false),
         });
         // Tasks sent before any worker subscribed wait for one, as in a
         // task queue they must: the shared subscription starts at the
@@ -245,6 +272,11 @@ impl Worker {
         if self.backend.capabilities().earliest {
             options.consumer = options.consumer.with_initial_position(InitialPosition::Earliest);
         }
+        let heartbeat = tokio::spawn(heartbeats(
+            core.clone(),
+            self.queues.iter().map(|q| q.to_string()).collect(),
+            self.heartbeat,
+        ));
         let runs = self.queues.into_iter().map(|queue| {
             let core = core.clone();
             let handler = move |m: Message| {
@@ -256,6 +288,11 @@ impl Worker {
                 .run(shutdown.clone())
         });
         let reports = futures::future::join_all(runs).await;
+        heartbeat.abort();
+        let _ = heartbeat.await;
+        if let Err(e) = core.store.remove_worker(&core.name).await {
+            tracing::warn!(worker = %core.name, error = %e, "removing the worker's heartbeat");
+        }
         let _ = core.sender.close().await;
         reports.into_iter().map(|r| r.map_err(Into::into)).collect()
     }
@@ -267,7 +304,49 @@ struct Core {
     store: Arc<dyn ResultStore>,
     registry: HashMap<String, Arc<dyn Runnable>>,
     name: String,
-    running: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+    running: Running,
+    /// How often to tell the broker a held or running task's message is
+    /// still in progress; `None` where nothing redelivers it meanwhile.
+    keepalive: Option<Duration>,
+    /// Whether the warning that this backend cannot extend an ack timeout was logged.
+    warned: std::sync::atomic::AtomicBool,
+}
+
+/// Writes `core`'s heartbeat every `every` until aborted.
+async fn heartbeats(core: Arc<Core>, queues: Vec<String>, every: Duration) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|h| !h.is_empty());
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut running: Vec<RunningRecord> = core
+            .running
+            .lock()
+            .iter()
+            .map(|(id, (name, _, started_at))| RunningRecord {
+                id: id.clone(),
+                name: name.clone(),
+                started_at: *started_at,
+            })
+            .collect();
+        running.sort_by(|a, b| a.id.cmp(&b.id));
+        let status = WorkerStatus {
+            name: core.name.clone(),
+            queues: queues.clone(),
+            pid: std::process::id(),
+            host: host.clone(),
+            at: now_ms(),
+            interval_ms: every.as_millis() as u64,
+            running,
+        };
+        if let Err(e) = core.store.put_worker(&status).await {
+            tracing::warn!(worker = %core.name, error = %e, "writing the worker's heartbeat");
+        }
+    }
 }
 
 /// A store or backend failure around a task: the processor retries the message.
@@ -302,12 +381,19 @@ impl Core {
         if let Some(eta) = msg.eta {
             let now = now_ms();
             if eta > now {
-                // The broker could not delay it: hold it until its time.
+                // The broker could not delay it: hold it until its time,
+                // keeping its message from being redelivered meanwhile.
                 record.state = TaskState::Received;
                 self.store.put(&record).await.map_err(around)?;
-                tokio::time::sleep(Duration::from_millis(eta - now)).await;
+                self.keeping(&m, tokio::time::sleep(Duration::from_millis(eta - now)))
+                    .await;
                 if self.store.is_revoked(&msg.id).await.map_err(around)? {
                     return self.stop(&msg, record, TaskState::Revoked, "revoked".into()).await;
+                }
+                if msg.expires.is_some_and(|at| at <= now_ms()) {
+                    return self
+                        .stop(&msg, record, TaskState::Revoked, "expired while waiting for its eta".into())
+                        .await;
                 }
             }
         }
@@ -326,13 +412,14 @@ impl Core {
         };
         self.running
             .lock()
-            .insert(msg.id.clone(), (msg.name.clone(), Instant::now()));
+            .insert(msg.id.clone(), (msg.name.clone(), Instant::now(), record.started_at.unwrap_or_default()));
         let run = task.call(msg.args.clone(), ctx);
         let outcome = match options.time_limit {
-            Some(limit) => tokio::time::timeout(limit, run)
+            Some(limit) => self
+                .keeping(&m, tokio::time::timeout(limit, run))
                 .await
                 .unwrap_or_else(|_| Err(TaskError::retry(format!("time limit of {limit:?} exceeded")))),
-            None => run.await,
+            None => self.keeping(&m, run).await,
         };
         self.running.lock().remove(&msg.id);
         match outcome {
@@ -351,6 +438,37 @@ impl Core {
                 let why = e.message().to_string();
                 self.stop(&msg, record, TaskState::Failure, why.clone()).await?;
                 Err(HandlerError::fatal(format!("task {} failed: {why}", msg.id)))
+            }
+        }
+    }
+
+    /// Runs `work`, telling the broker every `keepalive` that `m` is still
+    /// in progress so its ack timeout does not hand it to another worker.
+    /// Where the backend cannot say so, logs once that such a task may run
+    /// twice (a longer ack timeout in the processor options avoids it).
+    async fn keeping<F: Future>(&self, m: &Message, work: F) -> F::Output {
+        let Some(every) = self.keepalive else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut extending = true;
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick(), if extending => match m.in_progress().await {
+                    Ok(()) => {}
+                    Err(pubsub_core::Error::Unsupported { .. }) => {
+                        extending = false;
+                        if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(
+                                topic = %m.topic(),
+                                "this backend cannot extend a message's ack timeout: a task held or running longer than it may be redelivered and run twice"
+                            );
+                        }
+                    }
+                    Err(e) => tracing::warn!(topic = %m.topic(), error = %e, "telling the broker a task is in progress failed"),
+                },
             }
         }
     }

@@ -1,16 +1,19 @@
 //! The task layer end to end, the same cases on the embedded backend (memory
-//! results) and on real Redis (Redis results) and NATS (JetStream key-value
-//! results; NATS has no delayed delivery, so countdowns take the worker's hold).
+//! and data-dir results), on real Redis (Redis results), NATS (JetStream
+//! key-value results; NATS has no delayed delivery, so countdowns take the
+//! worker's hold), Apache Kafka, Apache Pulsar and MQTT (memory results:
+//! those runs test the backend's carrying of tasks). A case a backend
+//! cannot carry is reported UNSUPPORTED by name, as the conformance suite does.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pubsub_core::processor::{Backoff, Shutdown};
-use pubsub_core::{OutgoingMessage, PubSubBackend, Topic};
+use pubsub_core::processor::{Backoff, ProcessorOptions, Shutdown};
+use pubsub_core::{ConsumerOptions, OutgoingMessage, PubSubBackend, Topic};
 use pubsub_tasks::{
     async_trait, DirResultStore, Error, MemoryResultStore, NatsResultStore, RedisResultStore, ResultStore, SendOptions,
-    Signature, Task, TaskContext, TaskError, TaskMessage, TaskOptions, TaskState, Tasks, Worker, WIRE_VERSION,
+    Signature, Task, TaskContext, TaskError, TaskMessage, TaskOptions, TaskRecord, TaskState, Tasks, Worker, WIRE_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -114,6 +117,11 @@ impl Env {
                 r.expect("worker run");
             }
         });
+        if !backend.capabilities().earliest {
+            // MQTT: a worker must have subscribed before tasks are sent
+            // (no Earliest), so give the two workers time to subscribe.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         let tasks = Tasks::new(backend.clone(), store.clone(), queue.clone());
         Env {
             backend,
@@ -223,6 +231,39 @@ async fn suite(env: Env) {
         .await
         .unwrap();
     assert!(matches!(r.get(WAIT).await, Err(Error::Revoked { .. })), "{name}");
+    // An expiry that passes during the countdown: revoked, never run (on
+    // NATS, Kafka and MQTT the worker holds it, and checks again after).
+    let r = env
+        .tasks
+        .apply_async::<Add>(
+            (3, 3),
+            SendOptions::default()
+                .with_countdown(Duration::from_millis(700))
+                .with_expires(SystemTime::now() + Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    match r.get(WAIT).await {
+        Err(Error::Revoked { reason, .. }) => assert!(reason.contains("expired"), "{name}: {reason}"),
+        other => panic!("{name}: expected the task to expire, got {other:?}"),
+    }
+    assert_eq!(r.info().await.unwrap().unwrap().started_at, None, "{name}: never started");
+
+    // A send the backend refuses (the id becomes the message key, which
+    // cannot have surrounding whitespace or control characters) is a typed
+    // error and leaves no record behind.
+    for bad in [" padded", "ctl\u{1}"] {
+        let sent = env
+            .tasks
+            .apply_async::<Add>((1, 1), SendOptions::default().with_task_id(bad))
+            .await;
+        assert!(
+            matches!(sent, Err(Error::PubSub(pubsub_core::Error::InvalidProperty { .. }))),
+            "{name}: {:?}",
+            sent.err()
+        );
+        assert_eq!(env.store.get(bad).await.unwrap(), None, "{name}: a record of a refused send");
+    }
 
     // A timeout while waiting is typed too.
     let r = env
@@ -286,6 +327,15 @@ async fn suite(env: Env) {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.callbacks.load(Ordering::SeqCst), before + 1, "{name}: one callback");
+    // A chord of no members: the callback runs at once with an empty list.
+    let before = env.callbacks.load(Ordering::SeqCst);
+    let empty = env
+        .tasks
+        .chord(Vec::new(), Signature::partial("sum", ()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(empty.get(WAIT).await.unwrap(), json!(0), "{name}");
+    assert_eq!(env.callbacks.load(Ordering::SeqCst), before + 1, "{name}: one callback");
     // A failed member fails the callback with its message.
     let members = vec![Add::s((1, 1)).unwrap(), Signature::new("fail", ("m",)).unwrap()];
     let chord = env
@@ -314,6 +364,9 @@ async fn suite(env: Env) {
     let parsed = TaskMessage::from_bytes(raw.to_string().as_bytes()).unwrap();
     assert!(parsed.callbacks.is_empty() && parsed.retries == 0);
     producer.close().await.unwrap();
+
+    // Ids that the stores must encode keep separate records.
+    distinct_ids_keep_distinct_records(&*env.store, name).await;
 
     // forget() deletes the result.
     let r = env.tasks.delay::<Add>((0, 0)).await.unwrap();
@@ -410,4 +463,160 @@ async fn a_chosen_id_on_q2_runs_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     shutdown.trigger();
     running.await.unwrap().unwrap();
+}
+
+/// Ids shaped like another id's encoding in a key or file name ("x612062"
+/// was "a b" in NatsResultStore's first encoding) keep their own records.
+async fn distinct_ids_keep_distinct_records(store: &dyn ResultStore, name: &str) {
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let ids = [
+        format!("a b{run}"),
+        format!("x{}", format!("a b{run}").bytes().map(|b| format!("{b:02x}")).collect::<String>()),
+        format!("x.{}", format!("a b{run}").bytes().map(|b| format!("{b:02x}")).collect::<String>()),
+        format!("x{run}"),
+    ];
+    for (n, id) in ids.iter().enumerate() {
+        let mut record = TaskRecord::new(id, "add", TaskState::Success);
+        record.result = Some(json!(n));
+        store.put(&record).await.unwrap();
+    }
+    for (n, id) in ids.iter().enumerate() {
+        let got = store.get(id).await.unwrap().unwrap_or_else(|| panic!("{name}: no record of {id:?}"));
+        assert_eq!((got.id.as_str(), got.result), (id.as_str(), Some(json!(n))), "{name}");
+        store.forget(id).await.unwrap();
+    }
+    store.revoke(&ids[0]).await.unwrap();
+    assert!(!store.is_revoked(&ids[1]).await.unwrap(), "{name}: a revocation of another id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_kafka() {
+    let servers = std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let config = pubsub_kafka::KafkaConfig::new(servers).with_timeout(Duration::from_secs(5));
+    let backend = match pubsub_kafka::KafkaBackend::connect(config).await {
+        Ok(b) => b,
+        Err(e) => return pubsub_core::testkit::broker_unavailable("tasks on kafka", &e),
+    };
+    suite(Env::start(Arc::new(backend), Arc::new(MemoryResultStore::new())).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_pulsar() {
+    let (url, admin) = match std::env::var("PULSAR_URL") {
+        Ok(url) => (url, std::env::var("PULSAR_ADMIN_URL").ok()),
+        Err(_) => ("pulsar://127.0.0.1:6652".into(), Some("http://127.0.0.1:8082".into())),
+    };
+    let mut config = pubsub_pulsar::PulsarConfig::new(url);
+    if let Some(admin) = admin {
+        config = config.with_admin_url(admin);
+    }
+    let backend = match pubsub_pulsar::PulsarBackend::connect(config).await {
+        Ok(b) => b,
+        Err(e) => return pubsub_core::testkit::broker_unavailable("tasks on pulsar", &e),
+    };
+    suite(Env::start(Arc::new(backend), Arc::new(MemoryResultStore::new())).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_mqtt() {
+    let host = std::env::var("MQTT_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("MQTT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(1883);
+    let backend = match pubsub_mqtt::MqttBackend::connect(pubsub_mqtt::MqttConfig::new(host, port)).await {
+        Ok(b) => b,
+        Err(e) => return pubsub_core::testkit::broker_unavailable("tasks on mqtt", &e),
+    };
+    suite(Env::start(Arc::new(backend), Arc::new(MemoryResultStore::new())).await).await;
+}
+
+/// On NATS (no delayed delivery) a countdown is held by the worker; held
+/// past JetStream's ack wait (1 s here, 30 s by default), its message would
+/// be redelivered to the other worker and the task run twice, unless the
+/// worker tells the server it is in progress while it holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_countdown_longer_than_the_ack_wait_runs_once() {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let backend: Arc<dyn PubSubBackend> =
+        match pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url.clone())).await {
+            Ok(b) => Arc::new(b),
+            Err(e) => return pubsub_core::testkit::broker_unavailable("nats countdown over the ack wait", &e),
+        };
+    let store: Arc<dyn ResultStore> = Arc::new(NatsResultStore::connect(&url).await.expect("nats result store"));
+    let queue: Topic = format!("q1/tasks/t{}/held", &uuid::Uuid::new_v4().simple().to_string()[..10])
+        .parse()
+        .unwrap();
+    let ack_wait = Duration::from_secs(1);
+    let options = ProcessorOptions::default()
+        .with_max_attempts(10)
+        .with_concurrency(4)
+        .with_consumer(ConsumerOptions::default().with_ack_timeout(Some(ack_wait)));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let shutdown = Shutdown::new();
+    let mut workers = Vec::new();
+    for n in 0..2 {
+        let counted = runs.clone();
+        let worker = Worker::new(backend.clone(), store.clone(), queue.clone())
+            .with_name(format!("held{n}"))
+            .with_processor_options(options.clone())
+            .register_fn("count", TaskOptions::default(), move |_a, _c| {
+                let counted = counted.clone();
+                async move { Ok(json!(counted.fetch_add(1, Ordering::SeqCst) + 1)) }
+            });
+        workers.push(tokio::spawn(worker.run(shutdown.clone())));
+    }
+    let tasks = Tasks::new(backend.clone(), store, queue);
+    let countdown = Duration::from_millis(3500);
+    let sig = Signature::new("count", ()).unwrap().with_countdown(countdown);
+    let r = tasks.send::<usize>(sig).await.unwrap();
+    assert_eq!(r.get(WAIT).await.unwrap(), 1);
+    let info = r.info().await.unwrap().unwrap();
+    assert!(info.started_at.unwrap() >= info.sent_at.unwrap() + countdown.as_millis() as u64);
+    // Long enough for a redelivered copy held to the same eta to have run.
+    tokio::time::sleep(ack_wait * 2).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the held task ran more than once");
+    shutdown.trigger();
+    for w in workers {
+        w.await.unwrap().unwrap();
+    }
+    tasks.close().await.unwrap();
+    backend.close().await.unwrap();
+}
+
+/// Ids longer than a file name can be (a 1000-byte id) are kept under a
+/// digest of the id, and two that differ only at the end stay apart,
+/// reopened too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dir_results_keep_long_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = |last: char| format!("{}{last}", "i".repeat(999));
+    let (a, b) = (long('a'), long('b'));
+    let hexed = format!("{} {}", "é".repeat(200), "b"); // not plain: hex-encoded, then too long
+    {
+        let store = DirResultStore::open(dir.path()).unwrap();
+        for (n, id) in [&a, &b, &hexed].into_iter().enumerate() {
+            let mut record = TaskRecord::new(id, "add", TaskState::Success);
+            record.result = Some(json!(n));
+            store.put(&record).await.unwrap();
+        }
+        store.revoke(&a).await.unwrap();
+        assert!(!store.chord_join(&a, 0, 2, Duration::from_secs(60)).await.unwrap());
+        assert!(!store.chord_join(&b, 0, 2, Duration::from_secs(60)).await.unwrap());
+        assert!(store.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(), "a's chord: both joined");
+        store.chord_sent(&a).await.unwrap();
+    }
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(name.len() < 255, "{name:?}");
+    }
+    let again = DirResultStore::open(dir.path()).unwrap();
+    for (n, id) in [&a, &b, &hexed].into_iter().enumerate() {
+        let got = again.get(id).await.unwrap().expect("kept across a reopen");
+        assert_eq!((&got.id, got.result), (id, Some(json!(n))));
+    }
+    assert!(again.is_revoked(&a).await.unwrap());
+    assert!(!again.is_revoked(&b).await.unwrap());
+    assert!(!again.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(), "a's callback was sent");
+    assert!(again.chord_join(&b, 1, 2, Duration::from_secs(60)).await.unwrap(), "b's chord is its own");
+    again.forget(&a).await.unwrap();
+    assert_eq!(again.get(&a).await.unwrap(), None);
+    assert!(again.get(&b).await.unwrap().is_some());
 }

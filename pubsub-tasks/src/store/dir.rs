@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{safe_name, ChordJoin, MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
-use crate::state::{now_ms, TaskRecord};
+use crate::state::{now_ms, TaskRecord, WorkerStatus, WorkerTable};
 
 /// A [`ResultStore`] in a directory of JSON files (one per record, chord
 /// and revocation; each written to a temporary file, synced and renamed),
@@ -37,7 +37,16 @@ pub struct DirResultStore {
     memory: MemoryResultStore,
     /// Serialises chord joins (read, update, write).
     chords: Mutex<()>,
+    /// Serialises heartbeat writes (read, update, write of `workers`).
+    workers: Mutex<()>,
 }
+
+/// The file of the workers' heartbeats (no dot: no record's name has that form).
+const WORKERS_FILE: &str = "workers";
+
+/// A `.tmp` file younger than this may be another process's write under
+/// way, and is left alone when the store is opened.
+const TMP_GRACE: Duration = Duration::from_secs(60);
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::broker("embedded", format!("result store: {what} {}", path.display()), e)
@@ -64,7 +73,13 @@ impl DirResultStore {
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .unwrap_or_default();
-            if age > ttl || name.ends_with(".tmp") {
+            if name.ends_with(".tmp") {
+                if age > TMP_GRACE {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
+            if age > ttl && name != WORKERS_FILE {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
@@ -80,11 +95,60 @@ impl DirResultStore {
             dir,
             memory,
             chords: Mutex::new(()),
+            workers: Mutex::new(()),
         })
     }
 
+    /// The heartbeats as the file holds them now (another process may write it).
+    fn read_workers(&self) -> Result<WorkerTable> {
+        let path = self.dir.join(WORKERS_FILE);
+        if !path.exists() {
+            return Ok(WorkerTable::default());
+        }
+        read_json(&path)
+    }
+
+    fn update_workers(&self, change: impl FnOnce(&mut WorkerTable)) -> Result<()> {
+        let _one_at_a_time = self.workers.lock();
+        let mut table = self.read_workers()?;
+        change(&mut table);
+        write_json(&self.dir.join(WORKERS_FILE), &table)
+    }
+
     fn path(&self, kind: &str, id: &str) -> PathBuf {
-        self.dir.join(safe_name(kind, id))
+        self.dir.join(file_name(kind, id))
+    }
+}
+
+/// The longest name [`safe_name`] may give before the file is named by a
+/// digest instead: file systems allow 255 bytes, and `.tmp` is appended
+/// while writing.
+const MAX_PLAIN_NAME: usize = 200;
+
+/// `id`'s file name: [`safe_name`], or `{kind}.h.{SHA-256 of the id}` when
+/// that would be too long for a file system (a form `safe_name` never
+/// gives). The files keep the id inside, which reads check.
+fn file_name(kind: &str, id: &str) -> String {
+    let name = safe_name(kind, id);
+    if name.len() <= MAX_PLAIN_NAME {
+        return name;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{kind}.h.{hex}")
+}
+
+/// A chord's join state from `path`, checked to be `chord_id`'s.
+fn read_chord(path: &Path, chord_id: &str) -> Result<ChordJoin> {
+    let join: ChordJoin = read_json(path)?;
+    match &join.id {
+        Some(id) if id != chord_id => Err(Error::broker(
+            "embedded",
+            format!("result store: {} holds another chord's state", path.display()),
+            std::io::Error::other("file name collision"),
+        )),
+        _ => Ok(join),
     }
 }
 
@@ -147,9 +211,12 @@ impl ResultStore for DirResultStore {
         let path = self.path("chord", chord_id);
         let _one_at_a_time = self.chords.lock();
         let mut join: ChordJoin = if path.exists() {
-            read_json(&path)?
+            read_chord(&path, chord_id)?
         } else {
-            ChordJoin::default()
+            ChordJoin {
+                id: Some(chord_id.to_string()),
+                ..ChordJoin::default()
+            }
         };
         let claim = join.join(index, size, lease, now_ms());
         write_json(&path, &join)?;
@@ -160,10 +227,24 @@ impl ResultStore for DirResultStore {
         let path = self.path("chord", chord_id);
         let _one_at_a_time = self.chords.lock();
         if path.exists() {
-            let mut join: ChordJoin = read_json(&path)?;
+            let mut join = read_chord(&path, chord_id)?;
             join.sent();
             write_json(&path, &join)?;
         }
         Ok(())
+    }
+
+    async fn put_worker(&self, status: &WorkerStatus) -> Result<()> {
+        self.update_workers(|t| t.put(status))
+    }
+
+    async fn remove_worker(&self, name: &str) -> Result<()> {
+        self.update_workers(|t| t.remove(name))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>> {
+        let mut all = self.read_workers()?.workers;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 }

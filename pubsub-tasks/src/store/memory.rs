@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
-use crate::state::{now_ms, TaskRecord};
+use crate::state::{now_ms, TaskRecord, WorkerStatus};
 
 /// A [`ResultStore`] in memory, shared by the senders and workers of one
 /// process (clone the `Arc`). Records expire after `ttl`.
@@ -37,6 +37,7 @@ struct State {
     records: HashMap<String, (TaskRecord, Instant)>,
     revoked: HashMap<String, Instant>,
     chords: HashMap<String, ChordJoin>,
+    workers: HashMap<String, WorkerStatus>,
 }
 
 impl Default for MemoryResultStore {
@@ -148,6 +149,22 @@ impl ResultStore for MemoryResultStore {
             chord.sent();
         }
         Ok(())
+    }
+
+    async fn put_worker(&self, status: &WorkerStatus) -> Result<()> {
+        self.state.lock().workers.insert(status.name.clone(), status.clone());
+        Ok(())
+    }
+
+    async fn remove_worker(&self, name: &str) -> Result<()> {
+        self.state.lock().workers.remove(name);
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>> {
+        let mut all: Vec<WorkerStatus> = self.state.lock().workers.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 }
 

@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use pubsub_core::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::state::TaskRecord;
+use crate::state::{TaskRecord, WorkerStatus};
 
 mod dir;
 mod memory;
+mod open;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "redis")]
@@ -17,6 +18,7 @@ mod redis;
 
 pub use dir::DirResultStore;
 pub use memory::MemoryResultStore;
+pub use open::{open_result_store, result_store_from_env, RESULTS_ENV};
 #[cfg(feature = "nats")]
 pub use nats::NatsResultStore;
 #[cfg(feature = "redis")]
@@ -59,12 +61,26 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// Confirms that the chord's callback was sent.
     async fn chord_sent(&self, chord_id: &str) -> Result<()>;
+
+    /// Writes a worker's heartbeat, replacing its last one.
+    async fn put_worker(&self, status: &WorkerStatus) -> Result<()>;
+
+    /// Deletes worker `name`'s heartbeat (it stopped).
+    async fn remove_worker(&self, name: &str) -> Result<()>;
+
+    /// Every worker heartbeat kept, stale ones included (see
+    /// [`WorkerStatus::is_live`]), ordered by name.
+    async fn workers(&self) -> Result<Vec<WorkerStatus>>;
 }
 
 /// A chord's join state, for the stores that keep it as a value (memory,
 /// data dir, NATS key-value; Redis does the same in a Lua script).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(crate) struct ChordJoin {
+    /// The chord's id, where the key or file name may not say it (a hashed
+    /// file name in a [`DirResultStore`]), to check what was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
     joined: Vec<usize>,
     /// Until when (Unix ms) the caller told to send the callback has to confirm.
     claim_until: Option<u64>,
@@ -92,8 +108,10 @@ impl ChordJoin {
     }
 }
 
-/// A name for `id` made of `[-_=a-zA-Z0-9]` only (a key-value key, a file
-/// name): `{kind}.{id}` as it is, or `{kind}.x{hex}` when it has other bytes.
+/// A name for `id` made of `[-_=.a-zA-Z0-9]` only (a key-value key, a file
+/// name), different for different ids: `{kind}.{id}` when the id is made of
+/// `[-_=a-zA-Z0-9]` (so it has no dot), else `{kind}.x.{hex of its bytes}`
+/// (two dots, so no plain id's name has that form).
 pub(crate) fn safe_name(kind: &str, id: &str) -> String {
     let plain = !id.is_empty()
         && id
@@ -103,7 +121,7 @@ pub(crate) fn safe_name(kind: &str, id: &str) -> String {
         format!("{kind}.{id}")
     } else {
         let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("{kind}.x{hex}")
+        format!("{kind}.x.{hex}")
     }
 }
 
@@ -114,8 +132,18 @@ mod tests {
     #[test]
     fn names_stay_in_a_safe_alphabet() {
         assert_eq!(safe_name("t", "3f0b-ed"), "t.3f0b-ed");
-        assert_eq!(safe_name("t", "a b"), "t.x612062");
-        assert_eq!(safe_name("t", "../x"), "t.x2e2e2f78");
+        assert_eq!(safe_name("t", "a b"), "t.x.612062");
+        assert_eq!(safe_name("t", "../x"), "t.x.2e2e2f78");
+        assert_eq!(safe_name("t", ""), "t.x.");
+    }
+
+    #[test]
+    fn an_id_shaped_like_an_encoding_keeps_its_own_name() {
+        // "x612062" is how the old encoding wrote "a b": now they differ.
+        assert_ne!(safe_name("t", "x612062"), safe_name("t", "a b"));
+        let ids = ["a b", "x612062", "x.612062", "x", "", "t.x", ".", "x.", "ab", "6162"];
+        let names: std::collections::HashSet<_> = ids.iter().map(|id| safe_name("t", id)).collect();
+        assert_eq!(names.len(), ids.len(), "{names:?}");
     }
 
     #[test]

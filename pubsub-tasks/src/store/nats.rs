@@ -6,13 +6,16 @@
 use std::time::Duration;
 
 use super::{safe_name as key, ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
-use crate::state::{now_ms, TaskRecord};
+use crate::state::{now_ms, TaskRecord, WorkerStatus, WorkerTable};
 use async_nats::jetstream::kv::{self, Operation, Store};
 use async_trait::async_trait;
 use futures::StreamExt;
 use pubsub_core::{Error, Result};
 
 const NAME: &str = "nats";
+
+/// The key of the workers' heartbeats (no dot: no record's key has that form).
+const WORKERS_KEY: &str = "workers";
 
 /// A [`ResultStore`] in a JetStream key-value bucket (default
 /// `pubsub-tasks`), created if missing with `max_age` = the results' TTL.
@@ -78,6 +81,33 @@ impl NatsResultStore {
             .await
             .map_err(|e| failed(&format!("connect to {}", pubsub_core::redact_url(url)), e))?;
         Self::open(client, "pubsub-tasks", DEFAULT_RESULT_TTL).await
+    }
+
+    /// Changes the heartbeat table by compare-and-set on its revision.
+    async fn update_workers(&self, change: impl Fn(&mut WorkerTable)) -> Result<()> {
+        loop {
+            let (mut table, revision) = self.read::<WorkerTable>(WORKERS_KEY).await?.unwrap_or_default();
+            change(&mut table);
+            let value = serde_json::to_vec(&table).map_err(|e| Error::codec("worker heartbeats", e))?;
+            let written = if revision == 0 {
+                self.kv
+                    .create(WORKERS_KEY, value.into())
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists)
+            } else {
+                self.kv
+                    .update(WORKERS_KEY, value.into(), revision)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(true) => continue,
+                Err(false) => return Err(failed("worker heartbeat", std::io::Error::other("the write failed"))),
+            }
+        }
     }
 
     async fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>> {
@@ -190,5 +220,20 @@ impl ResultStore for NatsResultStore {
                 Err(e) => return Err(failed("chord sent", e)),
             }
         }
+    }
+
+    async fn put_worker(&self, status: &WorkerStatus) -> Result<()> {
+        self.update_workers(|t| t.put(status)).await
+    }
+
+    async fn remove_worker(&self, name: &str) -> Result<()> {
+        self.update_workers(|t| t.remove(name)).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>> {
+        let table: WorkerTable = self.read(WORKERS_KEY).await?.map(|(t, _)| t).unwrap_or_default();
+        let mut all = table.workers;
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
     }
 }

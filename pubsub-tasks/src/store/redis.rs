@@ -11,7 +11,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::{ResultStore, DEFAULT_RESULT_TTL};
-use crate::state::{now_ms, TaskRecord};
+use crate::state::{now_ms, TaskRecord, WorkerStatus};
 
 const NAME: &str = "redis";
 
@@ -89,6 +89,12 @@ impl RedisResultStore {
 
     fn key(&self, id: &str) -> String {
         format!("{}:{id}", self.prefix)
+    }
+
+    /// The hash of the workers' heartbeats, `{prefix}-workers` (no `:`
+    /// after the prefix, so no task id's key is this one).
+    fn workers_key(&self) -> String {
+        format!("{}-workers", self.prefix)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -220,5 +226,49 @@ impl ResultStore for RedisResultStore {
             .await
             .map_err(|e| failed("SET", e))?;
         Ok(())
+    }
+
+    async fn put_worker(&self, status: &WorkerStatus) -> Result<()> {
+        let text = serde_json::to_string(status).map_err(|e| Error::codec("worker heartbeat", e))?;
+        let _: () = self
+            .conn
+            .clone()
+            .hset(self.workers_key(), &status.name, text)
+            .await
+            .map_err(|e| failed("HSET", e))?;
+        Ok(())
+    }
+
+    async fn remove_worker(&self, name: &str) -> Result<()> {
+        let _: () = self
+            .conn
+            .clone()
+            .hdel(self.workers_key(), name)
+            .await
+            .map_err(|e| failed("HDEL", e))?;
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerStatus>> {
+        let all: std::collections::HashMap<String, String> = self
+            .conn
+            .clone()
+            .hgetall(self.workers_key())
+            .await
+            .map_err(|e| failed("HGETALL", e))?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(all.len());
+        for (name, text) in all {
+            let status: WorkerStatus =
+                serde_json::from_str(&text).map_err(|e| Error::codec("a worker heartbeat in Redis is not JSON", e))?;
+            if now.saturating_sub(status.at) > 3_600_000 {
+                // Silent for an hour: gone (killed without removing itself).
+                let _ = self.remove_worker(&name).await;
+                continue;
+            }
+            out.push(status);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 }

@@ -9,7 +9,7 @@ use pubsub::{
 use tokio::io::AsyncBufReadExt;
 
 use crate::output::{json_line, text_line, Progress};
-use crate::{Command, ConsumeArgs, PublishArgs, TopicsCommand};
+use crate::{Command, ConsumeArgs, PublishArgs, TasksCommand, TopicsCommand};
 
 /// Messages per `send_batch` when one message is sent many times.
 const BATCH: u64 = 100;
@@ -24,8 +24,16 @@ pub async fn run(backend: &dyn PubSubBackend, command: Command) -> Result<()> {
             println!("{}: ok", backend.name());
             Ok(())
         }
+        Command::Tasks(TasksCommand::Inspect { queues, results, json }) => {
+            crate::tasks::inspect(backend, &queues, results.url.as_deref(), json).await
+        }
+        Command::Tasks(TasksCommand::Result { id, results, json }) => {
+            task_result(&id, results.url.as_deref(), json).await
+        }
     }
 }
+
+pub use crate::tasks::task_result;
 
 async fn publish(backend: &dyn PubSubBackend, args: PublishArgs) -> Result<()> {
     let topic: Topic = args.topic.parse()?;

@@ -15,6 +15,7 @@
 
 mod commands;
 mod output;
+mod tasks;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,46 @@ enum Command {
     Topics(TopicsCommand),
     /// Check that the broker answers.
     Health,
+    /// Look into the task layer (`pubsub::tasks`): pending and running
+    /// tasks, and a task's result.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+}
+
+#[derive(Subcommand)]
+enum TasksCommand {
+    /// Pending tasks per queue (the backlog of the workers' subscription
+    /// `pubsub-tasks`) and the tasks running on every worker (from the
+    /// heartbeats workers write to the result store every 2 s).
+    Inspect {
+        /// A queue topic, `{qos}/{tenant}/{namespace}/{queue}` (repeatable).
+        #[arg(short, long = "queue")]
+        queues: Vec<String>,
+        #[command(flatten)]
+        results: ResultsArg,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's result record: state, result or error, attempts,
+    /// times and worker.
+    Result {
+        /// The task id.
+        id: String,
+        #[command(flatten)]
+        results: ResultsArg,
+        /// The record as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ResultsArg {
+    /// The result store: `dir:/path`, `redis://…` or `nats://…` (as the
+    /// workers use it).
+    #[arg(long = "results", env = "PUBSUB_RESULTS", value_name = "URL")]
+    url: Option<String>,
 }
 
 #[derive(Args)]
@@ -181,6 +222,13 @@ fn parse_position(s: &str) -> Result<pubsub::Position, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Tasks(TasksCommand::Result { id, results, json }) = &cli.command {
+        // A result needs the result store only, not the broker.
+        return match commands::task_result(id, results.url.as_deref(), *json).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => output::fail(&e),
+        };
+    }
     let backend = match cli.pubsub.connect().await {
         Ok(b) => b,
         Err(e) => return output::fail(&e),
