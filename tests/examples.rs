@@ -132,3 +132,47 @@ fn processor_help_describes_the_processor() {
         assert!(own < backend, "its own flags come first: {help}");
     }
 }
+
+/// The tasks example (delay, countdown, chain, group, chord) on embedded
+/// with memory results, and on NATS with Redis results (the seed design's
+/// pair) when both are compiled in and reachable.
+#[cfg(feature = "tasks")]
+#[test]
+fn tasks_example_runs_on_embedded_and_on_nats_with_redis_results() {
+    let mut runs = vec![("embedded", None)];
+    if cfg!(all(feature = "nats", feature = "redis")) {
+        let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        runs.push(("nats", Some(redis)));
+    }
+    for (backend, results) in runs {
+        let mut cmd = Command::new(example("tasks"));
+        cmd.env("PUBSUB_BACKEND", backend)
+            .env_remove("PUBSUB_EMBEDDED_DIR")
+            .env("TASKS_QUEUE", format!("q1/example/t{}/default", std::process::id()));
+        match &results {
+            Some(url) => cmd.env("PUBSUB_RESULTS", url),
+            None => cmd.env_remove("PUBSUB_RESULTS"),
+        };
+        let out = cmd.output().expect("run the tasks example");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && stderr.contains("connection failed") {
+            pubsub::testkit::broker_unavailable(&format!("tasks example on {backend}"), &stderr);
+            continue;
+        }
+        assert!(out.status.success(), "{backend}: {stdout}\n{stderr}");
+        for line in [
+            "delay: add(1, 2) = 3",
+            "chain: add(1, 2) | add(10) = 13",
+            "group: [0,2,4,6,8,10,12,14,16,18]",
+            "chord: sum of the group = 90",
+            "done",
+        ] {
+            assert!(stdout.lines().any(|l| l == line), "{backend}: {line:?} in {stdout}");
+        }
+        assert!(
+            stdout.contains("countdown 1 s: add(2, 3) = 5 after 1."),
+            "{backend}: {stdout}"
+        );
+    }
+}
