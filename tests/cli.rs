@@ -383,9 +383,11 @@ mod tasks {
                 let (a, b): (i64, i64) = serde_json::from_value(args).map_err(TaskError::fatal)?;
                 Ok(json!(a + b))
             })
-            .register_fn("fail", TaskOptions::default().with_max_retries(0), |_a, _c| async move {
-                Err(TaskError::fatal("refused by the test"))
-            })
+            .register_fn(
+                "fail",
+                TaskOptions::default().with_max_retries(0),
+                |_a, _c| async move { Err(TaskError::fatal("refused by the test")) },
+            )
     }
 
     async fn blocking(env: Vec<(String, String)>, args: Vec<String>, code: i32) -> (String, String) {
@@ -424,9 +426,8 @@ mod tasks {
             let backend: Arc<dyn PubSubBackend> = Arc::new(pubsub::embedded::EmbeddedBackend::open(config).unwrap());
             let store = open_result_store(&results_url).await.unwrap();
             let shutdown = Shutdown::new();
-            let running = tokio::spawn(
-                worker(backend.clone(), store.clone(), queue.clone(), "cli-w").run(shutdown.clone()),
-            );
+            let running =
+                tokio::spawn(worker(backend.clone(), store.clone(), queue.clone(), "cli-w").run(shutdown.clone()));
             let tasks = Tasks::new(backend.clone(), store.clone(), queue.clone());
             let ok = tasks.send::<i64>(Signature::new("add", (1, 2)).unwrap()).await.unwrap();
             assert_eq!(ok.get(WAIT).await.unwrap(), 3);
@@ -458,13 +459,22 @@ mod tasks {
         assert!(out.contains("workers: none"), "{out}");
         env.push(("PUBSUB_RESULTS".into(), results_url.clone()));
         let (out, _) = blocking(env.clone(), strings(&["tasks", "result", &ok_id]), 0).await;
-        for line in ["state: success", "result: 3", "attempts: 1", "worker: cli-w", "name: add"] {
+        for line in [
+            "state: success",
+            "result: 3",
+            "attempts: 1",
+            "worker: cli-w",
+            "name: add",
+        ] {
             assert!(out.lines().any(|l| l == line), "{line:?} in {out}");
         }
         assert!(out.contains("finished: "), "{out}");
         let (out, _) = blocking(env.clone(), strings(&["tasks", "result", &failed_id, "--json"]), 0).await;
         let record: Value = serde_json::from_str(out.trim()).unwrap();
-        assert_eq!((record["state"].as_str(), record["error"].as_str()), (Some("failure"), Some("refused by the test")));
+        assert_eq!(
+            (record["state"].as_str(), record["error"].as_str()),
+            (Some("failure"), Some("refused by the test"))
+        );
         let (_, err) = blocking(env.clone(), strings(&["tasks", "result", "no-such-task"]), 1).await;
         assert!(err.contains("no result"), "{err}");
         // Without a result store: bad input, exit 2.
@@ -513,7 +523,10 @@ mod tasks {
         );
         let running = tokio::spawn(w.run(shutdown.clone()));
         let tasks = Tasks::new(backend.clone(), store.clone(), queue.clone());
-        let r = tasks.send::<String>(Signature::new("block", ()).unwrap()).await.unwrap();
+        let r = tasks
+            .send::<String>(Signature::new("block", ()).unwrap())
+            .await
+            .unwrap();
         let deadline = tokio::time::Instant::now() + WAIT;
         while r.state().await.unwrap() != TaskState::Started {
             assert!(tokio::time::Instant::now() < deadline, "the task never started");
@@ -525,25 +538,60 @@ mod tasks {
             ("REDIS_URL".to_string(), url.clone()),
             ("PUBSUB_RESULTS".to_string(), url.clone()),
         ];
-        let (out, _) = blocking(env.clone(), strings(&["tasks", "inspect", "--queue", queue.as_str()]), 0).await;
+        let (out, _) = blocking(
+            env.clone(),
+            strings(&["tasks", "inspect", "--queue", queue.as_str()]),
+            0,
+        )
+        .await;
         assert!(out.contains(&format!("queue {queue}: 1 pending")), "{out}");
-        let worker_line = out.lines().find(|l| l.starts_with("worker cli-redis-w ")).unwrap_or_else(|| panic!("{out}"));
-        assert!(worker_line.contains("1 running") && worker_line.contains("seen"), "{out}");
-        assert!(out.lines().any(|l| l.trim_start().starts_with(&format!("{} block started", r.id()))), "{out}");
+        let worker_line = out
+            .lines()
+            .find(|l| l.starts_with("worker cli-redis-w "))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(
+            worker_line.contains("1 running") && worker_line.contains("seen"),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{} block started", r.id()))),
+            "{out}"
+        );
         let (out, _) = blocking(env.clone(), strings(&["tasks", "inspect", "--json"]), 0).await;
         let seen: Value = serde_json::from_str(out.trim()).unwrap();
-        let me = seen["workers"].as_array().unwrap().iter().find(|w| w["name"] == "cli-redis-w").cloned().unwrap();
-        assert_eq!((me["live"].as_bool(), me["running"][0]["id"].as_str()), (Some(true), Some(r.id())));
+        let me = seen["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "cli-redis-w")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (me["live"].as_bool(), me["running"][0]["id"].as_str()),
+            (Some(true), Some(r.id()))
+        );
         let (out, _) = blocking(env.clone(), strings(&["tasks", "result", r.id()]), 0).await;
         assert!(out.lines().any(|l| l == "state: started"), "{out}");
         release.add_permits(1);
         assert_eq!(r.get(WAIT).await.unwrap(), "released");
         let (out, _) = blocking(env.clone(), strings(&["tasks", "result", r.id()]), 0).await;
-        assert!(out.lines().any(|l| l == "state: success") && out.contains("result: \"released\""), "{out}");
+        assert!(
+            out.lines().any(|l| l == "state: success") && out.contains("result: \"released\""),
+            "{out}"
+        );
         shutdown.trigger();
         running.await.unwrap().unwrap();
-        let (out, _) = blocking(env.clone(), strings(&["tasks", "inspect", "--queue", queue.as_str()]), 0).await;
-        assert!(out.contains(&format!("queue {queue}: 0 pending")) && out.contains("workers: none"), "{out}");
+        let (out, _) = blocking(
+            env.clone(),
+            strings(&["tasks", "inspect", "--queue", queue.as_str()]),
+            0,
+        )
+        .await;
+        assert!(
+            out.contains(&format!("queue {queue}: 0 pending")) && out.contains("workers: none"),
+            "{out}"
+        );
         assert_eq!(started.load(Ordering::SeqCst), 1);
         tasks.close().await.unwrap();
         backend.close().await.unwrap();

@@ -267,7 +267,10 @@ pub trait AckTarget: Send + Sync + fmt::Debug + 'static {
     async fn in_progress(&self) -> Result<()> {
         match self.wrapped() {
             Some(inner) => inner.in_progress().await,
-            None => Err(Error::unsupported("this backend", "extending a message's ack timeout (in progress)")),
+            None => Err(Error::unsupported(
+                "this backend",
+                "extending a message's ack timeout (in progress)",
+            )),
         }
     }
 

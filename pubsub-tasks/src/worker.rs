@@ -392,7 +392,12 @@ impl Core {
                 }
                 if msg.expires.is_some_and(|at| at <= now_ms()) {
                     return self
-                        .stop(&msg, record, TaskState::Revoked, "expired while waiting for its eta".into())
+                        .stop(
+                            &msg,
+                            record,
+                            TaskState::Revoked,
+                            "expired while waiting for its eta".into(),
+                        )
                         .await;
                 }
             }
@@ -410,9 +415,10 @@ impl Core {
             kwargs: msg.kwargs.clone(),
             worker: self.name.clone(),
         };
-        self.running
-            .lock()
-            .insert(msg.id.clone(), (msg.name.clone(), Instant::now(), record.started_at.unwrap_or_default()));
+        self.running.lock().insert(
+            msg.id.clone(),
+            (msg.name.clone(), Instant::now(), record.started_at.unwrap_or_default()),
+        );
         let run = task.call(msg.args.clone(), ctx);
         let outcome = match options.time_limit {
             Some(limit) => self

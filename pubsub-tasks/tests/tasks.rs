@@ -13,7 +13,8 @@ use pubsub_core::processor::{Backoff, ProcessorOptions, Shutdown};
 use pubsub_core::{ConsumerOptions, OutgoingMessage, PubSubBackend, Topic};
 use pubsub_tasks::{
     async_trait, DirResultStore, Error, MemoryResultStore, NatsResultStore, RedisResultStore, ResultStore, SendOptions,
-    Signature, Task, TaskContext, TaskError, TaskMessage, TaskOptions, TaskRecord, TaskState, Tasks, Worker, WIRE_VERSION,
+    Signature, Task, TaskContext, TaskError, TaskMessage, TaskOptions, TaskRecord, TaskState, Tasks, Worker,
+    WIRE_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -247,7 +248,11 @@ async fn suite(env: Env) {
         Err(Error::Revoked { reason, .. }) => assert!(reason.contains("expired"), "{name}: {reason}"),
         other => panic!("{name}: expected the task to expire, got {other:?}"),
     }
-    assert_eq!(r.info().await.unwrap().unwrap().started_at, None, "{name}: never started");
+    assert_eq!(
+        r.info().await.unwrap().unwrap().started_at,
+        None,
+        "{name}: never started"
+    );
 
     // A send the backend refuses (the id becomes the message key, which
     // cannot have surrounding whitespace or control characters) is a typed
@@ -262,7 +267,11 @@ async fn suite(env: Env) {
             "{name}: {:?}",
             sent.err()
         );
-        assert_eq!(env.store.get(bad).await.unwrap(), None, "{name}: a record of a refused send");
+        assert_eq!(
+            env.store.get(bad).await.unwrap(),
+            None,
+            "{name}: a record of a refused send"
+        );
     }
 
     // A timeout while waiting is typed too.
@@ -471,8 +480,20 @@ async fn distinct_ids_keep_distinct_records(store: &dyn ResultStore, name: &str)
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let ids = [
         format!("a b{run}"),
-        format!("x{}", format!("a b{run}").bytes().map(|b| format!("{b:02x}")).collect::<String>()),
-        format!("x.{}", format!("a b{run}").bytes().map(|b| format!("{b:02x}")).collect::<String>()),
+        format!(
+            "x{}",
+            format!("a b{run}")
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+        format!(
+            "x.{}",
+            format!("a b{run}")
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
         format!("x{run}"),
     ];
     for (n, id) in ids.iter().enumerate() {
@@ -481,12 +502,19 @@ async fn distinct_ids_keep_distinct_records(store: &dyn ResultStore, name: &str)
         store.put(&record).await.unwrap();
     }
     for (n, id) in ids.iter().enumerate() {
-        let got = store.get(id).await.unwrap().unwrap_or_else(|| panic!("{name}: no record of {id:?}"));
+        let got = store
+            .get(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name}: no record of {id:?}"));
         assert_eq!((got.id.as_str(), got.result), (id.as_str(), Some(json!(n))), "{name}");
         store.forget(id).await.unwrap();
     }
     store.revoke(&ids[0]).await.unwrap();
-    assert!(!store.is_revoked(&ids[1]).await.unwrap(), "{name}: a revocation of another id");
+    assert!(
+        !store.is_revoked(&ids[1]).await.unwrap(),
+        "{name}: a revocation of another id"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,7 +548,10 @@ async fn tasks_on_pulsar() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_on_mqtt() {
     let host = std::env::var("MQTT_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port = std::env::var("MQTT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(1883);
+    let port = std::env::var("MQTT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(1883);
     let backend = match pubsub_mqtt::MqttBackend::connect(pubsub_mqtt::MqttConfig::new(host, port)).await {
         Ok(b) => b,
         Err(e) => return pubsub_core::testkit::broker_unavailable("tasks on mqtt", &e),
@@ -600,7 +631,10 @@ async fn dir_results_keep_long_ids() {
         store.revoke(&a).await.unwrap();
         assert!(!store.chord_join(&a, 0, 2, Duration::from_secs(60)).await.unwrap());
         assert!(!store.chord_join(&b, 0, 2, Duration::from_secs(60)).await.unwrap());
-        assert!(store.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(), "a's chord: both joined");
+        assert!(
+            store.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(),
+            "a's chord: both joined"
+        );
         store.chord_sent(&a).await.unwrap();
     }
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -614,8 +648,14 @@ async fn dir_results_keep_long_ids() {
     }
     assert!(again.is_revoked(&a).await.unwrap());
     assert!(!again.is_revoked(&b).await.unwrap());
-    assert!(!again.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(), "a's callback was sent");
-    assert!(again.chord_join(&b, 1, 2, Duration::from_secs(60)).await.unwrap(), "b's chord is its own");
+    assert!(
+        !again.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(),
+        "a's callback was sent"
+    );
+    assert!(
+        again.chord_join(&b, 1, 2, Duration::from_secs(60)).await.unwrap(),
+        "b's chord is its own"
+    );
     again.forget(&a).await.unwrap();
     assert_eq!(again.get(&a).await.unwrap(), None);
     assert!(again.get(&b).await.unwrap().is_some());

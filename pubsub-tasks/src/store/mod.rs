@@ -10,17 +10,17 @@ use crate::state::{TaskRecord, WorkerStatus};
 
 mod dir;
 mod memory;
-mod open;
 #[cfg(feature = "nats")]
 mod nats;
+mod open;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use dir::DirResultStore;
 pub use memory::MemoryResultStore;
-pub use open::{open_result_store, result_store_from_env, RESULTS_ENV};
 #[cfg(feature = "nats")]
 pub use nats::NatsResultStore;
+pub use open::{open_result_store, result_store_from_env, RESULTS_ENV};
 #[cfg(feature = "redis")]
 pub use redis::RedisResultStore;
 

@@ -35,12 +35,16 @@ fn ago(ms: u64, now: u64) -> String {
 /// `Error::NotFound` (exit 1).
 pub async fn task_result(id: &str, url: Option<&str>, json: bool) -> Result<()> {
     let store = store(url).await?;
-    let record = store
-        .get(id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("task {id:?}: no result (an unknown id, or expired or forgotten)")))?;
+    let record = store.get(id).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "task {id:?}: no result (an unknown id, or expired or forgotten)"
+        ))
+    })?;
     if json {
-        println!("{}", serde_json::to_string(&record).map_err(|e| Error::codec("task record", e))?);
+        println!(
+            "{}",
+            serde_json::to_string(&record).map_err(|e| Error::codec("task record", e))?
+        );
     } else {
         print!("{}", record_text(&record, now_ms()));
     }
@@ -63,7 +67,11 @@ fn record_text(r: &TaskRecord, now: u64) -> String {
     if let Some(w) = &r.worker {
         out.push_str(&format!("worker: {w}\n"));
     }
-    for (label, at) in [("sent", r.sent_at), ("started", r.started_at), ("finished", r.finished_at)] {
+    for (label, at) in [
+        ("sent", r.sent_at),
+        ("started", r.started_at),
+        ("finished", r.finished_at),
+    ] {
         if let Some(at) = at {
             out.push_str(&format!("{label}: {at} ({})\n", ago(at, now)));
         }
