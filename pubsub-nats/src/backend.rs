@@ -14,7 +14,7 @@ use pubsub_core::{
     MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos, Reader, Result, Topic,
 };
 
-use crate::config::NatsConfig;
+use crate::config::{check_replicas, cluster_replicas, parse_servers, NatsConfig};
 use crate::consumer::{CoreConsumer, JetStreamConsumer};
 use crate::headers::to_headers;
 use crate::naming::{stream_name, subject};
@@ -46,6 +46,8 @@ pub(crate) struct Inner {
     streams: tokio::sync::Mutex<HashSet<String>>,
     /// The server's limit for payload plus headers.
     pub server_max_payload: usize,
+    /// Replicas asked for by the config or the URL; `None`: the cluster's default.
+    replicas: Option<usize>,
 }
 
 impl fmt::Debug for NatsBackend {
@@ -132,8 +134,15 @@ impl NatsBackend {
     /// `max_payload`, which sets [`Capabilities::max_payload`].
     pub async fn connect(config: NatsConfig) -> Result<Self> {
         let shown = pubsub_core::redact_url(&config.url);
+        let (servers, url_replicas) = parse_servers(&config.url)?;
+        let replicas = match config.replicas {
+            Some(n) => Some(check_replicas(n)?),
+            None => url_replicas,
+        };
         let opts = connect_options(&config).await?;
-        let client = tokio::time::timeout(config.timeout * 2, opts.connect(config.url.as_str()))
+        // Every server of the list: the client connects to one and, when it
+        // goes, reconnects to another (or to one its cluster told of).
+        let client = tokio::time::timeout(config.timeout * 2, opts.connect(servers))
             .await
             .map_err(|_| Error::Connection {
                 backend: NAME,
@@ -188,12 +197,31 @@ impl NatsBackend {
                 handles: Default::default(),
                 streams: Default::default(),
                 server_max_payload,
+                replicas,
             }),
         })
     }
 }
 
+impl NatsBackend {
+    /// How many replicas a stream this backend creates now gets: the
+    /// configured count, else 3 or as many servers as the connected
+    /// server's cluster has (1 on a single server). Streams made elsewhere
+    /// or before keep theirs.
+    pub fn stream_replicas(&self) -> usize {
+        self.inner.stream_replicas()
+    }
+}
+
 impl Inner {
+    /// See [`NatsBackend::stream_replicas`]. The cluster's size is read
+    /// from the latest INFO, which the server sends again when servers
+    /// join or leave.
+    pub(crate) fn stream_replicas(&self) -> usize {
+        self.replicas
+            .unwrap_or_else(|| cluster_replicas(&self.client.server_info()))
+    }
+
     pub(crate) fn ensure_open(&self) -> Result<()> {
         ensure_open(self.closed.load(Ordering::Acquire), "nats backend")
     }
@@ -206,12 +234,15 @@ impl Inner {
             return Ok(s);
         }
         let name = stream_name(topic);
+        let replicas = self.stream_replicas();
         let config = stream::Config {
             name: name.clone(),
             subjects: vec![subject(topic)],
             storage: stream::StorageType::File,
             max_age: self.config.stream_max_age,
             duplicate_window: self.config.dedup_window,
+            // Durable consumers inherit this (their num_replicas stays 0).
+            num_replicas: replicas,
             ..Default::default()
         };
         match self.js.create_stream(config).await {
@@ -223,7 +254,16 @@ impl Inner {
             // the look-up: use it if it fits, else say why not.
             Err(e) => match self.find_stream(topic).await? {
                 Some(s) => Ok(s),
-                None => Err(broker_err(format!("create stream {name} for {topic}"), e)),
+                // More replicas than a single server can hold is a setting
+                // to change; too few servers up right now is the broker's.
+                None if e.to_string().contains("non-clustered mode") => Err(Error::InvalidConfiguration(format!(
+                    "create stream {name} for {topic} with {replicas} replicas: the NATS server is not in a \
+                     cluster ({e}); ask for replicas=1 or connect to a cluster"
+                ))),
+                None => Err(broker_err(
+                    format!("create stream {name} for {topic} with {replicas} replicas"),
+                    e,
+                )),
             },
         }
     }

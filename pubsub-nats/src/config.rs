@@ -16,7 +16,10 @@ use pubsub_core::{redact_url, Secret, TlsConfig};
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct NatsConfig {
-    /// `nats://host:4222` (a password or token in it is never printed).
+    /// `nats://host:4222` (a password or token in it is never printed), or
+    /// the servers of a cluster separated by commas
+    /// (`nats://h1:4222,nats://h2:4222,h3:4222`), optionally followed by
+    /// `?replicas=N` (see [`replicas`](Self::replicas)).
     pub url: String,
     /// Token authentication (`NATS_TOKEN`); never printed.
     pub token: Option<Secret>,
@@ -38,7 +41,22 @@ pub struct NatsConfig {
     /// Bytes of each message kept free for headers (properties, key): the
     /// payload limit is the server's `max_payload` minus this.
     pub header_reserve: usize,
+    /// Replicas of the streams this backend creates (1 to 5; JetStream's
+    /// limit). `None`: `?replicas=N` of the URL if there, else what the
+    /// cluster allows: 3, or fewer when the server knows fewer servers in
+    /// its cluster (its INFO's `connect_urls`), 1 on a single server.
+    /// Durable consumers inherit the stream's replicas. Streams that exist
+    /// already keep theirs.
+    pub replicas: Option<usize>,
 }
+
+/// JetStream's largest replica count.
+pub(crate) const MAX_REPLICAS: usize = 5;
+
+/// The replicas a stream gets by default: an odd quorum of three where the
+/// cluster has that many servers, so one may fail without losing a
+/// confirmed message.
+pub(crate) const DEFAULT_CLUSTER_REPLICAS: usize = 3;
 
 impl NatsConfig {
     /// Defaults for the server at `url`.
@@ -54,6 +72,7 @@ impl NatsConfig {
             stream_max_age: Duration::from_secs(7 * 24 * 3600),
             dedup_window: Duration::from_secs(120),
             header_reserve: 4096,
+            replicas: None,
         }
     }
 
@@ -94,6 +113,18 @@ impl NatsConfig {
         self
     }
 
+    /// Streams this backend creates get `replicas` copies (1 to 5), over
+    /// any `?replicas=N` of the URL and the cluster's default.
+    ///
+    /// ```
+    /// let cfg = pubsub_nats::NatsConfig::new("nats://n1:4222,nats://n2:4222,nats://n3:4222").with_replicas(3);
+    /// assert_eq!(cfg.replicas, Some(3));
+    /// ```
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = Some(replicas);
+        self
+    }
+
     /// Sets the timeout.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -113,6 +144,124 @@ impl fmt::Debug for NatsConfig {
             .field("timeout", &self.timeout)
             .field("stream_max_age", &self.stream_max_age)
             .field("dedup_window", &self.dedup_window)
+            .field("replicas", &self.replicas)
             .finish()
+    }
+}
+
+/// The servers of a URL list and its `?replicas=N`: `nats://a:1,nats://b:2`
+/// or `nats://a:1,b:2` (a server without a scheme takes the first one's).
+/// Errors never show a password.
+pub(crate) fn parse_servers(url: &str) -> Result<(Vec<async_nats::ServerAddr>, Option<usize>), pubsub_core::Error> {
+    let bad = |why: String| pubsub_core::Error::InvalidConfiguration(format!("NATS URL {}: {why}", redact_url(url)));
+    // The query follows the last server; a `?` inside credentials (before
+    // the last `@`) is not one.
+    let after_at = url.rfind('@').map_or(0, |at| at + 1);
+    let (list, query) = match url[after_at..].find('?') {
+        Some(q) => (&url[..after_at + q], Some(&url[after_at + q + 1..])),
+        None => (url, None),
+    };
+    let mut replicas = None;
+    for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("replicas", n)) => {
+                let n = n
+                    .parse::<usize>()
+                    .map_err(|_| bad(format!("replicas={n:?} is not a number")))?;
+                replicas = Some(check_replicas(n)?);
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown parameter {:?} (the only one is replicas=N)",
+                    pair.split('=').next().unwrap_or(pair)
+                )))
+            }
+        }
+    }
+    let mut scheme = None;
+    let mut servers = Vec::new();
+    for server in list.split(',').map(str::trim) {
+        if server.is_empty() {
+            return Err(bad("an empty server in the list".into()));
+        }
+        let full = match (server.contains("://"), scheme) {
+            (false, Some(s)) => format!("{s}://{server}"),
+            _ => server.to_string(),
+        };
+        if scheme.is_none() {
+            scheme = server.split_once("://").map(|(s, _)| s);
+        }
+        let addr = full
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| bad(format!("server {}: {e}", redact_url(&full))))?;
+        servers.push(addr);
+    }
+    Ok((servers, replicas))
+}
+
+/// `n` if JetStream takes it as a replica count.
+pub(crate) fn check_replicas(n: usize) -> Result<usize, pubsub_core::Error> {
+    if (1..=MAX_REPLICAS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(pubsub_core::Error::InvalidConfiguration(format!(
+            "NATS stream replicas {n}: JetStream takes 1 to {MAX_REPLICAS}"
+        )))
+    }
+}
+
+/// The default replicas for a server whose INFO is `info`: 3 where its
+/// cluster has as many servers, else as many as it has; 1 off a cluster.
+pub(crate) fn cluster_replicas(info: &async_nats::ServerInfo) -> usize {
+    match &info.cluster {
+        Some(name) if !name.is_empty() => info.connect_urls.len().clamp(1, DEFAULT_CLUSTER_REPLICAS),
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_lists_and_replicas() {
+        let (servers, replicas) =
+            parse_servers("nats://127.0.0.1:4231,127.0.0.1:4232, nats://h3:4233?replicas=3").unwrap();
+        assert_eq!(servers.len(), 3);
+        assert_eq!((servers[1].host(), servers[1].port()), ("127.0.0.1", 4232));
+        assert_eq!(replicas, Some(3));
+        let (servers, replicas) = parse_servers("nats://127.0.0.1:4222").unwrap();
+        assert_eq!((servers.len(), replicas), (1, None));
+        // TLS is kept for a server written without a scheme.
+        let (servers, _) = parse_servers("tls://a:4222,b:4222").unwrap();
+        assert!(servers[1].tls_required());
+    }
+
+    #[test]
+    fn bad_lists_say_why_without_the_password() {
+        for (url, why) in [
+            ("nats://u:s3cret@a:4222?replicas=7", "1 to 5"),
+            ("nats://u:s3cret@a:4222?replicas=x", "not a number"),
+            ("nats://u:s3cret@a:4222?replica=3", "unknown parameter \"replica\""),
+            ("nats://u:s3cret@a:4222,,b:1", "empty server"),
+            ("nats://u:s3cret@a:4222,b:port", "server"),
+        ] {
+            let e = parse_servers(url).unwrap_err();
+            let text = e.to_string();
+            assert!(matches!(e, pubsub_core::Error::InvalidConfiguration(_)), "{url}: {e:?}");
+            assert!(text.contains(why), "{url}: {text}");
+            assert!(!text.contains("s3cret"), "{url}: {text}");
+        }
+    }
+
+    #[test]
+    fn default_replicas_follow_the_cluster() {
+        let mut info = async_nats::ServerInfo::default();
+        assert_eq!(cluster_replicas(&info), 1);
+        info.cluster = Some("c".into());
+        info.connect_urls = vec!["a:1".into(), "b:1".into()];
+        assert_eq!(cluster_replicas(&info), 2);
+        info.connect_urls = (0..5).map(|i| format!("h{i}:1")).collect();
+        assert_eq!(cluster_replicas(&info), 3);
     }
 }

@@ -13,6 +13,8 @@
 //! | redelivery count | `delivered - 1` from the message's JetStream info |
 //! | properties, key | headers (`pubsub.key` for the key); values with line breaks are refused before sending |
 //! | max payload | the server's `max_payload` minus 4 KiB kept for headers; payload + headers is checked too |
+//! | a cluster | `nats://h1:4222,nats://h2:4222,...` (a server without a scheme takes the first one's): the client connects to one and reconnects to another when it fails |
+//! | replicas | streams created with [`NatsConfig::replicas`], `?replicas=N` in the URL, else 3 or as many servers as the cluster has (1 on a single server); durable consumers inherit the stream's |
 //! | Exclusive, Failover, KeyShared, `deliver_after` | not supported by this server version: refused with `Error::Unsupported` |
 //!
 //! q0 and q1/q2 topics of the same tenant/namespace/queue share the subject:
