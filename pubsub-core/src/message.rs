@@ -493,6 +493,56 @@ pub fn ensure_open(closed: bool, what: &'static str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A target that counts `in_progress` calls, and one wrapping it.
+    #[derive(Debug, Default)]
+    struct Extends(std::sync::atomic::AtomicUsize);
+
+    #[async_trait]
+    impl AckTarget for Extends {
+        async fn ack(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn nack(&self, _delay: Option<Duration>) -> Result<()> {
+            Ok(())
+        }
+        async fn in_progress(&self) -> Result<()> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[derive(Debug)]
+    struct Wrapper(Arc<Extends>);
+
+    #[async_trait]
+    impl AckTarget for Wrapper {
+        async fn ack(&self) -> Result<()> {
+            self.0.ack().await
+        }
+        async fn nack(&self, delay: Option<Duration>) -> Result<()> {
+            self.0.nack(delay).await
+        }
+        fn wrapped(&self) -> Option<&dyn AckTarget> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn in_progress_reaches_the_adapter_through_wrappers_or_is_unsupported() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let topic: Topic = "q1/t/n/x".parse().unwrap();
+        let parts = || MessageParts::new(MessageId::from_seq(1), topic.clone());
+        let plain = Message::new(parts(), Arc::new(NoAck));
+        assert!(matches!(
+            rt.block_on(plain.in_progress()),
+            Err(Error::Unsupported { .. })
+        ));
+        let inner = Arc::new(Extends::default());
+        let wrapped = Message::new(parts(), Arc::new(Wrapper(inner.clone())));
+        rt.block_on(wrapped.in_progress()).unwrap();
+        assert_eq!(inner.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn property_rules() {
         validate_property("trace-id", "a\tb").unwrap();
