@@ -5,6 +5,12 @@
 #
 #   Redis      127.0.0.1:6379   Debian redis-server
 #   NATS       127.0.0.1:4222   Debian nats-server, with JetStream (-js)
+#   NATS       127.0.0.1:4231-4233  a 3-node NATS cluster with JetStream for
+#   cluster                     NATS_CLUSTER_URL (cluster "pubsub", servers
+#                               pubsub-n1..3, routes on 6231-6233, monitoring
+#                               on 8231-8233); config and JetStream store of
+#                               node N in target/brokers/nats-cluster/N; ready
+#                               once a JetStream meta leader is elected
 #   Mosquitto  127.0.0.1:1883   Debian mosquitto (+ mosquitto-clients for the interop test)
 #
 #   Kafka      127.0.0.1:9092   Apache Kafka 4.4 (KRaft, combined broker and
@@ -102,6 +108,41 @@ start_nats() {
         >/dev/null 2>&1 &
     echo $! >"$RUN_DIR/nats.pid"
     wait_port 4222 10
+}
+
+# A 3-node NATS cluster (JetStream replicated over the three): each node
+# that is not answering is (re)started on its own config and store.
+start_nats_cluster() {
+    ensure_binary nats-server nats-server || return 1
+    local n dir
+    for n in 1 2 3; do
+        port_open "423$n" && continue
+        dir="$RUN_DIR/nats-cluster/$n"
+        mkdir -p "$dir"
+        cat >"$dir/nats.conf" <<CONF
+server_name: pubsub-n$n
+listen: 127.0.0.1:423$n
+http: 127.0.0.1:823$n
+jetstream { store_dir: "$dir" }
+cluster {
+  name: pubsub
+  listen: 127.0.0.1:623$n
+  routes: [nats-route://127.0.0.1:6231, nats-route://127.0.0.1:6232, nats-route://127.0.0.1:6233]
+}
+log_file: "$dir/nats.log"
+pid_file: "$dir/nats.pid"
+CONF
+        nohup nats-server -c "$dir/nats.conf" >/dev/null 2>&1 &
+    done
+    for n in 1 2 3; do wait_port "423$n" 10 || return 1; done
+    # Streams can be made once the nodes have elected a JetStream meta leader.
+    local i
+    for ((i = 0; i < 300; i++)); do
+        curl -s "http://127.0.0.1:8231/jsz" 2>/dev/null | grep -q '"leader": *"pubsub-n' && return 0
+        sleep 0.1
+    done
+    log "nats cluster: no JetStream meta leader within 30 s"
+    return 1
 }
 
 start_mosquitto() {
@@ -384,7 +425,7 @@ else
     log "python tools could NOT be installed"
     failed+=("python-tools")
 fi
-brokers=(redis nats mosquitto kafka kafka_noida pulsar_apache pulsar)
+brokers=(redis nats nats_cluster mosquitto kafka kafka_noida pulsar_apache pulsar)
 [ "${PUBSUB_TANSU:-}" = "1" ] && brokers+=(kafka_tansu)
 for broker in "${brokers[@]}"; do
     if "start_$broker"; then

@@ -170,7 +170,10 @@ pub enum BackendConfig {
     },
     /// A NATS server (`NATS_URL`).
     Nats {
-        /// `nats://[user:password@]host:4222`, `tls://` for TLS.
+        /// `nats://[user:password@]host:4222`, `tls://` for TLS; a cluster's
+        /// servers separated by commas, optionally followed by `?replicas=N`
+        /// for the streams the SDK creates (default: 3, or fewer on a
+        /// smaller cluster, 1 on a single server).
         url: String,
         /// TLS settings (`NATS_TLS_*`); with them TLS is required.
         tls: Option<TlsConfig>,
@@ -1366,6 +1369,7 @@ mod tests {
             (check_redis, "redis+unix:///tmp/r.sock"),
             (check_nats, "nats://a:4222,tls://b"),
             (check_nats, "localhost:4222"),
+            (check_nats, "nats://127.0.0.1:4231,127.0.0.1:4232,nats://127.0.0.1:4233?replicas=3"),
             (check_pulsar, "pulsar://127.0.0.1:6650?broker=lite"),
             (check_pulsar, "127.0.0.1:6650"),
             (check_pulsar, "pulsar+ssl://[::1]:6651"),

@@ -14,7 +14,7 @@ use pubsub_core::{
     MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos, Reader, Result, Topic,
 };
 
-use crate::config::{check_replicas, cluster_replicas, parse_servers, NatsConfig};
+use crate::config::{check_replicas, default_stream_replicas, parse_servers, NatsConfig};
 use crate::consumer::{CoreConsumer, JetStreamConsumer};
 use crate::headers::to_headers;
 use crate::naming::{stream_name, subject};
@@ -219,7 +219,7 @@ impl Inner {
     /// join or leave.
     pub(crate) fn stream_replicas(&self) -> usize {
         self.replicas
-            .unwrap_or_else(|| cluster_replicas(&self.client.server_info()))
+            .unwrap_or_else(|| default_stream_replicas(&self.client.server_info()))
     }
 
     pub(crate) fn ensure_open(&self) -> Result<()> {

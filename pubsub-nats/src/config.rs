@@ -210,9 +210,17 @@ pub(crate) fn check_replicas(n: usize) -> Result<usize, pubsub_core::Error> {
     }
 }
 
-/// The default replicas for a server whose INFO is `info`: 3 where its
-/// cluster has as many servers, else as many as it has; 1 off a cluster.
-pub(crate) fn cluster_replicas(info: &async_nats::ServerInfo) -> usize {
+/// The replicas a JetStream stream gets by default on the server whose
+/// INFO is `info` (`client.server_info()`): 3 where its cluster has as
+/// many servers (its `connect_urls`), else as many as it has; 1 on a
+/// server outside a cluster. Shared with the task layer's key-value store,
+/// so every stream the SDK makes follows one rule.
+///
+/// ```
+/// let single = async_nats::ServerInfo::default();
+/// assert_eq!(pubsub_nats::default_stream_replicas(&single), 1);
+/// ```
+pub fn default_stream_replicas(info: &async_nats::ServerInfo) -> usize {
     match &info.cluster {
         Some(name) if !name.is_empty() => info.connect_urls.len().clamp(1, DEFAULT_CLUSTER_REPLICAS),
         _ => 1,
@@ -257,11 +265,11 @@ mod tests {
     #[test]
     fn default_replicas_follow_the_cluster() {
         let mut info = async_nats::ServerInfo::default();
-        assert_eq!(cluster_replicas(&info), 1);
+        assert_eq!(default_stream_replicas(&info), 1);
         info.cluster = Some("c".into());
         info.connect_urls = vec!["a:1".into(), "b:1".into()];
-        assert_eq!(cluster_replicas(&info), 2);
+        assert_eq!(default_stream_replicas(&info), 2);
         info.connect_urls = (0..5).map(|i| format!("h{i}:1")).collect();
-        assert_eq!(cluster_replicas(&info), 3);
+        assert_eq!(default_stream_replicas(&info), 3);
     }
 }

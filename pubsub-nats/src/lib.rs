@@ -41,4 +41,4 @@ mod naming;
 mod replay;
 
 pub use backend::NatsBackend;
-pub use config::NatsConfig;
+pub use config::{default_stream_replicas, NatsConfig};

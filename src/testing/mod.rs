@@ -46,6 +46,8 @@ use crate::{BackendConfig, BackendKind};
 
 mod certs;
 pub use certs::{CertFiles, TestCertificates};
+mod nats_cluster;
+pub use nats_cluster::TestNatsCluster;
 
 /// The server side of a TLS [`TestBroker`]: its certificate, the CA it
 /// checks client certificates against, and whether it demands one.

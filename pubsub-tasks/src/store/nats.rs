@@ -18,7 +18,9 @@ const NAME: &str = "nats";
 const WORKERS_KEY: &str = "workers";
 
 /// A [`ResultStore`] in a JetStream key-value bucket (default
-/// `pubsub-tasks`), created if missing with `max_age` = the results' TTL.
+/// `pubsub-tasks`), created if missing with `max_age` = the results' TTL
+/// and the replicas of the SDK's streams
+/// ([`pubsub_nats::default_stream_replicas`]: 3 on a cluster).
 ///
 /// ```no_run
 /// # async fn demo() -> pubsub_core::Result<()> {
@@ -48,6 +50,8 @@ impl NatsResultStore {
     /// JetStream; results expire after `ttl` (the bucket's `max_age`).
     pub async fn open(client: async_nats::Client, bucket: &str, ttl: Duration) -> Result<Self> {
         use async_nats::jetstream::stream;
+        // Replicated as the SDK's streams are: 3 on a cluster of 3 or more.
+        let replicas = pubsub_nats::default_stream_replicas(&client.server_info());
         let js = async_nats::jetstream::new(client);
         // The bucket's stream is made here, as async-nats' create_key_value
         // would make it, because that one first asks for the account's
@@ -63,6 +67,7 @@ impl NatsResultStore {
             deny_delete: true,
             allow_direct: true,
             discard: stream::DiscardPolicy::New,
+            num_replicas: replicas,
             ..Default::default()
         };
         js.get_or_create_stream(config)
