@@ -200,7 +200,10 @@ async fn stream_leader_killed_loses_no_confirmed_message() {
     let got = received.lock().unwrap().clone();
     let unique: BTreeSet<String> = got.iter().cloned().collect();
     let lost: Vec<&String> = confirmed.difference(&unique).collect();
-    let r = recovery.lock().unwrap();
+    let (first_confirm, first_receive) = {
+        let r = recovery.lock().unwrap();
+        (r.first_confirm, r.first_receive)
+    };
     eprintln!(
         "nats cluster failover (stream leader {} killed, {} took over): sent {sent} ({attempts} attempts), \
          confirmed {}, received {} ({} duplicates), lost {}; new leader after {election:?}, first send \
@@ -211,8 +214,8 @@ async fn stream_leader_killed_loses_no_confirmed_message() {
         unique.len(),
         got.len() - unique.len(),
         lost.len(),
-        r.first_confirm,
-        r.first_receive,
+        first_confirm,
+        first_receive,
         restarted_at - killed_at,
     );
     assert!(
@@ -221,8 +224,8 @@ async fn stream_leader_killed_loses_no_confirmed_message() {
         lost.len(),
         lost.iter().take(10).collect::<Vec<_>>()
     );
-    assert!(r.first_confirm.is_some(), "sends are confirmed again after the kill");
-    assert!(r.first_receive.is_some(), "messages sent after the kill are received");
+    assert!(first_confirm.is_some(), "sends are confirmed again after the kill");
+    assert!(first_receive.is_some(), "messages sent after the kill are received");
     // The restarted node is a member again: it answers, and the stream keeps a leader.
     assert!(cluster.is_running(leader));
     assert!(cluster.stream_leader(&topic).await.unwrap().is_some());
