@@ -315,15 +315,15 @@ async fn suite(env: Env) {
     }
 
     // Group: results in member order.
-    let members: Vec<_> = (0..10).map(|i| Add::s((i, i)).unwrap()).collect();
+    let members: Vec<_> = (0..100).map(|i| Add::s((i, i)).unwrap()).collect();
     let group = env.tasks.group(members).await.unwrap();
     let got = group.get(WAIT).await.unwrap();
-    assert_eq!(got, (0..10).map(|i| json!(2 * i)).collect::<Vec<_>>(), "{name}");
-    assert_eq!(group.completed_count().await.unwrap(), 10);
+    assert_eq!(got, (0..100).map(|i| json!(2 * i)).collect::<Vec<_>>(), "{name}");
+    assert_eq!(group.completed_count().await.unwrap(), 100);
 
     // Chord over two workers: the callback runs once, with every result in order.
     let before = env.callbacks.load(Ordering::SeqCst);
-    let members: Vec<_> = (0..30).map(|i| Add::s((i, 1)).unwrap()).collect();
+    let members: Vec<_> = (0..100).map(|i| Add::s((i, 1)).unwrap()).collect();
     let chord = env
         .tasks
         .chord(members, Signature::partial("sum", ()).unwrap())
@@ -331,7 +331,7 @@ async fn suite(env: Env) {
         .unwrap();
     assert_eq!(
         chord.get(WAIT).await.unwrap(),
-        json!((0..30).map(|i| i + 1).sum::<i64>()),
+        json!((0..100).map(|i| i + 1).sum::<i64>()),
         "{name}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -659,4 +659,231 @@ async fn dir_results_keep_long_ids() {
     again.forget(&a).await.unwrap();
     assert_eq!(again.get(&a).await.unwrap(), None);
     assert!(again.get(&b).await.unwrap().is_some());
+}
+
+/// The queue a child worker process serves, and its backend (`redis` or `nats`).
+const CHILD_QUEUE: &str = "PUBSUB_TASKS_CHILD_QUEUE";
+const CHILD_BACKEND: &str = "PUBSUB_TASKS_CHILD_BACKEND";
+
+/// Both the killed and the surviving worker's ack timeout: a message of
+/// the killed one comes back to the survivor after it.
+const CRASH_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn crash_env(backend: &str) -> Option<(Arc<dyn PubSubBackend>, Arc<dyn ResultStore>)> {
+    match backend {
+        "redis" => {
+            let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let b = match pubsub_redis::RedisBackend::connect(pubsub_redis::RedisConfig::new(url.clone())).await {
+                Ok(b) => b,
+                Err(e) => {
+                    pubsub_core::testkit::broker_unavailable("a worker killed mid-task on redis", &e);
+                    return None;
+                }
+            };
+            Some((Arc::new(b), Arc::new(RedisResultStore::connect(&url).await.unwrap())))
+        }
+        _ => {
+            let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+            let b = match pubsub_nats::NatsBackend::connect(pubsub_nats::NatsConfig::new(url.clone())).await {
+                Ok(b) => b,
+                Err(e) => {
+                    pubsub_core::testkit::broker_unavailable("a worker killed mid-task on nats", &e);
+                    return None;
+                }
+            };
+            Some((Arc::new(b), Arc::new(NatsResultStore::connect(&url).await.unwrap())))
+        }
+    }
+}
+
+/// A worker of the crash test: `stuck` never returns in the child (which is
+/// killed while running it) and returns at once in the survivor.
+fn crash_worker(
+    backend: Arc<dyn PubSubBackend>,
+    store: Arc<dyn ResultStore>,
+    queue: Topic,
+    name: &str,
+    stuck_for: Duration,
+    callbacks: Arc<AtomicUsize>,
+) -> Worker {
+    let options = ProcessorOptions::default()
+        .with_max_attempts(10)
+        .with_concurrency(4)
+        .with_consumer(ConsumerOptions::default().with_ack_timeout(Some(CRASH_ACK_TIMEOUT)));
+    Worker::new(backend, store, queue)
+        .with_name(name)
+        .with_heartbeat(Duration::from_millis(200))
+        .with_processor_options(options)
+        .register(Add)
+        .register_fn("stuck", TaskOptions::default(), move |_a, _c| async move {
+            tokio::time::sleep(stuck_for).await;
+            Ok(json!(1000))
+        })
+        .register_fn("sum", TaskOptions::default(), move |args, _ctx| {
+            let callbacks = callbacks.clone();
+            async move {
+                callbacks.fetch_add(1, Ordering::SeqCst);
+                let (parts,): (Vec<i64>,) = serde_json::from_value(args).map_err(TaskError::fatal)?;
+                Ok(json!(parts.iter().sum::<i64>()))
+            }
+        })
+}
+
+/// Not a test of its own: the worker process that
+/// `a_worker_killed_mid_task_*` starts (this test binary, run with
+/// `--ignored --exact child_worker_process`) and SIGKILLs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by a_worker_killed_mid_task_* as a child process"]
+async fn child_worker_process() {
+    let (Ok(queue), Ok(kind)) = (std::env::var(CHILD_QUEUE), std::env::var(CHILD_BACKEND)) else {
+        return;
+    };
+    let (backend, store) = crash_env(&kind).await.expect("the child's broker");
+    let worker = crash_worker(
+        backend,
+        store,
+        queue.parse().unwrap(),
+        "child",
+        Duration::from_secs(3600),
+        Arc::default(),
+    );
+    worker.run(Shutdown::new()).await.unwrap();
+}
+
+/// A worker SIGKILLed while it runs a chord member: the member runs again
+/// on another worker once the broker gives its message back, and the chord
+/// calls back exactly once with every result.
+async fn a_worker_killed_mid_task(kind: &str) {
+    let Some((backend, store)) = crash_env(kind).await else {
+        return;
+    };
+    let queue: Topic = format!("q1/tasks/k{}/crash", &uuid::Uuid::new_v4().simple().to_string()[..10])
+        .parse()
+        .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_worker_process", "--nocapture"])
+        .env(CHILD_QUEUE, queue.as_str())
+        .env(CHILD_BACKEND, kind)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the child worker");
+    // Its heartbeat says it is up (and subscribed, so it takes the members).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !store.workers().await.unwrap().iter().any(|w| w.name == "child") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind}: the child worker never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tasks = Tasks::new(backend.clone(), store.clone(), queue.clone());
+    let mut members: Vec<Signature> = (0..5).map(|i| Add::s((i, i)).unwrap()).collect();
+    members.push(Signature::new("stuck", ()).unwrap());
+    let stuck_id = members[5].id.clone();
+    let chord = tasks
+        .chord(members, Signature::partial("sum", ()).unwrap())
+        .await
+        .unwrap();
+    let stuck = tasks.result::<i64>(&stuck_id);
+    while stuck.state().await.unwrap() != TaskState::Started {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{kind}: the child never started the stuck member"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // a heartbeat with it running
+    child.kill().unwrap(); // SIGKILL: no drain, no nack
+    child.wait().unwrap();
+    let callbacks = Arc::new(AtomicUsize::new(0));
+    let shutdown = Shutdown::new();
+    let survivor = crash_worker(
+        backend.clone(),
+        store.clone(),
+        queue.clone(),
+        "survivor",
+        Duration::ZERO,
+        callbacks.clone(),
+    );
+    let running = tokio::spawn(survivor.run(shutdown.clone()));
+    assert_eq!(
+        chord.get(WAIT).await.unwrap(),
+        json!(1000 + (0..5).map(|i| 2 * i).sum::<i64>()),
+        "{kind}"
+    );
+    let info = stuck.info().await.unwrap().unwrap();
+    assert_eq!(
+        info.worker.as_deref(),
+        Some("survivor"),
+        "{kind}: ran again on the survivor"
+    );
+    // The killed worker's heartbeat is left behind, and shows as stale.
+    let child_status = store
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.name == "child")
+        .expect("the killed worker's heartbeat");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(!child_status.is_live(now, 3), "{kind}: {child_status:?}");
+    assert_eq!(child_status.running.len(), 1, "{kind}: it was running the stuck member");
+    store.remove_worker("child").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(callbacks.load(Ordering::SeqCst), 1, "{kind}: one callback");
+    shutdown.trigger();
+    running.await.unwrap().unwrap();
+    tasks.close().await.unwrap();
+    backend.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_on_redis() {
+    a_worker_killed_mid_task("redis").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_task_on_nats() {
+    a_worker_killed_mid_task("nats").await;
+}
+
+/// Results expire after the store's TTL, in each store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_expire() {
+    let ttl = Duration::from_millis(300);
+    let record = |id: &str| TaskRecord::new(id, "add", TaskState::Success);
+    let memory = MemoryResultStore::with_ttl(ttl);
+    memory.put(&record("m")).await.unwrap();
+    assert!(memory.get("m").await.unwrap().is_some());
+    let dir = tempfile::tempdir().unwrap();
+    DirResultStore::open_with_ttl(dir.path(), ttl)
+        .unwrap()
+        .put(&record("d"))
+        .await
+        .unwrap();
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = match RedisResultStore::connect(&redis_url).await {
+        Ok(r) => Some(
+            r.with_ttl(ttl)
+                .with_prefix(format!("ttl-{}", uuid::Uuid::new_v4().simple())),
+        ),
+        Err(e) => {
+            pubsub_core::testkit::broker_unavailable("results expire on redis", &e);
+            None
+        }
+    };
+    if let Some(r) = &redis {
+        r.put(&record("r")).await.unwrap();
+        assert!(r.get("r").await.unwrap().is_some());
+    }
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert_eq!(memory.get("m").await.unwrap(), None, "memory");
+    let reopened = DirResultStore::open_with_ttl(dir.path(), ttl).unwrap();
+    assert_eq!(reopened.get("d").await.unwrap(), None, "dir, reopened");
+    if let Some(r) = &redis {
+        assert_eq!(r.get("r").await.unwrap(), None, "redis");
+    }
 }
