@@ -8,8 +8,12 @@
 //! - [`Tasks`]: sends tasks and workflows, hands out [`AsyncResult`]s.
 //! - [`Worker`]: runs registered tasks from queue topics, with retries and
 //!   backoff, time limits, dead letters, revocation and graceful drain.
-//! - [`ResultStore`]: where results live ([`MemoryResultStore`]; Redis with
-//!   feature `redis`), with expiry and waiting that does not poll.
+//! - [`ResultStore`]: where results live ([`MemoryResultStore`],
+//!   [`DirResultStore`]; Redis with feature `redis`, NATS key-value with
+//!   feature `nats`; [`open_result_store`] from a URL such as
+//!   `PUBSUB_RESULTS`), with expiry and waiting that does not poll, and
+//!   the workers' heartbeats ([`WorkerStatus`]) that `pubsub tasks
+//!   inspect` reads.
 //! - [`TaskMessage`]: the versioned JSON wire format.
 #![warn(missing_docs)]
 

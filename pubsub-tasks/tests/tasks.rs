@@ -879,11 +879,41 @@ async fn results_expire() {
         r.put(&record("r")).await.unwrap();
         assert!(r.get("r").await.unwrap().is_some());
     }
+    // NATS: a bucket of its own whose max_age is the TTL (JetStream's
+    // shortest useful age is about a second), deleted afterwards.
+    let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let bucket = format!("pubsub-tasks-ttl-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let nats = match async_nats::connect(&nats_url).await {
+        Ok(client) => {
+            let store = NatsResultStore::open(client.clone(), &bucket, Duration::from_secs(1))
+                .await
+                .unwrap();
+            store.put(&record("n")).await.unwrap();
+            assert!(store.get("n").await.unwrap().is_some());
+            Some((client, store))
+        }
+        Err(e) => {
+            pubsub_core::testkit::broker_unavailable("results expire on nats", &e);
+            None
+        }
+    };
     tokio::time::sleep(ttl + Duration::from_millis(200)).await;
     assert_eq!(memory.get("m").await.unwrap(), None, "memory");
     let reopened = DirResultStore::open_with_ttl(dir.path(), ttl).unwrap();
     assert_eq!(reopened.get("d").await.unwrap(), None, "dir, reopened");
     if let Some(r) = &redis {
         assert_eq!(r.get("r").await.unwrap(), None, "redis");
+    }
+    if let Some((client, store)) = nats {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.get("n").await.unwrap().is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats: not expired 5 s after a 1 s max_age"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let js = async_nats::jetstream::new(client);
+        js.delete_stream(format!("KV_{bucket}")).await.unwrap();
     }
 }
