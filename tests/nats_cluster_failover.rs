@@ -4,7 +4,8 @@
 //! own connection) running at q1 while the stream leader is SIGKILLed and,
 //! later, started again. Prints sent / confirmed / received / duplicates /
 //! lost and the time to recover; asserts that every message whose send
-//! returned Ok is received.
+//! returned Ok is received. Run twice: clients given every node, and
+//! clients given only the leader's (their connections die with it).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pubsub::testing::TestNatsCluster;
-use pubsub::{Consumer, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Producer, Topic};
+use pubsub::{
+    BackendConfig, Consumer, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Producer, Topic, TopicOptions,
+};
 
 /// When each thing first happened after the kill, as offsets from it.
 #[derive(Default)]
@@ -32,13 +35,50 @@ impl Recovery {
 
 type Shared<T> = Arc<Mutex<T>>;
 
+/// Which servers the producers' and consumers' backends are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    /// All three: each connects to one of them, the leader or not.
+    AllNodes,
+    /// The stream leader's alone: every connection dies with it, and the
+    /// clients must reconnect to a node they learnt of from the cluster.
+    LeaderOnly,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_leader_killed_loses_no_confirmed_message() {
+    failover(Clients::AllNodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_the_killed_leader_reconnect_and_lose_nothing() {
+    failover(Clients::LeaderOnly).await;
+}
+
+async fn failover(clients: Clients) {
     let mut cluster = match TestNatsCluster::start().await {
         Ok(c) => c,
         Err(e) => return pubsub::testkit::broker_unavailable("nats cluster failover", &e),
     };
     let topic: Topic = "q1/failover/nats/orders".parse().unwrap();
+    // The stream first, to know its leader before the clients connect.
+    let setup = cluster.backend().await.expect("connect to the cluster");
+    assert!(setup
+        .admin()
+        .create_topic(&topic, TopicOptions::default())
+        .await
+        .unwrap());
+    setup.close().await.unwrap();
+    let leader = cluster
+        .stream_leader(&topic)
+        .await
+        .unwrap()
+        .expect("the stream has a leader");
+    let url = match clients {
+        Clients::AllNodes => cluster.url(),
+        Clients::LeaderOnly => cluster.node_url(leader),
+    };
+    let connect = || async { BackendConfig::from_url(&url).unwrap().connect().await };
     // Each consumer on its own connection; a short ack timeout, so what was
     // delivered but not acked when a node died comes back soon.
     let options = ConsumerOptions::default()
@@ -47,7 +87,7 @@ async fn stream_leader_killed_loses_no_confirmed_message() {
     let mut consumers: Vec<Arc<dyn Consumer>> = Vec::new();
     let mut backends = Vec::new();
     for _ in 0..2 {
-        let backend = cluster.backend().await.expect("connect to the cluster");
+        let backend = connect().await.expect("connect to the cluster");
         consumers.push(Arc::from(
             backend
                 .create_consumer(&topic, "workers", options.clone())
@@ -56,12 +96,7 @@ async fn stream_leader_killed_loses_no_confirmed_message() {
         ));
         backends.push(backend);
     }
-    let producer_backend = cluster.backend().await.unwrap();
-    let leader = cluster
-        .stream_leader(&topic)
-        .await
-        .unwrap()
-        .expect("the stream has a leader");
+    let producer_backend = connect().await.unwrap();
 
     let stop_sending = Arc::new(AtomicBool::new(false));
     let stop_receiving = Arc::new(AtomicBool::new(false));
@@ -205,7 +240,7 @@ async fn stream_leader_killed_loses_no_confirmed_message() {
         (r.first_confirm, r.first_receive)
     };
     eprintln!(
-        "nats cluster failover (stream leader {} killed, {} took over): sent {sent} ({attempts} attempts), \
+        "nats cluster failover, clients given {clients:?} (stream leader {} killed, {} took over): sent {sent} ({attempts} attempts), \
          confirmed {}, received {} ({} duplicates), lost {}; new leader after {election:?}, first send \
          confirmed {:?} and first new message received {:?} after the kill; killed node back {:?} after the kill",
         cluster.node_name(leader),

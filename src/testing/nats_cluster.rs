@@ -164,6 +164,12 @@ impl TestNatsCluster {
             .join(",")
     }
 
+    /// Node `node`'s URL alone (0-based): a client given it connects there
+    /// and learns the other nodes from the cluster.
+    pub fn node_url(&self, node: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[node].port)
+    }
+
     /// The client port of node `node` (0-based).
     pub fn port(&self, node: usize) -> u16 {
         self.nodes[node].port
