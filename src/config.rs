@@ -803,7 +803,8 @@ pub struct PubSubArgs {
     /// MQTT password (never printed).
     #[arg(long, env = "MQTT_PASSWORD", hide_env_values = true, global = true, help_heading = HEADING)]
     pub mqtt_password: Option<Secret>,
-    /// NATS server URL.
+    /// NATS server URL; a cluster's servers separated by commas, optionally
+    /// followed by `?replicas=N` for the streams the SDK creates.
     #[arg(long, env = "NATS_URL", default_value = "nats://localhost:4222", global = true, help_heading = HEADING)]
     pub nats_url: String,
     /// Redis URL (a password in it is never printed).
