@@ -34,6 +34,10 @@ pub struct Capabilities {
     pub nack_delay: bool,
     /// Unacked messages come back after the ack timeout.
     pub ack_timeout: bool,
+    /// [`Message::in_progress`](crate::Message::in_progress) restarts a
+    /// held message's ack timeout, so a long task is not redelivered while
+    /// it runs. Without it, give long work an ack timeout above its run time.
+    pub extend_ack_timeout: bool,
     /// The redelivery count of a message is tracked.
     pub redelivery_count: bool,
     /// The redelivery count survives a consumer restart: a message that
@@ -113,6 +117,7 @@ impl Capabilities {
             nack: false,
             nack_delay: false,
             ack_timeout: false,
+            extend_ack_timeout: false,
             redelivery_count: false,
             redelivery_count_across_restarts: false,
             max_redeliveries: false,

@@ -100,6 +100,7 @@ impl EmbeddedBackend {
             nack: true,
             nack_delay: true,
             ack_timeout: true,
+            extend_ack_timeout: true,
             redelivery_count: true,
             redelivery_count_across_restarts: true,
             max_redeliveries: true,
@@ -549,6 +550,13 @@ impl AckTarget for EmbeddedAck {
             scope.consumer,
             delay.unwrap_or(scope.nack_delay),
         );
+        Ok(())
+    }
+
+    async fn in_progress(&self) -> Result<()> {
+        let scope = &self.scope;
+        pubsub_core::ensure_open(scope.closed.load(Ordering::Acquire), "consumer")?;
+        scope.topic.extend(&scope.subscription, self.offset, scope.consumer);
         Ok(())
     }
 

@@ -342,6 +342,20 @@ impl Subscription {
         true
     }
 
+    /// Starts `offset`'s ack timeout again, if `consumer` still holds it
+    /// (a long task telling us it is still at work); otherwise nothing: it
+    /// was acked, or has already gone to another consumer.
+    pub(crate) fn extend(&mut self, offset: u64, consumer: u64, now: Instant) {
+        let Some(timeout) = self.slot(consumer).and_then(|s| s.ack_timeout) else {
+            return;
+        };
+        if let Some(f) = self.in_flight.get_mut(&offset).filter(|f| f.consumer == consumer) {
+            let due = now + timeout;
+            f.deadline = Some(due);
+            self.timeouts.push(Reverse((due, offset, consumer)));
+        }
+    }
+
     /// Returns `offset` for redelivery after `delay`, if `consumer` still holds it.
     pub(crate) fn nack(&mut self, offset: u64, consumer: u64, delay: Duration, now: Instant) {
         if self.acks.contains(offset) {

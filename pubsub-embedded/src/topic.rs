@@ -341,6 +341,14 @@ impl TopicHandle {
         Ok(())
     }
 
+    /// Restarts the ack timeout of a message `consumer` holds.
+    pub(crate) fn extend(&self, name: &str, offset: u64, consumer: u64) {
+        let mut st = self.state.lock();
+        if let Some(sub) = st.subscriptions.get_mut(name) {
+            sub.extend(offset, consumer, Instant::now());
+        }
+    }
+
     pub(crate) fn nack(&self, name: &str, offset: u64, consumer: u64, delay: Duration) {
         if self.is_volatile() {
             return;

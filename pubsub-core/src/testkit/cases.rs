@@ -420,6 +420,48 @@ pub async fn ack_timeout_redelivers(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// A message kept [`in_progress`](crate::Message::in_progress) for three
+/// ack timeouts is not redelivered meanwhile, and comes back once it is
+/// left alone (so the timeout was live all along); a backend without
+/// [`Capabilities::extend_ack_timeout`](crate::Capabilities::extend_ack_timeout)
+/// answers `Unsupported`.
+pub async fn in_progress_extends_ack_timeout(ctx: &Ctx) -> Outcome {
+    if !ctx.caps.ack_timeout {
+        return Outcome::Unsupported("ack timeout redelivery is not claimed".into());
+    }
+    let timeout = Duration::from_secs(2);
+    let topic = ctx.topic(Qos::AtLeastOnce, "in-progress");
+    let c = ctx
+        .consumer(&topic, &ctx.sub("s"), latest().with_ack_timeout(Some(timeout)))
+        .await;
+    send_numbered(ctx, &topic, 0..1).await;
+    let m = receive_n(c.as_ref(), 1, false).await.remove(0);
+    if !ctx.caps.extend_ack_timeout {
+        match m.in_progress().await {
+            Err(Error::Unsupported { .. }) => {
+                return Outcome::Unsupported("extending an ack timeout (Message::in_progress)".into())
+            }
+            other => panic!("in_progress where extend_ack_timeout is not claimed: {other:?}"),
+        }
+    }
+    let until = Instant::now() + timeout * 3;
+    while Instant::now() < until {
+        m.in_progress().await.expect("in_progress");
+        match c.receive_timeout(timeout / 5).await {
+            Err(Error::Timeout(_)) => {}
+            Ok(again) => panic!(
+                "message {} redelivered while kept in progress (redelivery count {})",
+                number_of(&again),
+                again.redelivery_count()
+            ),
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+    let again = receive_n(c.as_ref(), 1, true).await.remove(0);
+    assert_eq!(number_of(&again), number_of(&m), "left alone, it comes back");
+    Outcome::Passed
+}
+
 /// A message received and not acked comes back to a new consumer of the
 /// subscription after its consumer closed, with `redelivery_count() >= 1`
 /// where [`Capabilities::redelivery_count_across_restarts`] is claimed

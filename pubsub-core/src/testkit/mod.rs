@@ -310,6 +310,7 @@ macro_rules! __with_conformance_cases {
             nack_many_concurrently_all_come_back,
             unacked_redelivered_after_close,
             ack_timeout_redelivers,
+            in_progress_extends_ack_timeout,
             redelivery_count_survives_restart,
             unclaimed_consumer_options_are_refused,
             acks_from_other_tasks_out_of_order,
