@@ -18,6 +18,12 @@
 #                               Maven Central by scripts/kafka/pom.xml into
 #                               target/kafka/libs (cached in ~/.m2), run on the
 #                               machine's Java 17 with settings written here
+#   Kafka      127.0.0.1:9191-9193  a 3-broker Apache Kafka 4.4 KRaft cluster
+#   cluster                     (each node broker and controller, controllers
+#                               on 9291-9293, same jars) for
+#                               KAFKA_CLUSTER_SERVERS; internal topics with 3
+#                               replicas; data of node N in
+#                               target/brokers/kafka-cluster/N
 #   Kafka #2   127.0.0.1:9094   noida-db 0.2.2 from PyPI (in target/pyenv), a
 #                               second Kafka-protocol implementation that
 #                               scripts/test.sh runs the Kafka suite against
@@ -226,6 +232,48 @@ PROPS
 }
 
 # noida-db: a second Kafka-protocol implementation (PyPI, in target/pyenv).
+# A 3-broker Kafka cluster in KRaft mode: each node that is not answering
+# is (re)started; storage formatted once with the single node's cluster id.
+start_kafka_cluster() {
+    fetch_kafka || return 1
+    local n dir voters="1@127.0.0.1:9291,2@127.0.0.1:9292,3@127.0.0.1:9293"
+    for n in 1 2 3; do
+        port_open "919$n" && continue
+        dir="$RUN_DIR/kafka-cluster/$n"
+        mkdir -p "$dir"
+        cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:919$n,CONTROLLER://127.0.0.1:929$n
+advertised.listeners=PLAINTEXT://127.0.0.1:919$n
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+offsets.topic.replication.factor=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+share.coordinator.state.topic.replication.factor=3
+share.coordinator.state.topic.min.isr=2
+# With acks=all (the adapter's q1) a send returns once 2 of 3 replicas have it.
+min.insync.replicas=2
+group.initial.rebalance.delay.ms=0
+PROPS
+        local java_opts=(-Xms128m -Xmx512m -XX:+UseSerialGC
+            "-Dlog4j2.configurationFile=$PWD/scripts/kafka/log4j2.properties" "-Dkafka.logs.file=$dir/kafka.log")
+        if [ ! -f "$dir/data/meta.properties" ]; then
+            java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$KAFKA_CLUSTER_ID" \
+                -c "$dir/server.properties" >"$dir/format.log" 2>&1 || return 1
+        fi
+        nohup java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" \
+            >"$dir/kafka.out" 2>&1 &
+        echo $! >"$dir/kafka.pid"
+    done
+    for n in 1 2 3; do wait_port "919$n" 90 || return 1; done
+}
+
 start_kafka_noida() {
     port_open 9094 && { log "noida-db already on 9094"; return 0; }
     mkdir -p "$RUN_DIR/noida"
@@ -425,7 +473,7 @@ else
     log "python tools could NOT be installed"
     failed+=("python-tools")
 fi
-brokers=(redis nats nats_cluster mosquitto kafka kafka_noida pulsar_apache pulsar)
+brokers=(redis nats nats_cluster mosquitto kafka kafka_cluster kafka_noida pulsar_apache pulsar)
 [ "${PUBSUB_TANSU:-}" = "1" ] && brokers+=(kafka_tansu)
 for broker in "${brokers[@]}"; do
     if "start_$broker"; then

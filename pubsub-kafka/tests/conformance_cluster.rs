@@ -1,0 +1,71 @@
+//! The conformance suite against a 3-broker Apache Kafka cluster in KRaft
+//! mode (`KAFKA_CLUSTER_SERVERS`, default the three brokers
+//! scripts/brokers.sh starts on 127.0.0.1:9191-9193, `min.insync.replicas`
+//! 2), with every topic the SDK makes replicated 3 times; plus a check
+//! that they are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pubsub_core::{testkit, Error, OutgoingMessage, PubSubBackend, Topic};
+use pubsub_kafka::{KafkaBackend, KafkaConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
+
+/// The test cluster of scripts/brokers.sh.
+const DEFAULT_SERVERS: &str = "127.0.0.1:9191,127.0.0.1:9192,127.0.0.1:9193";
+
+fn servers() -> String {
+    std::env::var("KAFKA_CLUSTER_SERVERS").unwrap_or_else(|_| DEFAULT_SERVERS.into())
+}
+
+async fn connect() -> Result<KafkaBackend, Error> {
+    let mut config = KafkaConfig::new(servers()).with_timeout(Duration::from_secs(10));
+    config.replication = 3;
+    KafkaBackend::connect(config).await
+}
+
+async fn backend() -> Result<Arc<dyn PubSubBackend>, Error> {
+    Ok(Arc::new(connect().await?))
+}
+
+pubsub_core::conformance_tests!(backend);
+
+/// A topic the SDK made has 3 replicas per partition, all in sync, on 3
+/// different brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_are_replicated_on_three_brokers() {
+    let backend = match connect().await {
+        Ok(b) => b,
+        Err(e) => return testkit::broker_unavailable("kafka cluster replication", &e),
+    };
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let topic: Topic = format!("q1/cluster/n{n}/replicated").parse().unwrap();
+    let producer = backend.create_producer(&topic, Default::default()).await.unwrap();
+    producer.send(OutgoingMessage::new("one")).await.unwrap();
+    let raw: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", servers())
+        .create()
+        .unwrap();
+    let metadata = tokio::task::spawn_blocking(move || raw.fetch_metadata(None, Duration::from_secs(10)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(metadata.brokers().len(), 3, "a cluster of three brokers");
+    let ours: Vec<_> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name().contains(&format!("n{n}")))
+        .collect();
+    assert_eq!(ours.len(), 1, "the topic's Kafka topic");
+    for p in ours[0].partitions() {
+        let mut replicas = p.replicas().to_vec();
+        replicas.sort();
+        replicas.dedup();
+        assert_eq!(replicas.len(), 3, "partition {}: replicas {:?}", p.id(), p.replicas());
+        assert_eq!(p.isr().len(), 3, "partition {}: in sync {:?}", p.id(), p.isr());
+    }
+    backend.close().await.unwrap();
+}
