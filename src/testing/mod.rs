@@ -48,6 +48,8 @@ mod certs;
 pub use certs::{CertFiles, TestCertificates};
 mod nats_cluster;
 pub use nats_cluster::TestNatsCluster;
+mod kafka_cluster;
+pub use kafka_cluster::TestKafkaCluster;
 
 /// The server side of a TLS [`TestBroker`]: its certificate, the CA it
 /// checks client certificates against, and whether it demands one.
