@@ -86,7 +86,7 @@ sort -u "$PUBSUB_TEST_REPORT"
 # On a failure, what the brokers complained of: their logs are gone with
 # the machine, and a broker that went wrong explains a whole block of failures.
 if [ "$status" -ne 0 ]; then
-    for broker_log in target/brokers/*.log; do
+    for broker_log in target/brokers/*.log target/brokers/*-cluster/*/*.log; do
         [ -f "$broker_log" ] || continue
         echo "== last warnings and errors of $broker_log"
         # (a log without any is no reason to stop before the counts: set -e)
