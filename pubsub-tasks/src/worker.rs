@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use parking_lot::Mutex;
 use pubsub_core::processor::{HandlerError, Processor, ProcessorOptions, ProcessorReport, Shutdown};
 use pubsub_core::{InitialPosition, Message, PubSubBackend, Topic};
@@ -263,6 +264,7 @@ impl Worker {
             running: self.running,
             keepalive,
             warned: std::sync::atomic::AtomicBool::new(false),
+            shutdown: shutdown.clone(),
         });
         // Tasks sent before any worker subscribed wait for one, as in a
         // task queue they must: the shared subscription starts at the
@@ -310,6 +312,8 @@ struct Core {
     keepalive: Option<Duration>,
     /// Whether the warning that this backend cannot extend an ack timeout was logged.
     warned: std::sync::atomic::AtomicBool,
+    /// The worker's stop signal: ends a hold for an eta early.
+    shutdown: Shutdown,
 }
 
 /// Writes `core`'s heartbeat every `every` until aborted.
@@ -354,6 +358,25 @@ fn around(e: impl std::fmt::Display) -> HandlerError {
     HandlerError::retry(e)
 }
 
+/// What a task's panic said, if it said it with a string.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Whether `e` fails the same way however often it is tried (a result too
+/// large for the store or the broker), so retrying the message cannot help.
+fn is_permanent(e: &crate::error::Error) -> bool {
+    match e {
+        crate::error::Error::PubSub(e) => !e.is_retriable(),
+        crate::error::Error::Invalid(_) => true,
+        _ => false,
+    }
+}
+
 impl Core {
     async fn handle(&self, m: Message) -> std::result::Result<(), HandlerError> {
         let msg = TaskMessage::from_bytes(m.payload()).map_err(|e| HandlerError::fatal(e.to_string()))?;
@@ -385,8 +408,18 @@ impl Core {
                 // keeping its message from being redelivered meanwhile.
                 record.state = TaskState::Received;
                 self.store.put(&record).await.map_err(around)?;
-                self.keeping(&m, tokio::time::sleep(Duration::from_millis(eta - now)))
-                    .await;
+                let hold = self.keeping(&m, tokio::time::sleep(Duration::from_millis(eta - now)));
+                tokio::select! {
+                    _ = hold => {}
+                    _ = self.shutdown.wait() => {
+                        // A stopping worker does not sit out the eta: the
+                        // task goes back to the queue for another worker.
+                        record.state = TaskState::Pending;
+                        record.worker = None;
+                        self.store.put(&record).await.map_err(around)?;
+                        return Err(HandlerError::retry("the worker is stopping: a held task goes back to the queue"));
+                    }
+                }
                 if self.store.is_revoked(&msg.id).await.map_err(around)? {
                     return self.stop(&msg, record, TaskState::Revoked, "revoked".into()).await;
                 }
@@ -404,7 +437,9 @@ impl Core {
         }
         let options = task.options();
         record.state = TaskState::Started;
-        record.attempts = msg.retries + 1;
+        // A retry counts through `retries`; a redelivery of an attempt
+        // that began (its worker died) counts through the record.
+        record.attempts = (record.attempts + 1).max(msg.retries + 1);
         record.started_at = Some(now_ms());
         self.store.put(&record).await.map_err(around)?;
         let ctx = TaskContext {
@@ -419,7 +454,18 @@ impl Core {
             msg.id.clone(),
             (msg.name.clone(), Instant::now(), record.started_at.unwrap_or_default()),
         );
-        let run = task.call(msg.args.clone(), ctx);
+        // A panic fails the task (as an exception does in Celery) instead
+        // of leaving it Started while the message is redelivered.
+        let call = task.call(msg.args.clone(), ctx);
+        let run = async move {
+            match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(TaskError::fatal(format!(
+                    "the task panicked: {}",
+                    panic_text(panic.as_ref())
+                ))),
+            }
+        };
         let outcome = match options.time_limit {
             Some(limit) => self
                 .keeping(&m, tokio::time::timeout(limit, run))
@@ -440,11 +486,7 @@ impl Core {
                 self.sender.send(&queue, again, Some(delay)).await.map_err(around)?;
                 Ok(())
             }
-            Err(e) => {
-                let why = e.message().to_string();
-                self.stop(&msg, record, TaskState::Failure, why.clone()).await?;
-                Err(HandlerError::fatal(format!("task {} failed: {why}", msg.id)))
-            }
+            Err(e) => self.fail(&msg, record, e.message().to_string()).await,
         }
     }
 
@@ -479,6 +521,12 @@ impl Core {
         }
     }
 
+    /// Records a final failure and sends the message to the dead letters.
+    async fn fail(&self, msg: &TaskMessage, record: TaskRecord, why: String) -> std::result::Result<(), HandlerError> {
+        self.stop(msg, record, TaskState::Failure, why.clone()).await?;
+        Err(HandlerError::fatal(format!("task {} failed: {why}", msg.id)))
+    }
+
     /// Records a final failure or revocation, and fails what depended on it.
     async fn stop(
         &self,
@@ -511,22 +559,38 @@ impl Core {
         mut record: TaskRecord,
         value: Value,
     ) -> std::result::Result<(), HandlerError> {
+        record.state = TaskState::Success;
+        record.result = Some(value);
+        record.error = None;
+        record.finished_at = Some(now_ms());
+        if let Err(e) = self.store.check(&record) {
+            // Refused every time it is tried: a failure, not a retry loop.
+            record.result = None;
+            return self
+                .fail(msg, record, format!("the result store cannot keep its result: {e}"))
+                .await;
+        }
         // The next chain step is sent before the result is final, so a
         // crash in between re-runs this task rather than losing the step.
         if let Some((next, rest)) = msg.callbacks.split_first() {
             let mut step = message(next);
-            step.args = next.args_after(value.clone());
+            step.args = next.args_after(record.result.clone().unwrap_or_default());
             step.callbacks = rest.to_vec();
             step.parent_id = Some(msg.id.clone());
             step.root_id = msg.root_id.clone().or_else(|| Some(msg.id.clone()));
             let topic = self.sender.queue(next.queue.as_deref()).map_err(around)?;
             let countdown = next.countdown_ms.map(Duration::from_millis);
-            self.sender.send(&topic, step, countdown).await.map_err(around)?;
+            match self.sender.send(&topic, step, countdown).await {
+                Ok(()) => {}
+                Err(e) if is_permanent(&e) => {
+                    record.result = None;
+                    return self
+                        .fail(msg, record, format!("the next step of its chain cannot be sent: {e}"))
+                        .await;
+                }
+                Err(e) => return Err(around(e)),
+            }
         }
-        record.state = TaskState::Success;
-        record.result = Some(value);
-        record.error = None;
-        record.finished_at = Some(now_ms());
         self.store.put(&record).await.map_err(around)?;
         if let Some(chord) = &msg.chord {
             let index = chord.members.iter().position(|id| id == &msg.id).unwrap_or(0);

@@ -34,6 +34,13 @@ pub trait ResultStore: Send + Sync + 'static {
     /// Writes `record` (replacing the one of its id) and wakes whoever waits for it.
     async fn put(&self, record: &TaskRecord) -> Result<()>;
 
+    /// Whether `record` can be stored (a store with a size limit says
+    /// `PayloadTooLarge`), asked before anything depends on storing it.
+    fn check(&self, record: &TaskRecord) -> Result<()> {
+        let _ = record;
+        Ok(())
+    }
+
     /// The record of `id`, if any.
     async fn get(&self, id: &str) -> Result<Option<TaskRecord>>;
 

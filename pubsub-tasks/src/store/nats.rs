@@ -31,6 +31,9 @@ const WORKERS_KEY: &str = "workers";
 #[derive(Clone)]
 pub struct NatsResultStore {
     kv: Store,
+    /// The largest record the server takes (its `max_payload`, less room
+    /// for the key-value subject and headers).
+    max_record: usize,
 }
 
 impl std::fmt::Debug for NatsResultStore {
@@ -40,6 +43,9 @@ impl std::fmt::Debug for NatsResultStore {
             .finish()
     }
 }
+
+/// Room left in a message for the key-value subject and headers.
+const KV_OVERHEAD: usize = 1024;
 
 fn failed(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::connection(NAME, format!("result store: {what}"), e)
@@ -52,6 +58,7 @@ impl NatsResultStore {
         use async_nats::jetstream::stream;
         // Replicated as the SDK's streams are: 3 on a cluster of 3 or more.
         let replicas = pubsub_nats::default_stream_replicas(&client.server_info());
+        let max_record = (client.server_info().max_payload).saturating_sub(KV_OVERHEAD);
         let js = async_nats::jetstream::new(client);
         // The bucket's stream is made here, as async-nats' create_key_value
         // would make it, because that one first asks for the account's
@@ -77,7 +84,7 @@ impl NatsResultStore {
             .get_key_value(bucket)
             .await
             .map_err(|e| failed("open the key-value bucket", e))?;
-        Ok(NatsResultStore { kv })
+        Ok(NatsResultStore { kv, max_record })
     }
 
     /// [`open`](Self::open) with the default bucket `pubsub-tasks` and a day's TTL.
@@ -115,6 +122,18 @@ impl NatsResultStore {
         }
     }
 
+    /// `record` as JSON, or `PayloadTooLarge` if the server would refuse it.
+    fn encode(&self, record: &TaskRecord) -> Result<Vec<u8>> {
+        let value = serde_json::to_vec(record).map_err(|e| Error::codec("task record", e))?;
+        if value.len() > self.max_record {
+            return Err(Error::PayloadTooLarge {
+                size: value.len(),
+                max: self.max_record,
+            });
+        }
+        Ok(value)
+    }
+
     async fn read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<(T, u64)>> {
         match self.kv.entry(key).await.map_err(|e| failed("get", e))? {
             Some(entry) if entry.operation == Operation::Put => {
@@ -129,8 +148,12 @@ impl NatsResultStore {
 
 #[async_trait]
 impl ResultStore for NatsResultStore {
+    fn check(&self, record: &TaskRecord) -> Result<()> {
+        self.encode(record).map(drop)
+    }
+
     async fn put(&self, record: &TaskRecord) -> Result<()> {
-        let value = serde_json::to_vec(record).map_err(|e| Error::codec("task record", e))?;
+        let value = self.encode(record)?;
         self.kv
             .put(key("t", &record.id), value.into())
             .await
