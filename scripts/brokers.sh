@@ -12,6 +12,9 @@
 #                               node N in target/brokers/nats-cluster/N; ready
 #                               once a JetStream meta leader is elected
 #   Mosquitto  127.0.0.1:1883   Debian mosquitto (+ mosquitto-clients for the interop test)
+#   Redis      127.0.0.1:7000-7005  a Redis Cluster (3 masters, 3 replicas, node
+#   Cluster                     timeout 2 s, AOF) for REDIS_CLUSTER_URL; data in
+#                               target/brokers/redis-cluster/<port>
 #
 #   Kafka      127.0.0.1:9092   Apache Kafka 4.4 (KRaft, combined broker and
 #                               controller on 9093), its jars fetched from
@@ -104,6 +107,44 @@ start_redis() {
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
         --dir "$RUN_DIR" --logfile "$RUN_DIR/redis.log" --pidfile "$RUN_DIR/redis.pid" || return 1
     wait_port 6379 10
+}
+
+# A Redis Cluster of 3 masters and 3 replicas on 127.0.0.1:7000-7005, for
+# the cluster conformance run (REDIS_CLUSTER_URL). Node timeout 2 s, so a
+# killed master's replica takes over within a few seconds. Idempotent: a
+# cluster answering cluster_state:ok on 7000 is left alone; nodes already
+# up are reused, and the slots are assigned only if no node has any.
+REDIS_CLUSTER_PORTS=(7000 7001 7002 7003 7004 7005)
+start_redis_cluster() {
+    local p dir ok i
+    if port_open 7000 && redis-cli -p 7000 cluster info 2>/dev/null | grep -q 'cluster_state:ok'; then
+        log "redis cluster already on 7000-7005"
+        return 0
+    fi
+    ensure_binary redis-server redis-server || return 1
+    for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+        port_open "$p" && continue
+        dir="$RUN_DIR/redis-cluster/$p"
+        mkdir -p "$dir"
+        redis-server --daemonize yes --bind 127.0.0.1 --port "$p" --cluster-enabled yes \
+            --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 2000 \
+            --appendonly yes --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" || return 1
+    done
+    for p in "${REDIS_CLUSTER_PORTS[@]}"; do wait_port "$p" 10 || return 1; done
+    if redis-cli -p 7000 cluster info 2>/dev/null | grep -q 'cluster_slots_assigned:0'; then
+        redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_CLUSTER_PORTS[@]}") \
+            --cluster-replicas 1 --cluster-yes >"$RUN_DIR/redis-cluster/create.log" 2>&1 || return 1
+    fi
+    for ((i = 0; i < 300; i++)); do
+        ok=1
+        for p in "${REDIS_CLUSTER_PORTS[@]}"; do
+            redis-cli -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
+        done
+        [ "$ok" = 1 ] && return 0
+        sleep 0.1
+    done
+    log "redis cluster: cluster_state is not ok on every node"
+    return 1
 }
 
 start_nats() {
@@ -473,7 +514,7 @@ else
     log "python tools could NOT be installed"
     failed+=("python-tools")
 fi
-brokers=(redis nats nats_cluster mosquitto kafka kafka_cluster kafka_noida pulsar_apache pulsar)
+brokers=(redis redis_cluster nats nats_cluster mosquitto kafka kafka_cluster kafka_noida pulsar_apache pulsar)
 [ "${PUBSUB_TANSU:-}" = "1" ] && brokers+=(kafka_tansu)
 for broker in "${brokers[@]}"; do
     if "start_$broker"; then

@@ -180,7 +180,8 @@ pub enum BackendConfig {
     },
     /// A Redis server (`REDIS_URL`).
     Redis {
-        /// `redis://[[user]:password@]host:6379[/db]`, `rediss://` for TLS.
+        /// `redis://[[user]:password@]host:6379[/db]`, `rediss://` for TLS;
+        /// a Redis Cluster as `redis+cluster://[[user]:password@]host1:port1,host2:port2`.
         url: String,
         /// TLS settings (`REDIS_TLS_*`); with them TLS is used.
         tls: Option<TlsConfig>,
@@ -339,7 +340,7 @@ impl BackendConfig {
                 url: url.to_string(),
                 tls: None,
             }),
-            "redis" | "rediss" => Ok(BackendConfig::Redis {
+            "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Ok(BackendConfig::Redis {
                 url: url.to_string(),
                 tls: None,
             }),
@@ -696,9 +697,17 @@ fn check_nats(label: &str, value: &str) -> Result<()> {
 }
 
 fn check_redis(label: &str, value: &str) -> Result<()> {
-    const EXPECTED: &str = "expected redis://[:password@]host[:6379][/db] or rediss:// (TLS)";
+    const EXPECTED: &str = "expected redis://[:password@]host[:6379][/db] or rediss:// (TLS), or a Redis Cluster's \
+                            redis+cluster://[:password@]host1:port1,host2:port2 (rediss+cluster:// for TLS)";
     match split_url(value) {
-        (Some("redis" | "rediss"), authority) => check_authority(label, value, authority, EXPECTED).map(drop),
+        // A node list: a Redis Cluster's seed nodes, the credentials before them.
+        (Some("redis" | "rediss" | "redis+cluster" | "rediss+cluster"), authority) => {
+            let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            for host in hosts.split(',') {
+                check_authority(label, value, host.trim(), EXPECTED)?;
+            }
+            Ok(())
+        }
         (Some("redis+unix" | "unix"), _) => Ok(()),
         (Some(other), _) => Err(invalid(
             label,
@@ -1367,6 +1376,8 @@ mod tests {
                 "redis://:pw@localhost:6379/0",
             ),
             (check_redis, "rediss://h"),
+            (check_redis, "redis+cluster://:pw@h1:7000,h2:7001"),
+            (check_redis, "rediss://h1:7000, h2"),
             (check_redis, "redis+unix:///tmp/r.sock"),
             (check_nats, "nats://a:4222,tls://b"),
             (check_nats, "localhost:4222"),

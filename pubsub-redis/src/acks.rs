@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
+use crate::conn::Conn;
 use pubsub_core::{Error, Result};
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{map_err, NAME};
@@ -26,7 +26,7 @@ pub(crate) struct GroupAcker {
 }
 
 impl GroupAcker {
-    pub(crate) fn start(conn: ConnectionManager, stream: String, group: String) -> Self {
+    pub(crate) fn start(conn: Conn, stream: String, group: String) -> Self {
         let (requests, rx) = mpsc::unbounded_channel();
         tokio::spawn(send_acks(conn, Arc::from(stream), Arc::from(group), rx));
         GroupAcker { requests }
@@ -51,12 +51,7 @@ impl GroupAcker {
     }
 }
 
-async fn send_acks(
-    mut conn: ConnectionManager,
-    stream: Arc<str>,
-    group: Arc<str>,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-) {
+async fn send_acks(mut conn: Conn, stream: Arc<str>, group: Arc<str>, mut requests: mpsc::UnboundedReceiver<Request>) {
     let mut batch: Vec<Request> = Vec::new();
     while let Some(first) = requests.recv().await {
         let mut ids = first.0.len();

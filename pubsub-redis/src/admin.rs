@@ -4,12 +4,12 @@
 //! `XINFO GROUPS`. q0 topics are Pub/Sub channels, which are no object
 //! on the server: managing them is refused.
 
+use crate::conn::Conn;
 use async_trait::async_trait;
 use pubsub_core::{
     check_namespace, parse_joined, topics_in_namespace, Admin, Error, LogPosition, PubSubBackend, Qos, Result,
     SubscriptionInfo, Topic, TopicOptions,
 };
-use redis::aio::ConnectionManager;
 
 use crate::backend::{map_err, RedisBackend, NAME};
 use crate::info::{groups_info, int_field, text_field};
@@ -20,14 +20,14 @@ use crate::replay;
 const PLACEHOLDER_GROUP: &str = "pubsub-admin-create";
 
 impl RedisBackend {
-    fn position_conn(&self, topic: &Topic) -> Result<ConnectionManager> {
+    fn position_conn(&self, topic: &Topic) -> Result<Conn> {
         self.inner.ensure_open()?;
         self.inner.caps.check_positions()?;
         self.inner.caps.check_replay(topic)?;
         Ok(self.inner.conn.clone())
     }
 
-    fn admin_conn(&self, topic: Option<&Topic>) -> Result<ConnectionManager> {
+    fn admin_conn(&self, topic: Option<&Topic>) -> Result<Conn> {
         self.inner.ensure_open()?;
         if let Some(t) = topic {
             self.inner.caps.admin.check_topic(NAME, t)?;
@@ -36,7 +36,7 @@ impl RedisBackend {
     }
 }
 
-async fn stream_exists(conn: &mut ConnectionManager, key: &str) -> Result<bool> {
+async fn stream_exists(conn: &mut Conn, key: &str) -> Result<bool> {
     let kind: String = redis::cmd("TYPE")
         .arg(key)
         .query_async(conn)
@@ -51,7 +51,7 @@ async fn stream_exists(conn: &mut ConnectionManager, key: &str) -> Result<bool> 
 
 /// Each consumer group with its backlog: entries not yet delivered (`lag`)
 /// plus delivered and not acked (`pending`); unknown where Redis gives no lag.
-async fn groups(conn: &mut ConnectionManager, key: &str) -> Result<Vec<SubscriptionInfo>> {
+async fn groups(conn: &mut Conn, key: &str) -> Result<Vec<SubscriptionInfo>> {
     let mut out: Vec<SubscriptionInfo> = groups_info(conn, key)
         .await?
         .into_iter()
@@ -119,26 +119,11 @@ impl Admin for RedisBackend {
         let mut conn = self.admin_conn(None)?;
         // Segments hold no glob characters, so the pattern is literal.
         let pattern = format!("pubsub:{{{tenant}.{namespace}.*}}");
-        let mut names = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .arg("TYPE")
-                .arg("stream")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| map_err("SCAN", e))?;
-            names.extend(batch);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        // On a cluster, every master is scanned.
+        let names = conn
+            .scan_all(&pattern, "stream")
+            .await
+            .map_err(|e| map_err("SCAN", e))?;
         Ok(topics_in_namespace(names, tenant, namespace, |key: String| {
             let joined = key.strip_prefix("pubsub:{")?.strip_suffix('}')?;
             parse_joined(joined, '.', Qos::AtLeastOnce)

@@ -13,10 +13,10 @@ use pubsub_core::{
     ConsumerOptions, Error, MessageId, OutgoingMessage, Position, Producer, ProducerOptions, PubSubBackend, Qos,
     Reader, Result, Topic,
 };
-use redis::aio::ConnectionManager;
 use redis::{Client, IntoConnectionInfo, RedisError};
 
 use crate::config::RedisConfig;
+use crate::conn::{Clients, Conn};
 use crate::consumer::{PubSubConsumer, StreamConsumer};
 use crate::fields::to_fields;
 use crate::keys::TopicKeys;
@@ -64,8 +64,10 @@ pub struct RedisBackend {
 
 pub(crate) struct Inner {
     pub config: RedisConfig,
-    pub client: Client,
-    pub conn: ConnectionManager,
+    /// Opens connections of their own (blocking reads, Pub/Sub).
+    pub clients: Clients,
+    /// The shared connection for everything that does not block.
+    pub conn: Conn,
     pub caps: Capabilities,
     pub closed: AtomicBool,
     /// Every producer, consumer and reader made: closed with the backend.
@@ -87,29 +89,48 @@ impl RedisBackend {
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         let shown = pubsub_core::redact_url(&config.url);
         let invalid = |e: RedisError| Error::InvalidConfiguration(format!("redis URL {shown}: {e}"));
-        // TCP_NODELAY on every connection made from this client (the shared
-        // one, blocking reads, Pub/Sub): redis-rs 1.x leaves it off, and
-        // pipelined commands and acks then wait on Nagle (pubsub-bench
-        // figures before and after in the README's benchmark section).
-        let info = url_with_tls_scheme(&config).into_connection_info().map_err(invalid)?;
-        let tcp = info.tcp_settings().clone().set_nodelay(true);
-        let client = client_for(&config, info.set_tcp_settings(tcp)).map_err(|e| match e {
-            ClientError::Config(e) => e,
-            ClientError::Redis(e) => invalid(e),
-        })?;
-        let cm_config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(std::time::Duration::from_secs(2));
-        let mut conn = tokio::time::timeout(config.timeout, client.get_connection_manager_with_config(cm_config))
-            .await
-            .map_err(|_| Error::Connection {
-                backend: NAME,
-                message: format!("no answer from {shown} within {:?}", config.timeout),
-                source: None,
-            })?
-            .map_err(|e| map_err(&format!("connect to {shown}"), e))?;
+        let no_answer = || Error::Connection {
+            backend: NAME,
+            message: format!("no answer from {shown} within {:?}", config.timeout),
+            source: None,
+        };
+        let (clients, mut conn) = match config.cluster_nodes()? {
+            None => {
+                // TCP_NODELAY on every connection made from this client (the shared
+                // one, blocking reads, Pub/Sub): redis-rs 1.x leaves it off, and
+                // pipelined commands and acks then wait on Nagle (pubsub-bench
+                // figures before and after in the README's benchmark section).
+                let info = with_tls_scheme(&config, &config.url)
+                    .into_connection_info()
+                    .map_err(invalid)?;
+                let tcp = info.tcp_settings().clone().set_nodelay(true);
+                let client = client_for(&config, info.set_tcp_settings(tcp)).map_err(|e| match e {
+                    ClientError::Config(e) => e,
+                    ClientError::Redis(e) => invalid(e),
+                })?;
+                let cm_config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(config.timeout))
+                    .set_response_timeout(Some(config.timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(std::time::Duration::from_secs(2));
+                let conn = tokio::time::timeout(config.timeout, client.get_connection_manager_with_config(cm_config))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(|e| map_err(&format!("connect to {shown}"), e))?;
+                (Clients::Single(client), Conn::Manager(conn))
+            }
+            Some(nodes) => {
+                let clients = cluster_clients(&config, &nodes).map_err(|e| match e {
+                    ClientError::Config(e) => e,
+                    ClientError::Redis(e) => invalid(e),
+                })?;
+                let conn = tokio::time::timeout(config.timeout, clients.shared_cluster(config.timeout))
+                    .await
+                    .map_err(|_| no_answer())?
+                    .map_err(|e| map_err(&format!("connect to {shown}"), e))?;
+                (clients, conn)
+            }
+        };
         // A login the server refuses fails here, not at the first command.
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
@@ -157,7 +178,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             inner: Arc::new(Inner {
                 config,
-                client,
+                clients,
                 conn,
                 caps,
                 closed: AtomicBool::new(false),
@@ -170,11 +191,41 @@ impl RedisBackend {
 /// `CONFIG GET name`, or `None` where CONFIG is disabled or unknown.
 /// The URL to connect to: `rediss://` when TLS settings are given for a
 /// `redis://` URL.
-fn url_with_tls_scheme(config: &RedisConfig) -> String {
-    match (&config.tls, config.url.strip_prefix("redis://")) {
+fn with_tls_scheme(config: &RedisConfig, url: &str) -> String {
+    match (&config.tls, url.strip_prefix("redis://")) {
         (Some(_), Some(rest)) => format!("rediss://{rest}"),
-        _ => config.url.clone(),
+        _ => url.to_string(),
     }
+}
+
+/// The cluster client for the seed `nodes`, and a client per node for
+/// Pub/Sub, with `config.tls` and TCP_NODELAY.
+fn cluster_clients(config: &RedisConfig, nodes: &[String]) -> std::result::Result<Clients, ClientError> {
+    let mut infos = Vec::new();
+    for node in nodes {
+        let info = with_tls_scheme(config, node)
+            .into_connection_info()
+            .map_err(ClientError::Redis)?;
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        infos.push(info.set_tcp_settings(tcp));
+    }
+    let node_clients = infos
+        .iter()
+        .map(|i| client_for(config, i.clone()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+    let mut builder = redis::cluster::ClusterClientBuilder::new(infos)
+        .connection_timeout(config.timeout)
+        .response_timeout(config.timeout)
+        .tcp_settings(tcp);
+    if let Some(certs) = tls_certificates(config)? {
+        builder = builder.certs(certs);
+    }
+    let client = builder.build().map_err(ClientError::Redis)?;
+    Ok(Clients::Cluster {
+        client,
+        nodes: node_clients,
+    })
 }
 
 enum ClientError {
@@ -184,11 +235,20 @@ enum ClientError {
 
 /// A client for `info`, with the CA and client certificate of `config.tls`.
 fn client_for(config: &RedisConfig, info: redis::ConnectionInfo) -> std::result::Result<Client, ClientError> {
-    let Some(tls) = &config.tls else {
+    if config.tls.is_none() {
         if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
             pubsub_core::install_default_provider();
         }
         return Client::open(info).map_err(ClientError::Redis);
+    }
+    let certs = tls_certificates(config)?.expect("TLS settings are given");
+    Client::build_with_tls(info, certs).map_err(ClientError::Redis)
+}
+
+/// The CA and client certificate of `config.tls`, read from their files.
+fn tls_certificates(config: &RedisConfig) -> std::result::Result<Option<redis::TlsCertificates>, ClientError> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
     };
     tls.check_files(NAME).map_err(ClientError::Config)?;
     if tls.server_name.is_some() {
@@ -210,10 +270,10 @@ fn client_for(config: &RedisConfig, info: redis::ConnectionInfo) -> std::result:
         _ => None,
     };
     pubsub_core::install_default_provider();
-    Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert }).map_err(ClientError::Redis)
+    Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
 }
 
-async fn config_get(conn: &mut ConnectionManager, name: &str) -> Option<String> {
+async fn config_get(conn: &mut Conn, name: &str) -> Option<String> {
     let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG").arg("GET").arg(name).query_async(conn).await;
     reply.ok().and_then(|v| v.into_iter().nth(1))
 }
@@ -340,12 +400,20 @@ impl RedisProducer {
                 .unwrap_or(0);
             let due = m.deliver_after.map_or(0, |d| now_ms + d.as_millis().max(1) as u64);
             let mut inv = scripts::PUBLISH.prepare_invoke();
+            // Without a dedup id the dedup key is the bare prefix, never
+            // read or written (ARGV[4] says so): every key the script names
+            // shares the topic's hash tag, so it runs on one cluster slot.
+            let dedup_key = match dedup {
+                Some(id) => format!("{}{id}", self.keys.dedup_prefix),
+                None => self.keys.dedup_prefix.clone(),
+            };
             inv.key(&self.keys.stream)
-                .key(dedup.map_or(String::new(), |id| format!("{}{id}", self.keys.dedup_prefix)))
+                .key(dedup_key)
                 .key(&self.keys.delayed)
                 .arg(maxlen)
                 .arg(due)
-                .arg(self.inner.config.dedup_window.as_millis() as u64);
+                .arg(self.inner.config.dedup_window.as_millis() as u64)
+                .arg(u8::from(dedup.is_some()));
             for f in to_fields(&m) {
                 inv.arg(f);
             }
@@ -370,6 +438,7 @@ impl RedisProducer {
             Command::Script(inv) => inv.invoke_async(&mut conn).await,
         }
         .map_err(|e| map_err(&format!("send to {}", self.topic), e))?;
+        self.wait_replicas(&mut conn).await?;
         Ok(match reply {
             redis::Value::Int(receivers) => MessageId::from_text(format!("q0-{receivers}")),
             other => MessageId::from_text(crate::fields::text_of(&other).unwrap_or_default()),
@@ -431,6 +500,33 @@ impl Producer for RedisProducer {
 }
 
 impl RedisProducer {
+    /// With [`RedisConfig::wait_replicas`], waits until that many replicas
+    /// have the writes just made (q1/q2; q0 writes nothing).
+    async fn wait_replicas(&self, conn: &mut Conn) -> Result<()> {
+        let Some((replicas, timeout)) = self.inner.config.wait_replicas else {
+            return Ok(());
+        };
+        if self.topic.qos() == Qos::AtMostOnce || replicas == 0 {
+            return Ok(());
+        }
+        let acked = conn
+            .wait_replicas(&self.keys.stream, replicas, timeout)
+            .await
+            .map_err(|e| map_err(&format!("wait for replicas of {}", self.topic), e))?;
+        if (acked as usize) < replicas {
+            return Err(Error::Broker {
+                backend: NAME,
+                message: format!(
+                    "send to {}: written, but only {acked} of {replicas} replicas had it within {timeout:?}; \
+                     it may be lost if its master fails now (resend: at worst a duplicate)",
+                    self.topic
+                ),
+                source: None,
+            });
+        }
+        Ok(())
+    }
+
     async fn flush_pipe(&self, pipe: &mut redis::Pipeline, pending: &mut usize) -> Result<Vec<MessageId>> {
         if *pending == 0 {
             return Ok(Vec::new());
@@ -440,6 +536,7 @@ impl RedisProducer {
             .query_async(&mut conn)
             .await
             .map_err(|e| map_err(&format!("send batch to {}", self.topic), e))?;
+        self.wait_replicas(&mut conn).await?;
         *pipe = redis::pipe();
         *pending = 0;
         Ok(replies

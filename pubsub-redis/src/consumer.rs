@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::conn::Conn;
 use async_trait::async_trait;
 use pubsub_core::inbox::{CurrentOnly, Inbox, SeekGeneration, Tagged};
 use pubsub_core::{
     ensure_open, envelope, AckTarget, Consumer, ConsumerOptions, Error, InitialPosition, Message, MessageId,
     MessageParts, NoAck, Position, Result, Topic,
 };
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -220,20 +220,17 @@ impl StreamConsumer {
 
 /// A connection of its own for blocking reads (`XREAD[GROUP] BLOCK`), which
 /// would hold up a shared one. It does not reconnect: callers open another.
-pub(crate) async fn connect_blocking(inner: &Inner) -> Result<MultiplexedConnection> {
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(inner.config.timeout))
-        .set_response_timeout(None); // blocking reads wait longer than a command timeout
+pub(crate) async fn connect_blocking(inner: &Inner) -> Result<Conn> {
     inner
-        .client
-        .get_multiplexed_async_connection_with_config(&cfg)
+        .clients
+        .blocking(inner.config.timeout, inner.config.poll_interval)
         .await
         .map_err(|e| map_err("open a connection for blocking reads", e))
 }
 
 /// Fills the channel: delayed moves, reclaims, then new entries; reconnects
 /// with backoff when the server goes away.
-async fn fetch_loop(shared: Arc<Shared>, tx: mpsc::Sender<Tagged>, conn: MultiplexedConnection) {
+async fn fetch_loop(shared: Arc<Shared>, tx: mpsc::Sender<Tagged>, conn: Conn) {
     let mut conn = Some(conn);
     let mut backoff = Duration::from_millis(100);
     let mut next_housekeeping = Instant::now();
@@ -387,12 +384,7 @@ async fn dead_letter(shared: &Shared, id: &str, fields: &Value) -> Result<()> {
     shared.xack(id).await
 }
 
-async fn read_new(
-    shared: &Arc<Shared>,
-    conn: &mut MultiplexedConnection,
-    count: usize,
-    block: Duration,
-) -> Result<Vec<Message>> {
+async fn read_new(shared: &Arc<Shared>, conn: &mut Conn, count: usize, block: Duration) -> Result<Vec<Message>> {
     let reply: Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(&shared.group)
@@ -577,8 +569,8 @@ impl PubSubConsumer {
     ) -> Result<Self> {
         let channel = TopicKeys::new(&topic).channel;
         let mut pubsub = inner
-            .client
-            .get_async_pubsub()
+            .clients
+            .pubsub()
             .await
             .map_err(|e| map_err("open pub/sub connection", e))?;
         pubsub.subscribe(&channel).await.map_err(|e| map_err("subscribe", e))?;
@@ -594,7 +586,7 @@ impl PubSubConsumer {
                 let Some(ps) = pubsub.take() else {
                     tokio::select! { _ = tokio::time::sleep(backoff) => {}, _ = s.notified() => return }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    if let Ok(mut ps) = inner.client.get_async_pubsub().await {
+                    if let Ok(mut ps) = inner.clients.pubsub().await {
                         if ps.subscribe(&channel).await.is_ok() {
                             pubsub = Some(ps);
                         }

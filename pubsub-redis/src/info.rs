@@ -1,8 +1,8 @@
 //! `XINFO STREAM` and `XINFO GROUPS` replies as name → value fields, for
 //! the admin API (backlog) and replay (positions).
 
+use crate::conn::Conn;
 use pubsub_core::Result;
-use redis::aio::ConnectionManager;
 use redis::Value;
 
 use crate::backend::map_err;
@@ -37,7 +37,7 @@ pub(crate) fn text_field(fields: &[(String, Value)], name: &str) -> Option<Strin
 }
 
 /// `XINFO STREAM`; empty if the stream does not exist.
-pub(crate) async fn stream_info(conn: &mut ConnectionManager, key: &str) -> Result<Fields> {
+pub(crate) async fn stream_info(conn: &mut Conn, key: &str) -> Result<Fields> {
     let reply: redis::RedisResult<Value> = redis::cmd("XINFO").arg("STREAM").arg(key).query_async(conn).await;
     match reply {
         Ok(v) => Ok(pairs(&v)),
@@ -47,7 +47,7 @@ pub(crate) async fn stream_info(conn: &mut ConnectionManager, key: &str) -> Resu
 }
 
 /// `XINFO GROUPS`: one entry per consumer group.
-pub(crate) async fn groups_info(conn: &mut ConnectionManager, key: &str) -> Result<Vec<Fields>> {
+pub(crate) async fn groups_info(conn: &mut Conn, key: &str) -> Result<Vec<Fields>> {
     let reply: Vec<Value> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(key)

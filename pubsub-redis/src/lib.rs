@@ -32,6 +32,7 @@ mod acks;
 mod admin;
 mod backend;
 mod config;
+mod conn;
 mod consumer;
 mod fields;
 mod info;

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, UNIX_EPOCH};
 
+use crate::conn::Conn;
 use async_trait::async_trait;
 use pubsub_core::{ensure_open, Error, Message, MessageId, MessageParts, NoAck, Position, Reader, Result, Topic};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::{Script, Value};
 
 use crate::backend::{map_err, Inner, NAME};
@@ -59,7 +59,7 @@ impl fmt::Display for EntryId {
 }
 
 /// The id of the newest entry ever added (`0-0` for no stream).
-async fn last_id(conn: &mut ConnectionManager, key: &str) -> Result<EntryId> {
+async fn last_id(conn: &mut Conn, key: &str) -> Result<EntryId> {
     let info = stream_info(conn, key).await?;
     Ok(text_field(&info, "last-generated-id")
         .and_then(|s| EntryId::parse(&s))
@@ -67,7 +67,7 @@ async fn last_id(conn: &mut ConnectionManager, key: &str) -> Result<EntryId> {
 }
 
 /// The exclusive lower bound id of a position.
-pub(crate) async fn bound_of(conn: &mut ConnectionManager, key: &str, position: &Position) -> Result<EntryId> {
+pub(crate) async fn bound_of(conn: &mut Conn, key: &str, position: &Position) -> Result<EntryId> {
     Ok(match position {
         Position::Earliest => EntryId::ZERO,
         Position::Latest => last_id(conn, key).await?,
@@ -146,7 +146,7 @@ pub(crate) async fn set_group_position(
 }
 
 /// (earliest, latest) as counts of entries ever added.
-pub(crate) async fn stream_positions(conn: &mut ConnectionManager, key: &str) -> Result<(u64, u64)> {
+pub(crate) async fn stream_positions(conn: &mut Conn, key: &str) -> Result<(u64, u64)> {
     let info = stream_info(conn, key).await?;
     if info.is_empty() {
         return Err(Error::NotFound(format!("stream {key}")));
@@ -158,7 +158,7 @@ pub(crate) async fn stream_positions(conn: &mut ConnectionManager, key: &str) ->
 }
 
 /// The acked position of a group: entries it has read less those pending.
-pub(crate) async fn group_position(conn: &mut ConnectionManager, key: &str, group: &str) -> Result<u64> {
+pub(crate) async fn group_position(conn: &mut Conn, key: &str, group: &str) -> Result<u64> {
     for fields in groups_info(conn, key).await? {
         if text_field(&fields, "name").as_deref() != Some(group) {
             continue;
@@ -187,7 +187,7 @@ pub(crate) struct RedisReader {
 /// What `next` works on.
 struct Reads {
     /// `None` after the connection broke, until a read opens another.
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     /// The newest entry read: reading goes on after it.
     after: EntryId,
     buffer: VecDeque<Message>,

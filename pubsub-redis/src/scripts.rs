@@ -5,28 +5,30 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Publish with optional q2 dedup and optional delay.
-/// KEYS: stream, dedup key ("" = none), delayed zset.
-/// ARGV: maxlen (0 = none), due unix ms (0 = now), dedup window ms, fields...
+/// KEYS: stream, dedup key, delayed zset (all with the topic's hash tag).
+/// ARGV: maxlen (0 = none), due unix ms (0 = now), dedup window ms,
+/// dedup (1 = use the dedup key, 0 = none), fields...
 /// Returns the stream id (or the delayed entry id), or the first send's id for a duplicate.
 pub(crate) static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local stream, dkey, zkey = KEYS[1], KEYS[2], KEYS[3]
-if dkey ~= '' then
+local dedup = ARGV[4] == '1'
+if dedup then
   local prev = redis.call('GET', dkey)
   if prev then return prev end
 end
 local id
 if tonumber(ARGV[2]) > 0 then
   id = 'delayed-' .. redis.call('INCR', zkey .. ':seq')
-  redis.call('HSET', zkey .. ':' .. id, unpack(ARGV, 4))
+  redis.call('HSET', zkey .. ':' .. id, unpack(ARGV, 5))
   redis.call('ZADD', zkey, ARGV[2], id)
 elseif tonumber(ARGV[1]) > 0 then
-  id = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 4))
+  id = redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5))
 else
-  id = redis.call('XADD', stream, '*', unpack(ARGV, 4))
+  id = redis.call('XADD', stream, '*', unpack(ARGV, 5))
 end
-if dkey ~= '' then redis.call('SET', dkey, id, 'PX', ARGV[3]) end
+if dedup then redis.call('SET', dkey, id, 'PX', ARGV[3]) end
 return id
 "#,
     )

@@ -46,6 +46,8 @@ use crate::{BackendConfig, BackendKind};
 
 mod certs;
 pub use certs::{CertFiles, TestCertificates};
+mod redis_cluster;
+pub use redis_cluster::{TestRedisCluster, CLUSTER_NODES};
 mod nats_cluster;
 pub use nats_cluster::TestNatsCluster;
 mod kafka_cluster;
