@@ -152,6 +152,7 @@ impl RedisBackend {
             nack: true,
             nack_delay: true,
             ack_timeout: true,
+            extend_ack_timeout: true,
             redelivery_count: true,
             redelivery_count_across_restarts: true,
             max_redeliveries: true,

@@ -130,6 +130,20 @@ impl Shared {
         Ok(())
     }
 
+    /// Restarts the ack timeout of entry `id`, if this consumer holds it.
+    async fn extend(&self, id: &str) -> Result<()> {
+        let mut conn = self.inner.conn.clone();
+        let _: i64 = scripts::EXTEND
+            .key(&self.keys.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(id)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| map_err("in progress", e))?;
+        Ok(())
+    }
+
     /// Entries this consumer holds unacked.
     async fn own_pending(&self) -> Result<Vec<String>> {
         let mut conn = self.inner.conn.clone();
@@ -532,6 +546,11 @@ impl AckTarget for RedisAck {
         self.shared.ensure_open()?;
         let delay = delay.unwrap_or(self.shared.options.nack_redelivery_delay);
         self.shared.release(std::slice::from_ref(&self.id), delay).await
+    }
+
+    async fn in_progress(&self) -> Result<()> {
+        self.shared.ensure_open()?;
+        self.shared.extend(&self.id).await
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {

@@ -9,6 +9,7 @@
 //! | readers, `seek` | `XREAD` from a bound id (reconnecting after a restart); `XGROUP SETID` between two fetches, dropping what was fetched for the old position |
 //! | q2 | q1 + an atomic Lua publish that drops a dedup id seen within `dedup_window` (default 10 min) and returns the first id |
 //! | ack timeout, crashed consumers | `XAUTOCLAIM` of entries idle past the ack timeout, with Redis's delivery counter as the redelivery count |
+//! | `Message::in_progress` | `XCLAIM … IDLE 0` of the entry, in a script that first checks this consumer still holds it |
 //! | nack (delay) | `XCLAIM … IDLE` so the next reclaim takes it after the delay; a delay longer than the ack timeout is cut to it |
 //! | `deliver_after` | sorted set `pubsub:{t.ns.q}:delayed`, moved into the stream by consumers when due |
 //! | properties, key | stream fields (`pubsub.payload`, `pubsub.key`, one field per property) |

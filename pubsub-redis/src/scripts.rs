@@ -71,3 +71,17 @@ return {r[1], r[2], counts}
 "#,
     )
 });
+
+/// Restarts an entry's idle time (its ack timeout) if `consumer` still
+/// holds it: a reclaim by another consumer is not undone.
+/// KEYS: stream. ARGV: group, consumer, entry id. Returns 1 if restarted.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if not p[1] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', 0, 'JUSTID')
+return 1
+"#,
+    )
+});
