@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::{StreamExt, TryStreamExt};
 use pubsub_core::{PubSubBackend, Topic};
 use serde_json::Value;
 
@@ -13,6 +14,9 @@ use crate::result::{AsyncResult, GroupResult};
 use crate::sender::Sender;
 use crate::store::ResultStore;
 use crate::task::Task;
+
+/// How many members of a group or chord are sent at once.
+const SEND_AHEAD: usize = 64;
 
 /// Options of one [`Tasks::apply_async`] call.
 #[derive(Debug, Clone, Default)]
@@ -155,10 +159,12 @@ impl Tasks {
 
     /// Runs `members` in parallel.
     pub async fn group(&self, members: Vec<Signature>) -> Result<GroupResult<Value>> {
-        let mut handles = Vec::with_capacity(members.len());
-        for sig in members {
-            handles.push(self.send(sig).await?);
-        }
+        // Sent SEND_AHEAD at a time (each send waits for the broker).
+        let handles = futures::stream::iter(members)
+            .map(|sig| self.send(sig))
+            .buffered(SEND_AHEAD)
+            .try_collect()
+            .await?;
         Ok(GroupResult::new(handles))
     }
 
@@ -179,12 +185,16 @@ impl Tasks {
             members: members.iter().map(|m| m.id.clone()).collect(),
             callback: callback.clone(),
         };
-        for sig in &members {
-            let mut msg = message(sig);
-            msg.chord = Some(info.clone());
-            msg.root_id = Some(info.id.clone());
-            self.send_message(msg, sig).await?;
-        }
+        futures::stream::iter(&members)
+            .map(|sig| {
+                let mut msg = message(sig);
+                msg.chord = Some(info.clone());
+                msg.root_id = Some(info.id.clone());
+                self.send_message(msg, sig)
+            })
+            .buffer_unordered(SEND_AHEAD)
+            .try_collect::<()>()
+            .await?;
         Ok(AsyncResult::new(callback.id, self.sender.store.clone()))
     }
 

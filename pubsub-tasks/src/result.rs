@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -107,6 +108,9 @@ fn outcome<T: DeserializeOwned>(record: TaskRecord) -> Result<T> {
     }
 }
 
+/// How many members of a group [`GroupResult::get`] waits for at once.
+const WAIT_AHEAD: usize = 256;
+
 /// The results of a group, in the order of its members.
 #[derive(Debug, Clone)]
 pub struct GroupResult<T = Value> {
@@ -137,11 +141,13 @@ impl<T: DeserializeOwned> GroupResult<T> {
     /// Waits (up to `timeout` in all) for every member; their outputs in
     /// order, or the first member's error.
     pub async fn get(&self, timeout: Duration) -> Result<Vec<T>> {
+        // Waited for WAIT_AHEAD at a time, in order: the first error in
+        // member order is the one reported, as when waited one by one.
         let deadline = Instant::now() + timeout;
-        let mut out = Vec::with_capacity(self.members.len());
-        for m in &self.members {
-            out.push(m.get(deadline.saturating_duration_since(Instant::now())).await?);
-        }
-        Ok(out)
+        futures::stream::iter(&self.members)
+            .map(|m| m.get(deadline.saturating_duration_since(Instant::now())))
+            .buffered(WAIT_AHEAD)
+            .try_collect()
+            .await
     }
 }

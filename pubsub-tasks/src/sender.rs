@@ -77,12 +77,9 @@ impl Sender {
         out.validate(self.backend.capabilities().max_payload)?;
         // A known id keeps its record: a retry's, or (an id sent again) one
         // that may already be final, which a fresh Pending would hide.
-        let fresh = self.store.get(&msg.id).await?.is_none();
-        if fresh {
-            let mut record = TaskRecord::new(&msg.id, &msg.name, TaskState::Pending);
-            record.sent_at = Some(sent_at);
-            self.store.put(&record).await?;
-        }
+        let mut record = TaskRecord::new(&msg.id, &msg.name, TaskState::Pending);
+        record.sent_at = Some(sent_at);
+        let fresh = self.store.put_if_absent(&record).await?;
         let sent = match self.producer(topic).await {
             Ok(p) => p.send(out).await.map_err(Error::from),
             Err(e) => Err(e),

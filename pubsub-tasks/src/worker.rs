@@ -381,14 +381,14 @@ impl Core {
     async fn handle(&self, m: Message) -> std::result::Result<(), HandlerError> {
         let msg = TaskMessage::from_bytes(m.payload()).map_err(|e| HandlerError::fatal(e.to_string()))?;
         let queue = m.topic().clone();
-        let existing = self.store.get(&msg.id).await.map_err(around)?;
+        let (existing, revoked) = self.store.get_with_revoked(&msg.id).await.map_err(around)?;
         if existing.as_ref().is_some_and(|r| r.state.is_ready()) {
             // A duplicate delivery of a finished task: nothing to do.
             return Ok(());
         }
         let mut record = existing.unwrap_or_else(|| TaskRecord::new(&msg.id, &msg.name, TaskState::Pending));
         record.worker = Some(self.name.clone());
-        if self.store.is_revoked(&msg.id).await.map_err(around)? {
+        if revoked {
             return self.stop(&msg, record, TaskState::Revoked, "revoked".into()).await;
         }
         if msg.expires.is_some_and(|at| at <= now_ms()) {

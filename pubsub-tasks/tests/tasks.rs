@@ -918,3 +918,158 @@ async fn results_expire() {
         js.delete_stream(format!("KV_{bucket}")).await.unwrap();
     }
 }
+
+/// Every wait of a Redis result store shares one Pub/Sub connection: many
+/// concurrent waits, with results written before, during and after they
+/// began, and while that connection was dropped by the server, all end
+/// with their result (none missed, none read from another id's notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_waits_share_one_connection_and_survive_its_loss() {
+    // Database 13, to find the store's Pub/Sub connection in CLIENT LIST.
+    let base = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = format!("{}/13", base.trim_end_matches('/'));
+    let prefix = format!("wait-test-{}", uuid_like());
+    let store = match RedisResultStore::connect(&url).await {
+        Ok(s) => Arc::new(s.with_prefix(prefix.clone())),
+        Err(e) => return pubsub_core::testkit::broker_unavailable("redis result store", &e),
+    };
+    let admin = redis::Client::open(url.as_str()).unwrap();
+    let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+    let ready = |i: usize| {
+        let mut r = TaskRecord::new(format!("t{i}"), "t", TaskState::Success);
+        r.result = Some(json!(i));
+        r
+    };
+    for i in 0..100 {
+        store.put(&ready(i)).await.unwrap();
+    }
+    let waits: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { (i, store.wait_ready(&format!("t{i}"), WAIT).await) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 100..200 {
+        store.put(&ready(i)).await.unwrap();
+    }
+    for i in 200..300 {
+        store
+            .put(&TaskRecord::new(format!("t{i}"), "t", TaskState::Started))
+            .await
+            .unwrap();
+    }
+    // The server drops the store's Pub/Sub connection; results are written
+    // while it is gone and after it is back.
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let ids: Vec<String> = list
+        .lines()
+        .filter(|l| l.contains(" db=13 ") && l.contains(" psub=1 "))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")).map(String::from))
+        .collect();
+    assert!(!ids.is_empty(), "the store's Pub/Sub connection: {list}");
+    for id in ids {
+        let _: redis::Value = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(&id)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    for i in 200..250 {
+        store.put(&ready(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 250..300 {
+        store.put(&ready(i)).await.unwrap();
+    }
+    for w in waits {
+        let (i, got) = w.await.unwrap();
+        let record = got.unwrap().unwrap_or_else(|| panic!("t{i} timed out"));
+        assert_eq!(record.id, format!("t{i}"));
+        assert_eq!(record.result, Some(json!(i)));
+    }
+    // A wait for what never ends times out, on the same store.
+    assert_eq!(
+        store.wait_ready("never", Duration::from_millis(50)).await.unwrap(),
+        None
+    );
+    // Twice the same id at once.
+    let clone = store.clone();
+    let a = tokio::spawn(async move { clone.wait_ready("dup", WAIT).await });
+    let clone = store.clone();
+    let b = tokio::spawn(async move { clone.wait_ready("dup", WAIT).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut dup = ready(7);
+    dup.id = "dup".into();
+    store.put(&dup).await.unwrap();
+    assert!(a.await.unwrap().unwrap().is_some());
+    assert!(b.await.unwrap().unwrap().is_some());
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Every wait of a NATS key-value result store shares one watch: many
+/// concurrent waits, with results written before, during and after they
+/// began, all end with their own result; a wait for what never ends times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_waits_share_one_watch() {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let store = match NatsResultStore::connect(&url).await {
+        Ok(s) => Arc::new(s),
+        Err(e) => return pubsub_core::testkit::broker_unavailable("nats result store", &e),
+    };
+    let run = uuid_like();
+    let id = move |i: usize| format!("w{run}-{i}");
+    let ready = |i: usize| {
+        let mut r = TaskRecord::new(id(i), "t", TaskState::Success);
+        r.result = Some(json!(i));
+        r
+    };
+    for i in 0..50 {
+        store.put(&ready(i)).await.unwrap();
+    }
+    let waits: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            let key = id(i);
+            tokio::spawn(async move { (i, store.wait_ready(&key, WAIT).await) })
+        })
+        .collect();
+    for i in 50..100 {
+        store.put(&ready(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 100..200 {
+        store
+            .put(&TaskRecord::new(id(i), "t", TaskState::Started))
+            .await
+            .unwrap();
+        store.put(&ready(i)).await.unwrap();
+    }
+    for w in waits {
+        let (i, got) = w.await.unwrap();
+        let record = got.unwrap().unwrap_or_else(|| panic!("{} timed out", id(i)));
+        assert_eq!(record.id, id(i));
+        assert_eq!(record.result, Some(json!(i)));
+    }
+    assert_eq!(
+        store.wait_ready(&id(999), Duration::from_millis(50)).await.unwrap(),
+        None
+    );
+}

@@ -12,6 +12,8 @@ mod dir;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod notices;
 mod open;
 #[cfg(feature = "redis")]
 mod redis;
@@ -43,6 +45,22 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// The record of `id`, if any.
     async fn get(&self, id: &str) -> Result<Option<TaskRecord>>;
+
+    /// Writes `record` unless its id has one already; `true` when written.
+    /// (Redis does it in one round trip; the default reads, then writes.)
+    async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool> {
+        if self.get(&record.id).await?.is_some() {
+            return Ok(false);
+        }
+        self.put(record).await?;
+        Ok(true)
+    }
+
+    /// The record of `id` and whether `id` was revoked, as a worker reads
+    /// them before running it (Redis in one round trip).
+    async fn get_with_revoked(&self, id: &str) -> Result<(Option<TaskRecord>, bool)> {
+        Ok((self.get(id).await?, self.is_revoked(id).await?))
+    }
 
     /// Waits, without polling in a loop, until the record of `id` is in a
     /// final state, and returns it; `Ok(None)` when `timeout` passed first.

@@ -3,8 +3,10 @@
 //! waiting watches the key; the chord join is a compare-and-set loop on
 //! the key's revision.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::notices::Notices;
 use super::{safe_name as key, ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus, WorkerTable};
 use async_nats::jetstream::kv::{self, Operation, Store};
@@ -31,6 +33,8 @@ const WORKERS_KEY: &str = "workers";
 #[derive(Clone)]
 pub struct NatsResultStore {
     kv: Store,
+    /// Every wait of this store and its clones shares one watch of `t.>`.
+    notices: Arc<Notices<Store>>,
     /// The largest record the server takes (its `max_payload`, less room
     /// for the key-value subject and headers).
     max_record: usize,
@@ -84,7 +88,11 @@ impl NatsResultStore {
             .get_key_value(bucket)
             .await
             .map_err(|e| failed("open the key-value bucket", e))?;
-        Ok(NatsResultStore { kv, max_record })
+        Ok(NatsResultStore {
+            notices: Notices::new(kv.clone()),
+            kv,
+            max_record,
+        })
     }
 
     /// [`open`](Self::open) with the default bucket `pubsub-tasks` and a day's TTL.
@@ -146,6 +154,53 @@ impl NatsResultStore {
     }
 }
 
+/// Watches every task record of the bucket (one ordered consumer, not one
+/// per wait: a consumer made per wait made each wait slower as the run
+/// grew), watching again when the watch ends, until the store is gone.
+async fn listen(notices: Weak<Notices<Store>>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(n) = notices.upgrade() else { return };
+        let kv = n.source.clone();
+        drop(n);
+        let watched = kv.watch("t.>").await;
+        let Some(n) = notices.upgrade() else { return };
+        let mut watch = match watched {
+            Ok(w) => w,
+            Err(e) => {
+                n.set_connected(Some(Err(e.to_string())));
+                drop(n);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        n.set_connected(Some(Ok(())));
+        drop(n);
+        while let Some(Ok(entry)) = watch.next().await {
+            let Some(n) = notices.upgrade() else { return };
+            if entry.operation == Operation::Put && n.waited(&entry.key) {
+                // Only a final record ends a wait: no read for the others.
+                let ready = serde_json::from_slice::<ReadyProbe>(&entry.value).map_or(true, |r| r.state.is_ready());
+                if ready {
+                    n.notify(&entry.key);
+                }
+            }
+        }
+        match notices.upgrade() {
+            Some(n) => n.set_connected(None),
+            None => return,
+        }
+    }
+}
+
+/// The state of a record, read without the rest.
+#[derive(serde::Deserialize)]
+struct ReadyProbe {
+    state: crate::state::TaskState,
+}
+
 #[async_trait]
 impl ResultStore for NatsResultStore {
     fn check(&self, record: &TaskRecord) -> Result<()> {
@@ -167,27 +222,8 @@ impl ResultStore for NatsResultStore {
 
     async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Option<TaskRecord>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let k = key("t", id);
-        // Watching before reading, so a write in between is not missed.
-        let mut watch = self.kv.watch(&k).await.map_err(|e| failed("watch", e))?;
-        if let Some(r) = self.get(id).await?.filter(|r| r.state.is_ready()) {
-            return Ok(Some(r));
-        }
-        loop {
-            match tokio::time::timeout_at(deadline, watch.next()).await {
-                Err(_) => return Ok(None),
-                Ok(None) => return Err(failed("watch", std::io::Error::other("the watch ended"))),
-                Ok(Some(Err(e))) => return Err(failed("watch", e)),
-                Ok(Some(Ok(entry))) if entry.operation == Operation::Put => {
-                    let record: TaskRecord = serde_json::from_slice(&entry.value)
-                        .map_err(|e| Error::codec("a task record in the key-value bucket is not JSON", e))?;
-                    if record.state.is_ready() {
-                        return Ok(Some(record));
-                    }
-                }
-                Ok(Some(Ok(_))) => {}
-            }
-        }
+        self.notices.start(listen);
+        self.notices.wait(NAME, key("t", id), deadline, || self.get(id)).await
     }
 
     async fn forget(&self, id: &str) -> Result<()> {

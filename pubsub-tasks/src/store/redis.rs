@@ -2,6 +2,7 @@
 //! task with an expiry, a Pub/Sub notice on every write for waiters, and a
 //! Lua script for the chord join.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use pubsub_core::{Error, Result};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
+use super::notices::Notices;
 use super::{ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus};
 
@@ -17,13 +19,16 @@ const NAME: &str = "redis";
 
 /// A [`ResultStore`] in Redis: `pubsub-tasks:{id}` holds a task's record
 /// (JSON, expiring after `ttl`), and each write is announced on the channel
-/// of the same name, which [`wait_ready`](ResultStore::wait_ready) listens to.
+/// of the same name, which [`wait_ready`](ResultStore::wait_ready) listens to
+/// (every wait of a store and its clones on one shared Pub/Sub connection,
+/// subscribed to `{prefix}:*`).
 #[derive(Clone)]
 pub struct RedisResultStore {
     client: redis::Client,
     conn: ConnectionManager,
     ttl: Duration,
     prefix: String,
+    notices: Arc<RedisNotices>,
 }
 
 impl std::fmt::Debug for RedisResultStore {
@@ -66,11 +71,13 @@ impl RedisResultStore {
         let conn = ConnectionManager::new(client.clone())
             .await
             .map_err(|e| failed("connect", e))?;
+        let prefix = "pubsub-tasks".to_string();
         Ok(RedisResultStore {
+            notices: notices(&client, &prefix),
             client,
             conn,
             ttl: DEFAULT_RESULT_TTL,
-            prefix: "pubsub-tasks".into(),
+            prefix,
         })
     }
 
@@ -84,6 +91,7 @@ impl RedisResultStore {
     /// applications apart in one Redis.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self.notices = notices(&self.client, &self.prefix);
         self
     }
 
@@ -113,24 +121,97 @@ impl RedisResultStore {
     }
 }
 
+fn notices(client: &redis::Client, prefix: &str) -> Arc<RedisNotices> {
+    Notices::new(Source {
+        client: client.clone(),
+        pattern: format!("{}:*", glob_escape(prefix)),
+    })
+}
+
+/// Escapes Redis glob characters, so `prefix` matches only itself.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + 2);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What the listener of a Redis store's waits subscribes with.
+struct Source {
+    client: redis::Client,
+    /// `{prefix}:*`, its glob characters escaped.
+    pattern: String,
+}
+
+type RedisNotices = Notices<Source>;
+
+/// Listens to the store's notices, subscribing again after a dropped
+/// connection, until the store is gone.
+async fn listen(notices: Weak<RedisNotices>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let (client, pattern) = match notices.upgrade() {
+            Some(n) => (n.source.client.clone(), n.source.pattern.clone()),
+            None => return,
+        };
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        let Some(n) = notices.upgrade() else { return };
+        let pubsub = match subscribed {
+            Ok(p) => p,
+            Err(e) => {
+                n.set_connected(Some(Err(e.to_string())));
+                drop(n);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        n.set_connected(Some(Ok(())));
+        drop(n);
+        let mut stream = pubsub.into_on_message();
+        while let Some(msg) = stream.next().await {
+            let Some(n) = notices.upgrade() else { return };
+            // Only final records are announced ("1").
+            if msg.get_payload_bytes() == b"1" {
+                n.notify(msg.get_channel_name());
+            }
+        }
+        // The connection dropped: waiters wait until it is back.
+        match notices.upgrade() {
+            Some(n) => n.set_connected(None),
+            None => return,
+        }
+    }
+}
+
 #[async_trait]
 impl ResultStore for RedisResultStore {
     async fn put(&self, record: &TaskRecord) -> Result<()> {
         let key = self.key(&record.id);
         let text = serde_json::to_string(record).map_err(|e| Error::codec("task record", e))?;
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .cmd("SET")
             .arg(&key)
             .arg(&text)
             .arg("PX")
             .arg(self.ttl_ms())
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(&key)
-            .arg(record.state.is_ready() as u8)
-            .ignore()
-            .exec_async(&mut self.conn.clone())
+            .ignore();
+        if record.state.is_ready() {
+            // Waiters wait for a final record only: no notice of the others.
+            pipe.cmd("PUBLISH").arg(&key).arg(1u8).ignore();
+        }
+        pipe.exec_async(&mut self.conn.clone())
             .await
             .map_err(|e| failed("SET", e))
     }
@@ -139,39 +220,45 @@ impl ResultStore for RedisResultStore {
         self.read(id).await
     }
 
+    async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool> {
+        let key = self.key(&record.id);
+        let text = serde_json::to_string(record).map_err(|e| Error::codec("task record", e))?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&text)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.ttl_ms());
+        if record.state.is_ready() {
+            pipe.cmd("PUBLISH").arg(&key).arg(1u8).ignore();
+        }
+        let (set,): (Option<String>,) = pipe
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failed("SET NX", e))?;
+        Ok(set.is_some())
+    }
+
+    async fn get_with_revoked(&self, id: &str) -> Result<(Option<TaskRecord>, bool)> {
+        let key = self.key(id);
+        let (text, revoked): (Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(&key)
+            .arg(format!("{key}:revoked"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failed("MGET", e))?;
+        let record = text
+            .map(|t| serde_json::from_str(&t).map_err(|e| Error::codec("a task record in Redis is not JSON", e)))
+            .transpose()?;
+        Ok((record, revoked.is_some()))
+    }
+
     async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Option<TaskRecord>> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut pubsub = self
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| failed("SUBSCRIBE", e))?;
-        // Subscribed before reading, so a write in between is not missed.
-        pubsub
-            .subscribe(self.key(id))
-            .await
-            .map_err(|e| failed("SUBSCRIBE", e))?;
-        if let Some(r) = self.read(id).await?.filter(|r| r.state.is_ready()) {
-            return Ok(Some(r));
-        }
-        let mut notices = pubsub.on_message();
-        loop {
-            match tokio::time::timeout_at(deadline, notices.next()).await {
-                Err(_) => return Ok(None),
-                Ok(None) => {
-                    return Err(Error::Connection {
-                        backend: NAME,
-                        message: "result store: the Pub/Sub connection closed while waiting".into(),
-                        source: None,
-                    })
-                }
-                Ok(Some(_)) => {
-                    if let Some(r) = self.read(id).await?.filter(|r| r.state.is_ready()) {
-                        return Ok(Some(r));
-                    }
-                }
-            }
-        }
+        self.notices.start(listen);
+        self.notices.wait(NAME, self.key(id), deadline, || self.read(id)).await
     }
 
     async fn forget(&self, id: &str) -> Result<()> {
