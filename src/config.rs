@@ -638,8 +638,16 @@ fn without_broker(value: &str) -> &str {
 }
 
 fn check_kafka(label: &str, value: &str) -> Result<()> {
-    const EXPECTED: &str = "expected host:port[,host:port...] (no scheme), optionally followed by ?broker=<name>";
-    let servers = without_broker(value);
+    const EXPECTED: &str = "expected host:port[,host:port...] (no scheme), optionally followed by \
+                            ?replication=N (topics' replication factor) and ?broker=<name>, joined by &";
+    let (servers, query) = value.split_once('?').unwrap_or((value, ""));
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("broker", _)) => {}
+            Some(("replication", n)) if n.parse::<i32>().is_ok_and(|n| n >= 1) => {}
+            _ => return Err(invalid(label, value, format!("bad parameter {pair:?}; {EXPECTED}"))),
+        }
+    }
     if servers.contains("://") {
         return Err(invalid(label, value, format!("a URL is not a server list; {EXPECTED}")));
     }
@@ -1238,7 +1246,8 @@ mod probe {
         let (backend, shown, addrs): (&'static str, String, Vec<String>) = match config {
             #[cfg(feature = "kafka")]
             BackendConfig::Kafka { bootstrap_servers, .. } => {
-                let servers = without_broker(bootstrap_servers);
+                // Without the `?broker=`/`?replication=` query.
+                let servers = without_broker(bootstrap_servers).split('?').next().unwrap_or_default();
                 let addrs = servers.split(',').map(|s| with_port(s.trim(), 9092)).collect();
                 ("kafka", bootstrap_servers.clone(), addrs)
             }
@@ -1364,6 +1373,7 @@ mod tests {
             (check_pulsar, "pulsar://:6650", "no host"),
             (check_kafka, "kafka://h:9092", "no scheme"),
             (check_kafka, "a:9092,b:0", "1 to 65535"),
+            (check_kafka, "a:9092?replication=0", "\"replication=0\""),
             (check_mqtt_host, "h/x", "host name"),
         ] {
             let err = check("SOME_VAR", value).unwrap_err().to_string();
@@ -1387,6 +1397,8 @@ mod tests {
             (check_pulsar, "pulsar+ssl://[::1]:6651"),
             (check_kafka, "a:9092, b:9092?broker=tansu"),
             (check_kafka, "a:9092?broker=noida"),
+            (check_kafka, "a:9092,b:9092,c:9092?replication=3"),
+            (check_kafka, "a:9092?broker=noida&replication=2"),
             (check_kafka, "localhost"),
             (check_mqtt_host, "broker.local"),
             (check_mqtt_host, "[::1]"),

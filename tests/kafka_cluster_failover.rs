@@ -12,10 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pubsub::kafka::{KafkaBackend, KafkaConfig};
 use pubsub::testing::TestKafkaCluster;
 use pubsub::{
-    Consumer, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Producer, PubSubBackend, Topic, TopicOptions,
+    BackendConfig, Consumer, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Producer, Topic, TopicOptions,
 };
 
 /// When each thing first happened after the kill, as offsets from it.
@@ -45,15 +44,10 @@ async fn partition_leader_killed_loses_no_confirmed_message() {
     let topic: Topic = "q1/failover/kafka/orders".parse().unwrap();
     const KAFKA_TOPIC: &str = "failover.kafka.orders";
     let servers = cluster.bootstrap_servers();
-    // Topics of 3 replicas; a send returns once 2 of them have it
-    // (acks=all, the cluster's min.insync.replicas 2).
-    let connect = || async {
-        let mut config = KafkaConfig::new(servers.clone()).with_timeout(Duration::from_secs(10));
-        config.replication = 3;
-        KafkaBackend::connect(config)
-            .await
-            .map(|b| Arc::new(b) as Arc<dyn PubSubBackend>)
-    };
+    // Topics of 3 replicas (as an application sets it: in the URL); a send
+    // returns once 2 of them have it (acks=all, min.insync.replicas 2).
+    let url = format!("kafka://{servers}?replication=3");
+    let connect = || async { BackendConfig::from_url(&url).unwrap().connect().await };
     let setup = connect().await.expect("connect to the cluster");
     assert!(setup
         .admin()

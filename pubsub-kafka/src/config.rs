@@ -123,9 +123,17 @@ pub struct KafkaConfig {
 }
 
 impl KafkaConfig {
-    /// Defaults for the cluster at `bootstrap_servers`.
+    /// Defaults for the cluster at `bootstrap_servers`, which may end in
+    /// `?replication=N` (the replication factor of topics this backend
+    /// creates, say 3 on a cluster) and `?broker=<name>`, joined by `&`:
+    /// `h1:9092,h2:9092,h3:9092?replication=3`.
+    ///
+    /// ```
+    /// let cfg = pubsub_kafka::KafkaConfig::new("h1:9092,h2:9092,h3:9092?replication=3");
+    /// assert_eq!((cfg.bootstrap_servers.as_str(), cfg.replication), ("h1:9092,h2:9092,h3:9092", 3));
+    /// ```
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
-        let servers = bootstrap_servers.into();
+        let (servers, replication) = take_replication(bootstrap_servers.into());
         let flavours = [
             ("?broker=tansu", KafkaBroker::Tansu),
             ("?broker=noida", KafkaBroker::Noida),
@@ -138,7 +146,7 @@ impl KafkaConfig {
             bootstrap_servers,
             broker,
             partitions: 4,
-            replication: 1,
+            replication: replication.unwrap_or(1),
             timeout: Duration::from_secs(10),
             sasl_username: None,
             sasl_password: None,
@@ -274,6 +282,33 @@ impl KafkaConfig {
     }
 }
 
+/// Takes a valid `replication=N` (N ≥ 1) out of the servers' `?` query,
+/// leaving the rest (`?broker=<name>`) as it was. An invalid one stays in
+/// place, so the servers do not parse (the facade names it first).
+fn take_replication(servers: String) -> (String, Option<i32>) {
+    let Some((base, query)) = servers.split_once('?') else {
+        return (servers, None);
+    };
+    let mut replication = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair
+            .strip_prefix("replication=")
+            .and_then(|n| n.parse::<i32>().ok())
+            .filter(|n| *n >= 1)
+        {
+            Some(n) => replication = Some(n),
+            None => rest.push(pair),
+        }
+    }
+    let servers = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (servers, replication)
+}
+
 impl fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KafkaConfig")
@@ -294,6 +329,26 @@ impl fmt::Debug for KafkaConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replication_from_the_server_list() {
+        let cfg = KafkaConfig::new("a:9092,b:9092?broker=noida&replication=3");
+        assert_eq!(
+            (cfg.bootstrap_servers.as_str(), cfg.broker, cfg.replication),
+            ("a:9092,b:9092", KafkaBroker::Noida, 3)
+        );
+        let cfg = KafkaConfig::new("a:9092?replication=2&broker=tansu");
+        assert_eq!(
+            (cfg.bootstrap_servers.as_str(), cfg.broker, cfg.replication),
+            ("a:9092", KafkaBroker::Tansu, 2)
+        );
+        assert_eq!(KafkaConfig::new("a:9092").replication, 1);
+        // Not a count: left where it was.
+        assert_eq!(
+            KafkaConfig::new("a:9092?replication=0").bootstrap_servers,
+            "a:9092?replication=0"
+        );
+    }
 
     #[test]
     fn extra_settings_override_the_tuning_defaults() {
