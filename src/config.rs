@@ -1391,7 +1391,10 @@ mod tests {
             (check_redis, "redis+unix:///tmp/r.sock"),
             (check_nats, "nats://a:4222,tls://b"),
             (check_nats, "localhost:4222"),
-            (check_nats, "nats://127.0.0.1:4231,127.0.0.1:4232,nats://127.0.0.1:4233?replicas=3"),
+            (
+                check_nats,
+                "nats://127.0.0.1:4231,127.0.0.1:4232,nats://127.0.0.1:4233?replicas=3",
+            ),
             (check_pulsar, "pulsar://127.0.0.1:6650?broker=lite"),
             (check_pulsar, "127.0.0.1:6650"),
             (check_pulsar, "pulsar+ssl://[::1]:6651"),
