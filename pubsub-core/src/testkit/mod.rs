@@ -39,6 +39,11 @@ use crate::{
 
 /// How long a case waits for a message that must arrive.
 pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long one case may take before it fails as a hang, naming itself
+/// (the slowest cases take about a minute on a loaded 2-core machine), so
+/// a stuck case fails the run at once instead of at CI's time limit.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a case listens to conclude that a message does *not* arrive.
 pub const QUIET_PERIOD: Duration = Duration::from_millis(1500);
 
@@ -239,7 +244,10 @@ where
         use futures::FutureExt;
         ctx = ctx.with_second(Box::new(move || g().map(|r| r.map_err(|e| e.to_string())).boxed()));
     }
-    match cases::run(case, &ctx).await {
+    let outcome = tokio::time::timeout(CASE_TIMEOUT, cases::run(case, &ctx))
+        .await
+        .unwrap_or_else(|_| panic!("{name} {case}: no outcome within {CASE_TIMEOUT:?}: the case hangs"));
+    match outcome {
         Outcome::Passed => {}
         Outcome::Unsupported(why) => report(&format!("UNSUPPORTED {name} {case}: {why}")),
     }
