@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use pubsub_core::processor::{HandlerError, Processor, ProcessorOptions, ProcessorReport, Shutdown};
 use pubsub_core::{InitialPosition, Message, PubSubBackend, Topic};
@@ -600,11 +600,17 @@ impl Core {
                 .await
                 .map_err(around)?;
             if last {
-                let mut results = Vec::with_capacity(chord.members.len());
-                for id in &chord.members {
-                    let r = self.store.get(id).await.map_err(around)?;
-                    results.push(r.and_then(|r| r.result).unwrap_or(Value::Null));
-                }
+                // Read 64 at a time, kept in member order.
+                let results: Vec<Value> = futures::stream::iter(chord.members.clone())
+                    .map(|id| {
+                        let store = self.store.clone();
+                        async move { store.get(&id).await }
+                    })
+                    .buffered(64)
+                    .map_ok(|r| r.and_then(|r| r.result).unwrap_or(Value::Null))
+                    .try_collect()
+                    .await
+                    .map_err(around)?;
                 let cb = &chord.callback;
                 let mut call = message(cb);
                 call.args = cb.args_after(Value::Array(results));
