@@ -277,13 +277,15 @@ async fn fetch_loop(shared: Arc<Shared>, tx: mpsc::Sender<Tagged>, conn: Conn) {
             };
             read_new(&shared, c, room, poll).await
         };
+        // A fetch under way is finished, not dropped, when the consumer
+        // closes (it blocks at most `poll_interval`): a dropped XREADGROUP
+        // may still be served after close has listed what this consumer
+        // holds, and what it delivered would sit unseen until the ack
+        // timeout instead of going back to the others at once.
         let (generation, outcome) = {
             let _fetch = shared.fetching.lock().await;
             let generation = shared.generation.current();
-            tokio::select! {
-                r = result => (generation, r),
-                _ = shared.stop.notified() => return,
-            }
+            (generation, result.await)
         };
         match outcome {
             Ok(messages) => {

@@ -386,6 +386,47 @@ pub async fn unacked_redelivered_after_close(ctx: &Ctx) -> Outcome {
     Outcome::Passed
 }
 
+/// Consumers that each take a few of many waiting messages and close at
+/// once (as `pubsub consume -n 3` does) strand nothing: whatever they had
+/// fetched beyond what they took, even by a fetch under way at the close,
+/// goes straight back, so the last consumer gets every message well within
+/// an ack timeout (here 60 s where there is one; each wait 15 s).
+pub async fn close_mid_fetch_strands_nothing(ctx: &Ctx) -> Outcome {
+    const TOTAL: usize = 300;
+    let topic = ctx.topic(Qos::AtLeastOnce, "close-mid-fetch");
+    let sub = ctx.sub("s");
+    let opts = if ctx.caps.ack_timeout {
+        latest().with_ack_timeout(Some(Duration::from_secs(60)))
+    } else {
+        latest()
+    };
+    ctx.subscribe_ahead(&topic, &sub).await;
+    send_numbered(ctx, &topic, 0..TOTAL).await;
+    let mut seen = BTreeSet::new();
+    for _ in 0..5 {
+        let c = ctx.consumer(&topic, &sub, opts.clone()).await;
+        seen.extend(receive_n(c.as_ref(), 3, true).await.iter().map(number_of));
+        c.close().await.expect("close");
+    }
+    let last = ctx.consumer(&topic, &sub, opts).await;
+    while seen.len() < TOTAL {
+        match last.receive_timeout(ARRIVAL_TIMEOUT).await {
+            Ok(m) => {
+                seen.insert(number_of(&m));
+                m.ack().await.expect("ack");
+            }
+            Err(Error::Timeout(_)) => panic!(
+                "{} of {TOTAL} messages came back; missing {:?}",
+                seen.len(),
+                (0..TOTAL).filter(|n| !seen.contains(n)).collect::<Vec<_>>()
+            ),
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+    last.close().await.expect("close");
+    Outcome::Passed
+}
+
 /// Receives and acks until nothing more comes, for backends whose position
 /// is the contiguous acked prefix (acked messages may come back).
 async fn drain_until_quiet(c: &dyn crate::Consumer) -> BTreeSet<usize> {

@@ -317,6 +317,7 @@ macro_rules! __with_conformance_cases {
             nack_with_delay,
             nack_many_concurrently_all_come_back,
             unacked_redelivered_after_close,
+            close_mid_fetch_strands_nothing,
             ack_timeout_redelivers,
             in_progress_extends_ack_timeout,
             redelivery_count_survives_restart,
