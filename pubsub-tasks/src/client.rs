@@ -180,16 +180,19 @@ impl Tasks {
             self.send_message(msg, &callback).await?;
             return Ok(AsyncResult::new(callback.id, self.sender.store.clone()));
         }
-        let info = ChordInfo {
-            id: uuid::Uuid::new_v4().to_string(),
-            members: members.iter().map(|m| m.id.clone()).collect(),
-            callback: callback.clone(),
-        };
-        futures::stream::iter(&members)
-            .map(|sig| {
+        let chord_id = uuid::Uuid::new_v4().to_string();
+        let ids: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+        self.sender.store.chord_start(&chord_id, &ids).await?;
+        futures::stream::iter(members.iter().enumerate())
+            .map(|(index, sig)| {
                 let mut msg = message(sig);
-                msg.chord = Some(info.clone());
-                msg.root_id = Some(info.id.clone());
+                msg.chord = Some(ChordInfo {
+                    id: chord_id.clone(),
+                    index,
+                    size: members.len(),
+                    callback: callback.clone(),
+                });
+                msg.root_id = Some(chord_id.clone());
                 self.send_message(msg, sig)
             })
             .buffer_unordered(SEND_AHEAD)

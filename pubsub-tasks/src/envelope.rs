@@ -55,13 +55,16 @@ pub struct TaskMessage {
 }
 
 /// A chord member's link to the chord: when every member has succeeded,
-/// `callback` runs with their results in member order.
+/// `callback` runs with their results in member order. The members' ids
+/// are in the result store under the chord's id, not in each message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChordInfo {
-    /// The chord's id (the key of its join counter).
+    /// The chord's id (the key of its join state and member list).
     pub id: String,
-    /// Every member's task id, in order.
-    pub members: Vec<String>,
+    /// This member's place in the chord, from 0.
+    pub index: usize,
+    /// How many members the chord has.
+    pub size: usize,
     /// The callback, whose id is the chord's result id.
     pub callback: Signature,
 }

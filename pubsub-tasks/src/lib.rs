@@ -21,6 +21,7 @@ mod canvas;
 mod client;
 mod envelope;
 mod error;
+mod join;
 mod result;
 mod sender;
 mod state;

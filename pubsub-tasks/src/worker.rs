@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::client::message;
 use crate::envelope::TaskMessage;
 use crate::error::{Result, TaskError};
+use crate::join::ChordJoins;
 use crate::sender::Sender;
 use crate::state::{now_ms, RunningRecord, TaskRecord, TaskState, WorkerStatus};
 use crate::store::ResultStore;
@@ -259,6 +260,7 @@ impl Worker {
         let core = Arc::new(Core {
             sender: Sender::new(self.backend.clone(), self.store.clone(), self.queues[0].clone()),
             store: self.store,
+            joins: Arc::default(),
             registry: self.registry,
             name: self.name,
             running: self.running,
@@ -304,6 +306,8 @@ impl Worker {
 struct Core {
     sender: Sender,
     store: Arc<dyn ResultStore>,
+    /// Joins this worker's finished chord members, a batch per chord.
+    joins: Arc<ChordJoins>,
     registry: HashMap<String, Arc<dyn Runnable>>,
     name: String,
     running: Running,
@@ -593,15 +597,14 @@ impl Core {
         }
         self.store.put(&record).await.map_err(around)?;
         if let Some(chord) = &msg.chord {
-            let index = chord.members.iter().position(|id| id == &msg.id).unwrap_or(0);
-            let last = self
-                .store
-                .chord_join(&chord.id, index, chord.members.len(), CHORD_LEASE)
+            let told = self
+                .joins
+                .join(&self.store, &chord.id, chord.index, chord.size, CHORD_LEASE)
                 .await
                 .map_err(around)?;
-            if last {
+            if let Some(members) = told {
                 // Read 64 at a time, kept in member order.
-                let results: Vec<Value> = futures::stream::iter(chord.members.clone())
+                let results: Vec<Value> = futures::stream::iter(members)
                     .map(|id| {
                         let store = self.store.clone();
                         async move { store.get(&id).await }

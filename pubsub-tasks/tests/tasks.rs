@@ -376,6 +376,7 @@ async fn suite(env: Env) {
 
     // Ids that the stores must encode keep separate records.
     distinct_ids_keep_distinct_records(&*env.store, name).await;
+    chord_joins_claim_once(&*env.store, name).await;
 
     // forget() deletes the result.
     let r = env.tasks.delay::<Add>((0, 0)).await.unwrap();
@@ -472,6 +473,59 @@ async fn a_chosen_id_on_q2_runs_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     shutdown.trigger();
     running.await.unwrap().unwrap();
+}
+
+/// The store's chord join, as the worker uses it: batches with repeats
+/// count each member once, one call is told to send the callback (with
+/// the member list), a claim not confirmed within its lease goes again,
+/// a confirmed one never does, and a chord without a member list is an
+/// error, not a callback without results.
+async fn chord_joins_claim_once(store: &dyn ResultStore, name: &str) {
+    let chord = uuid::Uuid::new_v4().to_string();
+    let members: Vec<String> = (0..5).map(|i| format!("{chord}-m{i}")).collect();
+    store.chord_start(&chord, &members).await.unwrap();
+    let lease = Duration::from_millis(300);
+    assert_eq!(
+        store.chord_join(&chord, &[0, 2, 2], 5, lease).await.unwrap(),
+        None,
+        "{name}"
+    );
+    assert_eq!(
+        store.chord_join(&chord, &[0, 1], 5, lease).await.unwrap(),
+        None,
+        "{name}: 3 of 5"
+    );
+    assert_eq!(
+        store.chord_join(&chord, &[4, 3], 5, lease).await.unwrap(),
+        Some(members.clone()),
+        "{name}: the last two"
+    );
+    assert_eq!(
+        store.chord_join(&chord, &[3], 5, lease).await.unwrap(),
+        None,
+        "{name}: a redelivered member while the claim holds"
+    );
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert_eq!(
+        store.chord_join(&chord, &[1], 5, lease).await.unwrap(),
+        Some(members.clone()),
+        "{name}: the claim lapsed unconfirmed"
+    );
+    store.chord_sent(&chord).await.unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(100)).await;
+    assert_eq!(
+        store.chord_join(&chord, &[2], 5, lease).await.unwrap(),
+        None,
+        "{name}: sent"
+    );
+    let unlisted = uuid::Uuid::new_v4().to_string();
+    assert_eq!(
+        store.chord_join(&unlisted, &[0], 2, lease).await.unwrap(),
+        None,
+        "{name}"
+    );
+    let err = store.chord_join(&unlisted, &[1], 2, lease).await.unwrap_err();
+    assert!(err.to_string().contains("member list"), "{name}: {err}");
 }
 
 /// Ids shaped like another id's encoding in a key or file name ("x612062"
@@ -620,6 +674,8 @@ async fn dir_results_keep_long_ids() {
     let dir = tempfile::tempdir().unwrap();
     let long = |last: char| format!("{}{last}", "i".repeat(999));
     let (a, b) = (long('a'), long('b'));
+    let members = |chord: &str| vec![format!("{chord}-0"), format!("{chord}-1")];
+    let lease = Duration::from_secs(60);
     let hexed = format!("{} {}", "é".repeat(200), "b"); // not plain: hex-encoded, then too long
     {
         let store = DirResultStore::open(dir.path()).unwrap();
@@ -629,10 +685,13 @@ async fn dir_results_keep_long_ids() {
             store.put(&record).await.unwrap();
         }
         store.revoke(&a).await.unwrap();
-        assert!(!store.chord_join(&a, 0, 2, Duration::from_secs(60)).await.unwrap());
-        assert!(!store.chord_join(&b, 0, 2, Duration::from_secs(60)).await.unwrap());
-        assert!(
-            store.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(),
+        store.chord_start(&a, &members(&a)).await.unwrap();
+        store.chord_start(&b, &members(&b)).await.unwrap();
+        assert_eq!(store.chord_join(&a, &[0], 2, lease).await.unwrap(), None);
+        assert_eq!(store.chord_join(&b, &[0], 2, lease).await.unwrap(), None);
+        assert_eq!(
+            store.chord_join(&a, &[1], 2, lease).await.unwrap(),
+            Some(members(&a)),
             "a's chord: both joined"
         );
         store.chord_sent(&a).await.unwrap();
@@ -648,13 +707,15 @@ async fn dir_results_keep_long_ids() {
     }
     assert!(again.is_revoked(&a).await.unwrap());
     assert!(!again.is_revoked(&b).await.unwrap());
-    assert!(
-        !again.chord_join(&a, 1, 2, Duration::from_secs(60)).await.unwrap(),
+    assert_eq!(
+        again.chord_join(&a, &[1], 2, lease).await.unwrap(),
+        None,
         "a's callback was sent"
     );
-    assert!(
-        again.chord_join(&b, 1, 2, Duration::from_secs(60)).await.unwrap(),
-        "b's chord is its own"
+    assert_eq!(
+        again.chord_join(&b, &[1], 2, lease).await.unwrap(),
+        Some(members(&b)),
+        "b's chord is its own, members and all"
     );
     again.forget(&a).await.unwrap();
     assert_eq!(again.get(&a).await.unwrap(), None);

@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use pubsub_core::{Error, Result};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{safe_name, ChordJoin, MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
+use super::{chord_members_gone, safe_name, ChordJoin, MemoryResultStore, ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus, WorkerTable};
 
 /// A [`ResultStore`] in a directory of JSON files (one per record, chord
@@ -143,13 +143,25 @@ fn file_name(kind: &str, id: &str) -> String {
 fn read_chord(path: &Path, chord_id: &str) -> Result<ChordJoin> {
     let join: ChordJoin = read_json(path)?;
     match &join.id {
-        Some(id) if id != chord_id => Err(Error::broker(
-            "embedded",
-            format!("result store: {} holds another chord's state", path.display()),
-            std::io::Error::other("file name collision"),
-        )),
+        Some(id) if id != chord_id => Err(collision(path)),
         _ => Ok(join),
     }
+}
+
+/// Two ids whose names (digests) are the same file.
+fn collision(path: &Path) -> Error {
+    Error::broker(
+        "embedded",
+        format!("result store: {} holds another chord's state", path.display()),
+        std::io::Error::other("file name collision"),
+    )
+}
+
+/// A chord's member ids, in order, with the chord's id to check what was read.
+#[derive(Serialize, Deserialize)]
+struct ChordMembers {
+    id: String,
+    members: Vec<String>,
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
@@ -207,7 +219,21 @@ impl ResultStore for DirResultStore {
         self.memory.is_revoked(id).await
     }
 
-    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
+    async fn chord_start(&self, chord_id: &str, members: &[String]) -> Result<()> {
+        let list = ChordMembers {
+            id: chord_id.to_string(),
+            members: members.to_vec(),
+        };
+        write_json(&self.path("chordm", chord_id), &list)
+    }
+
+    async fn chord_join(
+        &self,
+        chord_id: &str,
+        indices: &[usize],
+        size: usize,
+        lease: Duration,
+    ) -> Result<Option<Vec<String>>> {
         let path = self.path("chord", chord_id);
         let _one_at_a_time = self.chords.lock();
         let mut join: ChordJoin = if path.exists() {
@@ -218,9 +244,20 @@ impl ResultStore for DirResultStore {
                 ..ChordJoin::default()
             }
         };
-        let claim = join.join(index, size, lease, now_ms());
+        let claim = join.join(indices, size, lease, now_ms());
         write_json(&path, &join)?;
-        Ok(claim)
+        if !claim {
+            return Ok(None);
+        }
+        let list_path = self.path("chordm", chord_id);
+        if !list_path.exists() {
+            return Err(chord_members_gone("embedded", chord_id));
+        }
+        let list: ChordMembers = read_json(&list_path)?;
+        if list.id != chord_id {
+            return Err(collision(&list_path));
+        }
+        Ok(Some(list.members))
     }
 
     async fn chord_sent(&self, chord_id: &str) -> Result<()> {

@@ -9,7 +9,7 @@ use pubsub_core::Result;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
+use super::{chord_members_gone, ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus};
 
 /// A [`ResultStore`] in memory, shared by the senders and workers of one
@@ -36,7 +36,9 @@ pub struct MemoryResultStore {
 struct State {
     records: HashMap<String, (TaskRecord, Instant)>,
     revoked: HashMap<String, Instant>,
-    chords: HashMap<String, ChordJoin>,
+    /// Join states and member lists, until they expire as records do.
+    chords: HashMap<String, (ChordJoin, Instant)>,
+    chord_members: HashMap<String, (Vec<String>, Instant)>,
     workers: HashMap<String, WorkerStatus>,
 }
 
@@ -138,14 +140,42 @@ impl ResultStore for MemoryResultStore {
             .is_some_and(|until| *until > Instant::now()))
     }
 
-    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
+    async fn chord_start(&self, chord_id: &str, members: &[String]) -> Result<()> {
+        let now = Instant::now();
         let mut state = self.state.lock();
-        let chord = state.chords.entry(chord_id.to_string()).or_default();
-        Ok(chord.join(index, size, lease, now_ms()))
+        state.chords.retain(|_, (_, until)| *until > now);
+        state.chord_members.retain(|_, (_, until)| *until > now);
+        let until = now + self.ttl;
+        state
+            .chord_members
+            .insert(chord_id.to_string(), (members.to_vec(), until));
+        Ok(())
+    }
+
+    async fn chord_join(
+        &self,
+        chord_id: &str,
+        indices: &[usize],
+        size: usize,
+        lease: Duration,
+    ) -> Result<Option<Vec<String>>> {
+        let until = Instant::now() + self.ttl;
+        let mut state = self.state.lock();
+        let (chord, _) = state
+            .chords
+            .entry(chord_id.to_string())
+            .or_insert_with(|| (ChordJoin::default(), until));
+        if !chord.join(indices, size, lease, now_ms()) {
+            return Ok(None);
+        }
+        match state.chord_members.get(chord_id) {
+            Some((members, _)) => Ok(Some(members.clone())),
+            None => Err(chord_members_gone("embedded", chord_id)),
+        }
     }
 
     async fn chord_sent(&self, chord_id: &str) -> Result<()> {
-        if let Some(chord) = self.state.lock().chords.get_mut(chord_id) {
+        if let Some((chord, _)) = self.state.lock().chords.get_mut(chord_id) {
             chord.sent();
         }
         Ok(())

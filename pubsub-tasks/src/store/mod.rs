@@ -75,14 +75,27 @@ pub trait ResultStore: Send + Sync + 'static {
     /// Whether `id` was revoked.
     async fn is_revoked(&self, id: &str) -> Result<bool>;
 
-    /// Records that member `index` of the chord `chord_id` (of `size`
-    /// members) succeeded. `true` tells the caller to send the chord's
-    /// callback: exactly one caller gets it once every member has joined,
-    /// however often members are redelivered, unless that caller did not
-    /// confirm with [`chord_sent`](Self::chord_sent) within `lease`, in
+    /// Keeps the member ids of the chord `chord_id`, in order, until the
+    /// results expire: written once before the members are sent, read back
+    /// by the join that sends the callback (so a member's message carries
+    /// its index, not every member's id).
+    async fn chord_start(&self, chord_id: &str, members: &[String]) -> Result<()>;
+
+    /// Records that the members at `indices` of the chord `chord_id` (of
+    /// `size` members) succeeded. `Some(member ids)` tells the caller to send
+    /// the chord's callback: exactly one call gets it once every member has
+    /// joined, however often members are redelivered, unless that caller did
+    /// not confirm with [`chord_sent`](Self::chord_sent) within `lease`, in
     /// which case the next join of any member gets it again (so a worker
-    /// that died in between does not lose the callback).
-    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool>;
+    /// that died in between does not lose the callback). Workers pass the
+    /// joins of one chord that arrive together in one call.
+    async fn chord_join(
+        &self,
+        chord_id: &str,
+        indices: &[usize],
+        size: usize,
+        lease: Duration,
+    ) -> Result<Option<Vec<String>>>;
 
     /// Confirms that the chord's callback was sent.
     async fn chord_sent(&self, chord_id: &str) -> Result<()>;
@@ -106,19 +119,17 @@ pub(crate) struct ChordJoin {
     /// file name in a [`DirResultStore`]), to check what was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) id: Option<String>,
-    joined: Vec<usize>,
+    joined: std::collections::BTreeSet<usize>,
     /// Until when (Unix ms) the caller told to send the callback has to confirm.
     claim_until: Option<u64>,
     sent: bool,
 }
 
 impl ChordJoin {
-    /// Adds member `index`; `true` when this caller must send the callback
-    /// (see [`ResultStore::chord_join`]).
-    pub(crate) fn join(&mut self, index: usize, size: usize, lease: Duration, now_ms: u64) -> bool {
-        if !self.joined.contains(&index) {
-            self.joined.push(index);
-        }
+    /// Adds the members at `indices`; `true` when this caller must send the
+    /// callback (see [`ResultStore::chord_join`]).
+    pub(crate) fn join(&mut self, indices: &[usize], size: usize, lease: Duration, now_ms: u64) -> bool {
+        self.joined.extend(indices);
         let claimable = !self.sent && self.claim_until.is_none_or(|until| until <= now_ms);
         if self.joined.len() >= size && claimable {
             self.claim_until = Some(now_ms + lease.as_millis() as u64);
@@ -131,6 +142,15 @@ impl ChordJoin {
     pub(crate) fn sent(&mut self) {
         self.sent = true;
     }
+}
+
+/// The error of a join that found every member but not the chord's member
+/// list (it expired, or was never written by [`ResultStore::chord_start`]).
+pub(crate) fn chord_members_gone(backend: &'static str, chord_id: &str) -> pubsub_core::Error {
+    pubsub_core::Error::broker_msg(
+        backend,
+        format!("result store: chord {chord_id} has every member but no member list (expired?)"),
+    )
 }
 
 /// A name for `id` made of `[-_=.a-zA-Z0-9]` only (a key-value key, a file
@@ -175,11 +195,15 @@ mod tests {
     fn a_chord_join_claims_once_unless_the_claim_lapses() {
         let mut j = ChordJoin::default();
         let lease = Duration::from_millis(50);
-        assert!(!j.join(0, 2, lease, 1000));
-        assert!(j.join(1, 2, lease, 1000));
-        assert!(!j.join(1, 2, lease, 1010), "a redelivered member while the claim holds");
-        assert!(j.join(0, 2, lease, 1060), "the claimer never confirmed");
+        assert!(!j.join(&[0], 3, lease, 1000));
+        assert!(!j.join(&[0, 0], 3, lease, 1000), "a member joined twice counts once");
+        assert!(j.join(&[2, 1], 3, lease, 1000));
+        assert!(
+            !j.join(&[1], 3, lease, 1010),
+            "a redelivered member while the claim holds"
+        );
+        assert!(j.join(&[0], 3, lease, 1060), "the claimer never confirmed");
         j.sent();
-        assert!(!j.join(0, 2, lease, 2000));
+        assert!(!j.join(&[0], 3, lease, 2000));
     }
 }

@@ -1,13 +1,15 @@
 //! Results in a NATS JetStream key-value bucket (feature `nats`): one key
 //! per task, history 1, the bucket's `max_age` as the results' expiry;
 //! waiting watches the key; the chord join is a compare-and-set loop on
-//! the key's revision.
+//! the key's revision (a worker joins the members it finished together in
+//! one write, so its concurrent members do not contend with each other),
+//! and a chord's member ids are one more key.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::notices::Notices;
-use super::{safe_name as key, ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
+use super::{chord_members_gone, safe_name as key, ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus, WorkerTable};
 use async_nats::jetstream::kv::{self, Operation, Store};
 use async_trait::async_trait;
@@ -131,7 +133,7 @@ impl NatsResultStore {
     }
 
     /// `record` as JSON, or `PayloadTooLarge` if the server would refuse it.
-    fn encode(&self, record: &TaskRecord) -> Result<Vec<u8>> {
+    fn encode(&self, record: &impl serde::Serialize) -> Result<Vec<u8>> {
         let value = serde_json::to_vec(record).map_err(|e| Error::codec("task record", e))?;
         if value.len() > self.max_record {
             return Err(Error::PayloadTooLarge {
@@ -242,12 +244,27 @@ impl ResultStore for NatsResultStore {
         Ok(self.read::<u8>(&key("revoked", id)).await?.is_some())
     }
 
-    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
+    async fn chord_start(&self, chord_id: &str, members: &[String]) -> Result<()> {
+        let value = self.encode(&members)?;
+        self.kv
+            .put(key("chordm", chord_id), value.into())
+            .await
+            .map_err(|e| failed("put", e))?;
+        Ok(())
+    }
+
+    async fn chord_join(
+        &self,
+        chord_id: &str,
+        indices: &[usize],
+        size: usize,
+        lease: Duration,
+    ) -> Result<Option<Vec<String>>> {
         let k = key("chord", chord_id);
         // Compare and set on the key's revision until this join lands.
         loop {
             let (mut join, revision) = self.read::<ChordJoin>(&k).await?.unwrap_or_default();
-            let claim = join.join(index, size, lease, now_ms());
+            let claim = join.join(indices, size, lease, now_ms());
             let value = serde_json::to_vec(&join).map_err(|e| Error::codec("chord join", e))?;
             let written = if revision == 0 {
                 self.kv
@@ -263,7 +280,13 @@ impl ResultStore for NatsResultStore {
                     .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision)
             };
             match written {
-                Ok(()) => return Ok(claim),
+                Ok(()) if !claim => return Ok(None),
+                Ok(()) => {
+                    return match self.read::<Vec<String>>(&key("chordm", chord_id)).await? {
+                        Some((members, _)) => Ok(Some(members)),
+                        None => Err(chord_members_gone(NAME, chord_id)),
+                    }
+                }
                 Err(true) => continue, // another join came first: read again
                 Err(false) => return Err(failed("chord join", std::io::Error::other("the write failed"))),
             }

@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use super::notices::Notices;
-use super::{ResultStore, DEFAULT_RESULT_TTL};
+use super::{chord_members_gone, ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus};
 
 const NAME: &str = "redis";
@@ -48,18 +48,22 @@ fn failed(what: &str, e: redis::RedisError) -> Error {
     Error::connection(NAME, format!("result store: {what}"), e)
 }
 
-/// Marks chord member ARGV[1] done in KEYS[1] (a set); when the set has
-/// ARGV[2] members and the callback is neither sent nor claimed by a live
-/// claim, claims it in KEYS[2] until ARGV[4] (ms) and answers 1.
+/// Marks chord members ARGV[5..] done in KEYS[1] (a set); when the set has
+/// ARGV[1] members and the callback is neither sent nor claimed by a live
+/// claim (ARGV[2] is now, in ms), claims it in KEYS[2] until ARGV[3] and
+/// answers the member list in KEYS[3] (-1, claiming nothing, when it is
+/// gone); else nil. ARGV[4]: the TTL in ms.
 const CHORD_JOIN: &str = r#"
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], unpack(ARGV, 5))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) then return nil end
 local claim = redis.call('GET', KEYS[2])
-if claim == 'sent' then return 0 end
-if claim and tonumber(claim) > tonumber(ARGV[3]) then return 0 end
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
-return 1
+if claim == 'sent' then return nil end
+if claim and tonumber(claim) > tonumber(ARGV[2]) then return nil end
+local members = redis.call('GET', KEYS[3])
+if not members then return -1 end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+return members
 "#;
 
 impl RedisResultStore {
@@ -103,6 +107,12 @@ impl RedisResultStore {
     /// after the prefix, so no task id's key is this one).
     fn workers_key(&self) -> String {
         format!("{}-workers", self.prefix)
+    }
+
+    /// A key of chord `chord_id`'s join: `joined` (a set of member
+    /// indices), `claim` (who sends the callback) or `members` (the ids).
+    fn chord_key(&self, chord_id: &str, part: &str) -> String {
+        format!("{}:chord:{chord_id}:{part}", self.prefix)
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -289,27 +299,55 @@ impl ResultStore for RedisResultStore {
             .map_err(|e| failed("EXISTS", e))
     }
 
-    async fn chord_join(&self, chord_id: &str, index: usize, size: usize, lease: Duration) -> Result<bool> {
+    async fn chord_start(&self, chord_id: &str, members: &[String]) -> Result<()> {
+        let list = serde_json::to_string(members).map_err(|e| Error::codec("chord members", e))?;
+        let _: () = self
+            .conn
+            .clone()
+            .pset_ex(self.chord_key(chord_id, "members"), list, self.ttl_ms())
+            .await
+            .map_err(|e| failed("SET", e))?;
+        Ok(())
+    }
+
+    async fn chord_join(
+        &self,
+        chord_id: &str,
+        indices: &[usize],
+        size: usize,
+        lease: Duration,
+    ) -> Result<Option<Vec<String>>> {
         let now = now_ms();
-        let joined: i64 = redis::Script::new(CHORD_JOIN)
-            .key(format!("{}:chord:{chord_id}:joined", self.prefix))
-            .key(format!("{}:chord:{chord_id}:claim", self.prefix))
-            .arg(index)
+        let script = redis::Script::new(CHORD_JOIN);
+        let mut call = script.prepare_invoke();
+        call.key(self.chord_key(chord_id, "joined"))
+            .key(self.chord_key(chord_id, "claim"))
+            .key(self.chord_key(chord_id, "members"))
             .arg(size)
             .arg(now)
             .arg(now + lease.as_millis() as u64)
-            .arg(self.ttl_ms())
+            .arg(self.ttl_ms());
+        for index in indices {
+            call.arg(index);
+        }
+        let reply: redis::Value = call
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| failed("chord join", e))?;
-        Ok(joined == 1)
+        match reply {
+            redis::Value::Nil => Ok(None),
+            redis::Value::BulkString(list) => serde_json::from_slice(&list)
+                .map(Some)
+                .map_err(|e| Error::codec("chord members", e)),
+            _ => Err(chord_members_gone(NAME, chord_id)),
+        }
     }
 
     async fn chord_sent(&self, chord_id: &str) -> Result<()> {
         let _: () = self
             .conn
             .clone()
-            .pset_ex(format!("{}:chord:{chord_id}:claim", self.prefix), "sent", self.ttl_ms())
+            .pset_ex(self.chord_key(chord_id, "claim"), "sent", self.ttl_ms())
             .await
             .map_err(|e| failed("SET", e))?;
         Ok(())
