@@ -52,7 +52,8 @@ impl Sender {
     /// Sends `msg` to `topic`, to run after `countdown`: with the broker's
     /// delayed delivery where `Capabilities::delayed_delivery` says so;
     /// elsewhere the message carries its `eta` and the worker holds it until
-    /// then. Records the task as pending first, so its state is known at once.
+    /// then. Records the task as pending alongside, so its state is known
+    /// once this returns.
     pub async fn send(&self, topic: &Topic, mut msg: TaskMessage, countdown: Option<Duration>) -> Result<()> {
         // One clock reading for both: the eta is never before sent_at + countdown.
         let sent_at = now_ms();
@@ -79,22 +80,35 @@ impl Sender {
         // that may already be final, which a fresh Pending would hide.
         let mut record = TaskRecord::new(&msg.id, &msg.name, TaskState::Pending);
         record.sent_at = Some(sent_at);
-        let fresh = self.store.put_if_absent(&record).await?;
-        let sent = match self.producer(topic).await {
-            Ok(p) => p.send(out).await.map_err(Error::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            // The backend refused it (or was unreachable): a Pending record
-            // would wait for ever, so the one made here goes again.
-            if fresh {
-                if let Err(forget) = self.store.forget(&msg.id).await {
-                    tracing::warn!(id = %msg.id, error = %forget, "removing the record of a task whose send failed");
-                }
+        // The record and the send go at once (one round trip of latency,
+        // not two). Put-if-absent cannot hide a worker's later record: if
+        // the worker writes first, the Pending is not written.
+        let send = async {
+            match self.producer(topic).await {
+                Ok(p) => p.send(out).await.map(drop).map_err(Error::from),
+                Err(e) => Err(e),
             }
-            return Err(e);
+        };
+        let (fresh, sent) = tokio::join!(self.store.put_if_absent(&record), send);
+        match (fresh, sent) {
+            (Ok(_), Ok(())) => Ok(()),
+            (Err(e), Ok(())) => {
+                // Sent: the worker's records will say how it went; only
+                // `state()` reads nothing until the worker starts it.
+                tracing::warn!(id = %msg.id, error = %e, "the pending record of a sent task was not written");
+                Ok(())
+            }
+            (fresh, Err(e)) => {
+                // The backend refused it (or was unreachable): a Pending
+                // record would wait for ever, so the one made here goes again.
+                if matches!(fresh, Ok(true)) {
+                    if let Err(forget) = self.store.forget(&msg.id).await {
+                        tracing::warn!(id = %msg.id, error = %forget, "removing the record of a task whose send failed");
+                    }
+                }
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     pub async fn close(&self) -> Result<()> {

@@ -377,6 +377,7 @@ async fn suite(env: Env) {
     // Ids that the stores must encode keep separate records.
     distinct_ids_keep_distinct_records(&*env.store, name).await;
     chord_joins_claim_once(&*env.store, name).await;
+    put_if_absent_is_atomic(env.store.clone(), name).await;
 
     // forget() deletes the result.
     let r = env.tasks.delay::<Add>((0, 0)).await.unwrap();
@@ -473,6 +474,41 @@ async fn a_chosen_id_on_q2_runs_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     shutdown.trigger();
     running.await.unwrap().unwrap();
+}
+
+/// A sender's Pending record goes while its task is sent: a record already
+/// there (the worker's) stays, and of 32 writers racing on one id exactly
+/// one writes.
+async fn put_if_absent_is_atomic(store: Arc<dyn ResultStore>, name: &str) {
+    let id = uuid::Uuid::new_v4().to_string();
+    store
+        .put(&TaskRecord::new(&id, "add", TaskState::Success))
+        .await
+        .unwrap();
+    let pending = TaskRecord::new(&id, "add", TaskState::Pending);
+    assert!(!store.put_if_absent(&pending).await.unwrap(), "{name}");
+    assert_eq!(
+        store.get(&id).await.unwrap().unwrap().state,
+        TaskState::Success,
+        "{name}"
+    );
+    let id = uuid::Uuid::new_v4().to_string();
+    let racers = (0..32).map(|n| {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            let mut record = TaskRecord::new(&id, "add", TaskState::Pending);
+            record.attempts = n;
+            store.put_if_absent(&record).await.unwrap().then_some(n)
+        })
+    });
+    let won: Vec<u32> = futures::future::try_join_all(racers)
+        .await
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(won.len(), 1, "{name}: {won:?}");
+    assert_eq!(store.get(&id).await.unwrap().unwrap().attempts, won[0], "{name}");
 }
 
 /// The store's chord join, as the worker uses it: batches with repeats

@@ -35,6 +35,9 @@ use crate::state::{now_ms, TaskRecord, WorkerStatus, WorkerTable};
 pub struct DirResultStore {
     dir: PathBuf,
     memory: MemoryResultStore,
+    /// Serialises record writes (two writes of one id share a `.tmp`
+    /// file; a put-if-absent must not interleave with a put).
+    records: Mutex<()>,
     /// Serialises chord joins (read, update, write).
     chords: Mutex<()>,
     /// Serialises heartbeat writes (read, update, write of `workers`).
@@ -94,6 +97,7 @@ impl DirResultStore {
         Ok(DirResultStore {
             dir,
             memory,
+            records: Mutex::new(()),
             chords: Mutex::new(()),
             workers: Mutex::new(()),
         })
@@ -188,8 +192,24 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 #[async_trait]
 impl ResultStore for DirResultStore {
     async fn put(&self, record: &TaskRecord) -> Result<()> {
+        let _one_at_a_time = self.records.lock();
         write_json(&self.path("t", &record.id), record)?;
-        self.memory.put(record).await
+        self.memory.insert(record.clone());
+        drop(_one_at_a_time);
+        self.memory.notify();
+        Ok(())
+    }
+
+    async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool> {
+        let _one_at_a_time = self.records.lock();
+        if self.memory.contains(&record.id) {
+            return Ok(false);
+        }
+        write_json(&self.path("t", &record.id), record)?;
+        self.memory.insert(record.clone());
+        drop(_one_at_a_time);
+        self.memory.notify();
+        Ok(true)
     }
 
     async fn get(&self, id: &str) -> Result<Option<TaskRecord>> {
@@ -201,13 +221,15 @@ impl ResultStore for DirResultStore {
     }
 
     async fn forget(&self, id: &str) -> Result<()> {
+        let _one_at_a_time = self.records.lock();
         let path = self.path("t", id);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io("delete", &path, e)),
         }
-        self.memory.forget(id).await
+        self.memory.remove(id);
+        Ok(())
     }
 
     async fn revoke(&self, id: &str) -> Result<()> {

@@ -69,6 +69,21 @@ impl MemoryResultStore {
         self.state.lock().records.insert(record.id.clone(), (record, until));
     }
 
+    /// Whether `id` has a live record.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.live(id).is_some()
+    }
+
+    /// Deletes the record of `id`.
+    pub(crate) fn remove(&self, id: &str) {
+        self.state.lock().records.remove(id);
+    }
+
+    /// Wakes the waits, after [`insert`](Self::insert)s that finish a task.
+    pub(crate) fn notify(&self) {
+        self.changed.notify_waiters();
+    }
+
     /// Marks `id` revoked (read back from a data dir).
     pub(crate) fn mark_revoked(&self, id: &str) {
         let until = Instant::now() + self.ttl;
@@ -100,6 +115,20 @@ impl ResultStore for MemoryResultStore {
         Ok(())
     }
 
+    async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        if state.records.get(&record.id).is_some_and(|(_, until)| *until > now) {
+            return Ok(false);
+        }
+        state
+            .records
+            .insert(record.id.clone(), (record.clone(), now + self.ttl));
+        drop(state);
+        self.changed.notify_waiters();
+        Ok(true)
+    }
+
     async fn get(&self, id: &str) -> Result<Option<TaskRecord>> {
         Ok(self.live(id))
     }
@@ -121,7 +150,7 @@ impl ResultStore for MemoryResultStore {
     }
 
     async fn forget(&self, id: &str) -> Result<()> {
-        self.state.lock().records.remove(id);
+        self.remove(id);
         Ok(())
     }
 

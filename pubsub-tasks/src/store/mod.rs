@@ -46,15 +46,10 @@ pub trait ResultStore: Send + Sync + 'static {
     /// The record of `id`, if any.
     async fn get(&self, id: &str) -> Result<Option<TaskRecord>>;
 
-    /// Writes `record` unless its id has one already; `true` when written.
-    /// (Redis does it in one round trip; the default reads, then writes.)
-    async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool> {
-        if self.get(&record.id).await?.is_some() {
-            return Ok(false);
-        }
-        self.put(record).await?;
-        Ok(true)
-    }
+    /// Writes `record` unless its id has one already, atomically (a
+    /// sender's Pending record goes while its task is sent, so a worker's
+    /// record may come first and must win); `true` when written.
+    async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool>;
 
     /// The record of `id` and whether `id` was revoked, as a worker reads
     /// them before running it (Redis in one round trip).

@@ -218,6 +218,15 @@ impl ResultStore for NatsResultStore {
         Ok(())
     }
 
+    async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool> {
+        let value = self.encode(record)?;
+        match self.kv.create(key("t", &record.id), value.into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(failed("create", e)),
+        }
+    }
+
     async fn get(&self, id: &str) -> Result<Option<TaskRecord>> {
         Ok(self.read(&key("t", id)).await?.map(|(r, _)| r))
     }
