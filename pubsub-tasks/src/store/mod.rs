@@ -52,9 +52,12 @@ pub trait ResultStore: Send + Sync + 'static {
     async fn put_if_absent(&self, record: &TaskRecord) -> Result<bool>;
 
     /// The record of `id` and whether `id` was revoked, as a worker reads
-    /// them before running it (Redis in one round trip).
+    /// them before running it (Redis in one `MGET`; the default asks both
+    /// at once).
     async fn get_with_revoked(&self, id: &str) -> Result<(Option<TaskRecord>, bool)> {
-        Ok((self.get(id).await?, self.is_revoked(id).await?))
+        // Both at once: one round trip of latency where they are two requests.
+        let (record, revoked) = futures::join!(self.get(id), self.is_revoked(id));
+        Ok((record?, revoked?))
     }
 
     /// Waits, without polling in a loop, until the record of `id` is in a
