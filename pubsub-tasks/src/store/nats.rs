@@ -183,10 +183,12 @@ async fn listen(notices: Weak<Notices<Store>>) {
         while let Some(Ok(entry)) = watch.next().await {
             let Some(n) = notices.upgrade() else { return };
             if entry.operation == Operation::Put && n.waited(&entry.key) {
-                // Only a final record ends a wait: no read for the others.
-                let ready = serde_json::from_slice::<ReadyProbe>(&entry.value).map_or(true, |r| r.state.is_ready());
-                if ready {
-                    n.notify(&entry.key);
+                // Only a final record ends a wait, and it comes with the
+                // entry: the waiters need not read it again.
+                match serde_json::from_slice::<TaskRecord>(&entry.value) {
+                    Ok(record) if record.state.is_ready() => n.notify(&entry.key, Some(record)),
+                    Ok(_) => {}
+                    Err(_) => n.notify(&entry.key, None), // the read will say what is wrong
                 }
             }
         }
@@ -195,12 +197,6 @@ async fn listen(notices: Weak<Notices<Store>>) {
             None => return,
         }
     }
-}
-
-/// The state of a record, read without the rest.
-#[derive(serde::Deserialize)]
-struct ReadyProbe {
-    state: crate::state::TaskState,
 }
 
 #[async_trait]

@@ -6,7 +6,9 @@
 //! through its `watch`. A waiter registers, waits until the subscription
 //! is live, and only then reads its record: a write in between is not
 //! missed. When the subscription is lost, the task subscribes again and
-//! wakes every waiter, which reads its record again.
+//! wakes every waiter, which reads its record again. A notice that carries
+//! the final record itself (a NATS watch entry) ends the wait without a
+//! read.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,11 +21,15 @@ use tokio::time::Instant;
 
 use crate::state::TaskRecord;
 
+/// What a notice of a key brings: the final record, or `None` (read it).
+type Notice = Option<Arc<TaskRecord>>;
+
 pub(crate) struct Notices<S> {
     /// What the listener subscribes with (a client, a bucket).
     pub(crate) source: S,
-    /// Waiters by key: a counter bumped on each notice, and how many waits share it.
-    waiters: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
+    /// Waiters by key: the last notice (the final record when it came
+    /// with it, else `None`: read it), and how many waits share it.
+    waiters: Mutex<HashMap<String, (watch::Sender<Notice>, usize)>>,
     /// `Some(Ok(()))` while subscribed; the error of the last attempt to
     /// subscribe; `None` before the first attempt and while subscribing again.
     connected: watch::Sender<Option<std::result::Result<(), String>>>,
@@ -42,7 +48,7 @@ impl<S> Drop for Notices<S> {
 struct Registration<'a, S> {
     notices: &'a Notices<S>,
     key: String,
-    rx: watch::Receiver<u64>,
+    rx: watch::Receiver<Notice>,
 }
 
 impl<S> Drop for Registration<'_, S> {
@@ -87,15 +93,16 @@ impl<S: Send + Sync + 'static> Notices<S> {
         self.connected.send_replace(state);
         if live {
             for (tx, _) in self.waiters.lock().values() {
-                tx.send_modify(|n| *n += 1);
+                tx.send_replace(None);
             }
         }
     }
 
-    /// For the listener: `key`'s record may be final now.
-    pub(crate) fn notify(&self, key: &str) {
+    /// For the listener: `key`'s record may be final now; `record` is it,
+    /// when the notice carried it (final), so the waiters need not read it.
+    pub(crate) fn notify(&self, key: &str, record: Option<TaskRecord>) {
         if let Some((tx, _)) = self.waiters.lock().get(key) {
-            tx.send_modify(|n| *n += 1);
+            tx.send_replace(record.map(Arc::new));
         }
     }
 
@@ -106,7 +113,9 @@ impl<S: Send + Sync + 'static> Notices<S> {
 
     fn register(&self, key: String) -> Registration<'_, S> {
         let mut waiters = self.waiters.lock();
-        let entry = waiters.entry(key.clone()).or_insert_with(|| (watch::channel(0).0, 0));
+        let entry = waiters
+            .entry(key.clone())
+            .or_insert_with(|| (watch::channel(None).0, 0));
         entry.1 += 1;
         let rx = entry.0.subscribe();
         drop(waiters);
@@ -150,11 +159,15 @@ impl<S: Send + Sync + 'static> Notices<S> {
             if let Some(r) = read().await?.filter(|r| r.state.is_ready()) {
                 return Ok(Some(r));
             }
-            // A notice of this key, or a new subscription: read again.
+            // A notice of this key, or a new subscription: read again,
+            // unless the notice brought the final record.
             match tokio::time::timeout_at(deadline, reg.rx.changed()).await {
                 Err(_) => return Ok(None),
                 Ok(Err(_)) => unreachable!("the registration keeps the sender"),
                 Ok(Ok(())) => {}
+            }
+            if let Some(r) = reg.rx.borrow_and_update().as_deref().filter(|r| r.state.is_ready()) {
+                return Ok(Some(r.clone()));
             }
         }
     }

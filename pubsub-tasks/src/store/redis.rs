@@ -193,7 +193,7 @@ async fn listen(notices: Weak<RedisNotices>) {
             let Some(n) = notices.upgrade() else { return };
             // Only final records are announced ("1").
             if msg.get_payload_bytes() == b"1" {
-                n.notify(msg.get_channel_name());
+                n.notify(msg.get_channel_name(), None);
             }
         }
         // The connection dropped: waiters wait until it is back.
