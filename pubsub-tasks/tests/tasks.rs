@@ -514,8 +514,8 @@ async fn put_if_absent_is_atomic(store: Arc<dyn ResultStore>, name: &str) {
 /// The store's chord join, as the worker uses it: batches with repeats
 /// count each member once, one call is told to send the callback (with
 /// the member list), a claim not confirmed within its lease goes again,
-/// a confirmed one never does, and a chord without a member list is an
-/// error, not a callback without results.
+/// a confirmed one never does, a batch of 9,000 joins, and a chord without
+/// a member list is an error, not a callback without results.
 async fn chord_joins_claim_once(store: &dyn ResultStore, name: &str) {
     let chord = uuid::Uuid::new_v4().to_string();
     let members: Vec<String> = (0..5).map(|i| format!("{chord}-m{i}")).collect();
@@ -553,6 +553,22 @@ async fn chord_joins_claim_once(store: &dyn ResultStore, name: &str) {
         store.chord_join(&chord, &[2], 5, lease).await.unwrap(),
         None,
         "{name}: sent"
+    );
+    // A batch larger than a Redis script takes in one call (9,000 indices).
+    let big = uuid::Uuid::new_v4().to_string();
+    let ids: Vec<String> = (0..9000).map(|i| format!("m{i}")).collect();
+    store.chord_start(&big, &ids).await.unwrap();
+    let all_but_last: Vec<usize> = (0..8999).collect();
+    assert_eq!(
+        store.chord_join(&big, &all_but_last, 9000, lease).await.unwrap(),
+        None,
+        "{name}"
+    );
+    let all: Vec<usize> = (0..9000).collect();
+    assert_eq!(
+        store.chord_join(&big, &all, 9000, lease).await.unwrap(),
+        Some(ids),
+        "{name}: a batch of 9,000"
     );
     let unlisted = uuid::Uuid::new_v4().to_string();
     assert_eq!(

@@ -66,6 +66,9 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 return members
 "#;
 
+/// The most chord members one `CHORD_JOIN` call adds.
+const JOIN_PART: usize = 1000;
+
 impl RedisResultStore {
     /// Connects to `url` (`redis://...`); records live for a day.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -113,6 +116,40 @@ impl RedisResultStore {
     /// indices), `claim` (who sends the callback) or `members` (the ids).
     fn chord_key(&self, chord_id: &str, part: &str) -> String {
         format!("{}:chord:{chord_id}:{part}", self.prefix)
+    }
+
+    /// One [`CHORD_JOIN`] call for `indices`.
+    async fn chord_join_part(
+        &self,
+        chord_id: &str,
+        indices: &[usize],
+        size: usize,
+        lease: Duration,
+    ) -> Result<Option<Vec<String>>> {
+        let now = now_ms();
+        let script = redis::Script::new(CHORD_JOIN);
+        let mut call = script.prepare_invoke();
+        call.key(self.chord_key(chord_id, "joined"))
+            .key(self.chord_key(chord_id, "claim"))
+            .key(self.chord_key(chord_id, "members"))
+            .arg(size)
+            .arg(now)
+            .arg(now + lease.as_millis() as u64)
+            .arg(self.ttl_ms());
+        for index in indices {
+            call.arg(index);
+        }
+        let reply: redis::Value = call
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| failed("chord join", e))?;
+        match reply {
+            redis::Value::Nil => Ok(None),
+            redis::Value::BulkString(list) => serde_json::from_slice(&list)
+                .map(Some)
+                .map_err(|e| Error::codec("chord members", e)),
+            _ => Err(chord_members_gone(NAME, chord_id)),
+        }
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -317,30 +354,14 @@ impl ResultStore for RedisResultStore {
         size: usize,
         lease: Duration,
     ) -> Result<Option<Vec<String>>> {
-        let now = now_ms();
-        let script = redis::Script::new(CHORD_JOIN);
-        let mut call = script.prepare_invoke();
-        call.key(self.chord_key(chord_id, "joined"))
-            .key(self.chord_key(chord_id, "claim"))
-            .key(self.chord_key(chord_id, "members"))
-            .arg(size)
-            .arg(now)
-            .arg(now + lease.as_millis() as u64)
-            .arg(self.ttl_ms());
-        for index in indices {
-            call.arg(index);
+        // The indices go as script arguments, which Lua unpacks fewer than
+        // 8,000 of: a larger batch is joined a part at a time.
+        let mut told = None;
+        for part in indices.chunks(JOIN_PART) {
+            let members = self.chord_join_part(chord_id, part, size, lease).await?;
+            told = told.or(members);
         }
-        let reply: redis::Value = call
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| failed("chord join", e))?;
-        match reply {
-            redis::Value::Nil => Ok(None),
-            redis::Value::BulkString(list) => serde_json::from_slice(&list)
-                .map(Some)
-                .map_err(|e| Error::codec("chord members", e)),
-            _ => Err(chord_members_gone(NAME, chord_id)),
-        }
+        Ok(told)
     }
 
     async fn chord_sent(&self, chord_id: &str) -> Result<()> {
