@@ -386,8 +386,13 @@ impl Core {
         let msg = TaskMessage::from_bytes(m.payload()).map_err(|e| HandlerError::fatal(e.to_string()))?;
         let queue = m.topic().clone();
         let (existing, revoked) = self.store.get_with_revoked(&msg.id).await.map_err(around)?;
-        if existing.as_ref().is_some_and(|r| r.state.is_ready()) {
-            // A duplicate delivery of a finished task: nothing to do.
+        if let Some(done) = existing.as_ref().filter(|r| r.state.is_ready()) {
+            // A duplicate delivery of a finished task: nothing to run. A
+            // chord member's join may not have happened (its worker died
+            // after the record), or it is the same task twice in a chord.
+            if done.state == TaskState::Success {
+                return self.join_chord(&msg).await;
+            }
             return Ok(());
         }
         let mut record = existing.unwrap_or_else(|| TaskRecord::new(&msg.id, &msg.name, TaskState::Pending));
@@ -542,7 +547,8 @@ impl Core {
         record.state = state;
         record.error = Some(why.clone());
         record.finished_at = Some(now_ms());
-        self.store.put(&record).await.map_err(around)?;
+        // What depended on it fails first: a worker that dies in between
+        // leaves this record unfinished, so the task's redelivery does it all again.
         let downstream = msg.callbacks.iter().map(|s| (s.id.clone(), s.name.clone())).chain(
             msg.chord
                 .as_ref()
@@ -554,6 +560,7 @@ impl Core {
             failed.finished_at = Some(now_ms());
             self.store.put(&failed).await.map_err(around)?;
         }
+        self.store.put(&record).await.map_err(around)?;
         Ok(())
     }
 
@@ -596,6 +603,14 @@ impl Core {
             }
         }
         self.store.put(&record).await.map_err(around)?;
+        self.join_chord(msg).await
+    }
+
+    /// Joins the chord of `msg`, a member that succeeded, and sends the
+    /// callback when this join is told to. Joining again is harmless: a
+    /// redelivered member whose record is final joins too, for a worker
+    /// that died between the record and the join.
+    async fn join_chord(&self, msg: &TaskMessage) -> std::result::Result<(), HandlerError> {
         if let Some(chord) = &msg.chord {
             let told = self
                 .joins

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use pubsub_core::processor::{Backoff, ProcessorOptions, Shutdown};
 use pubsub_core::{ConsumerOptions, OutgoingMessage, PubSubBackend, Topic};
 use pubsub_tasks::{
-    async_trait, DirResultStore, Error, MemoryResultStore, NatsResultStore, RedisResultStore, ResultStore, SendOptions,
-    Signature, Task, TaskContext, TaskError, TaskMessage, TaskOptions, TaskRecord, TaskState, Tasks, Worker,
-    WIRE_VERSION,
+    async_trait, ChordInfo, DirResultStore, Error, MemoryResultStore, NatsResultStore, RedisResultStore, ResultStore,
+    SendOptions, Signature, Task, TaskContext, TaskError, TaskMessage, TaskOptions, TaskRecord, TaskState, Tasks,
+    Worker, WIRE_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -372,7 +372,46 @@ async fn suite(env: Env) {
     assert_eq!(env.tasks.result::<i64>(&id).get(WAIT).await.unwrap(), 42, "{name}");
     let parsed = TaskMessage::from_bytes(raw.to_string().as_bytes()).unwrap();
     assert!(parsed.callbacks.is_empty() && parsed.retries == 0);
+
+    // A chord member whose worker died after its result and before its
+    // join: the redelivered message finds the final record and joins.
+    // Here both members' records are final before their messages come.
+    let chord_id = uuid::Uuid::new_v4().to_string();
+    let (a, b) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    env.store.chord_start(&chord_id, &[a.clone(), b.clone()]).await.unwrap();
+    let callback = Signature::partial("sum", ()).unwrap();
+    for (index, (id, value)) in [(&a, 30), (&b, 12)].into_iter().enumerate() {
+        let mut done = TaskRecord::new(id, "add", TaskState::Success);
+        done.result = Some(json!(value));
+        env.store.put(&done).await.unwrap();
+        let mut member = TaskMessage::new(id, "add", json!([0, 0]));
+        member.chord = Some(ChordInfo {
+            id: chord_id.clone(),
+            index,
+            size: 2,
+            callback: callback.clone(),
+        });
+        producer.send(OutgoingMessage::new(member.to_bytes())).await.unwrap();
+    }
+    assert_eq!(
+        env.tasks.result::<i64>(&callback.id).get(WAIT).await.unwrap(),
+        42,
+        "{name}: members finished before their join"
+    );
     producer.close().await.unwrap();
+
+    // The same signature twice in a chord: it runs once, and both places
+    // in the callback's list hold its result.
+    let twice = Add::s((2, 3)).unwrap();
+    let chord = env
+        .tasks
+        .chord(
+            vec![twice.clone(), Add::s((1, 1)).unwrap(), twice],
+            Signature::partial("sum", ()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(chord.get(WAIT).await.unwrap(), json!(12), "{name}: a member twice");
 
     // Ids that the stores must encode keep separate records.
     distinct_ids_keep_distinct_records(&*env.store, name).await;
