@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::notices::Notices;
+use super::notices::{self, Notices};
 use super::{chord_members_gone, safe_name as key, ChordJoin, ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus, WorkerTable};
 use async_nats::jetstream::kv::{self, Operation, Store};
@@ -160,43 +160,27 @@ impl NatsResultStore {
 /// per wait: a consumer made per wait made each wait slower as the run
 /// grew), watching again when the watch ends, until the store is gone.
 async fn listen(notices: Weak<Notices<Store>>) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let Some(n) = notices.upgrade() else { return };
-        let kv = n.source.clone();
-        drop(n);
-        let watched = kv.watch("t.>").await;
-        let Some(n) = notices.upgrade() else { return };
-        let mut watch = match watched {
-            Ok(w) => w,
-            Err(e) => {
-                n.set_connected(Some(Err(e.to_string())));
-                drop(n);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
-        n.set_connected(Some(Ok(())));
-        drop(n);
-        while let Some(Ok(entry)) = watch.next().await {
-            let Some(n) = notices.upgrade() else { return };
-            if entry.operation == Operation::Put && n.waited(&entry.key) {
-                // Only a final record ends a wait, and it comes with the
-                // entry: the waiters need not read it again.
-                match serde_json::from_slice::<TaskRecord>(&entry.value) {
-                    Ok(record) if record.state.is_ready() => n.notify(&entry.key, Some(record)),
-                    Ok(_) => {}
-                    Err(_) => n.notify(&entry.key, None), // the read will say what is wrong
-                }
+    let subscribe = |kv: Store| async move {
+        // The watch ends at its first error; `listen` watches again.
+        let watch = kv.watch("t.>").await?;
+        Ok::<_, kv::WatchError>(
+            watch
+                .take_while(|entry| std::future::ready(entry.is_ok()))
+                .filter_map(|entry| std::future::ready(entry.ok())),
+        )
+    };
+    notices::listen(notices, subscribe, |n, entry: kv::Entry| {
+        if entry.operation == Operation::Put && n.waited(&entry.key) {
+            // Only a final record ends a wait, and it comes with the
+            // entry: the waiters need not read it again.
+            match serde_json::from_slice::<TaskRecord>(&entry.value) {
+                Ok(record) if record.state.is_ready() => n.notify(&entry.key, Some(record)),
+                Ok(_) => {}
+                Err(_) => n.notify(&entry.key, None), // the read will say what is wrong
             }
         }
-        match notices.upgrade() {
-            Some(n) => n.set_connected(None),
-            None => return,
-        }
-    }
+    })
+    .await
 }
 
 #[async_trait]

@@ -172,3 +172,52 @@ impl<S: Send + Sync + 'static> Notices<S> {
         }
     }
 }
+
+/// The listener of a store's waits: subscribes with `subscribe` (given a
+/// clone of the source), hands each notice to `on_notice`, and subscribes
+/// again (backing off after a failed attempt, up to 2 s) when the stream
+/// ends, until the store is gone.
+pub(crate) async fn listen<S, F, Fut, St, E>(
+    notices: Weak<Notices<S>>,
+    subscribe: F,
+    on_notice: impl Fn(&Notices<S>, St::Item),
+) where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S) -> Fut,
+    Fut: Future<Output = std::result::Result<St, E>>,
+    St: futures::Stream,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    let mut backoff = std::time::Duration::from_millis(50);
+    loop {
+        let Some(source) = notices.upgrade().map(|n| n.source.clone()) else {
+            return;
+        };
+        let subscribed = subscribe(source).await;
+        let Some(n) = notices.upgrade() else { return };
+        let stream = match subscribed {
+            Ok(stream) => stream,
+            Err(e) => {
+                n.set_connected(Some(Err(e.to_string())));
+                drop(n);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = std::time::Duration::from_millis(50);
+        n.set_connected(Some(Ok(())));
+        drop(n);
+        let mut stream = std::pin::pin!(stream);
+        while let Some(notice) = stream.next().await {
+            let Some(n) = notices.upgrade() else { return };
+            on_notice(&n, notice);
+        }
+        // The subscription ended: waiters wait until it is back.
+        match notices.upgrade() {
+            Some(n) => n.set_connected(None),
+            None => return,
+        }
+    }
+}

@@ -6,12 +6,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use pubsub_core::{Error, Result};
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
-use super::notices::Notices;
+use super::notices::{self, Notices};
 use super::{chord_members_gone, ResultStore, DEFAULT_RESULT_TTL};
 use crate::state::{now_ms, TaskRecord, WorkerStatus};
 
@@ -188,6 +187,7 @@ fn glob_escape(prefix: &str) -> String {
 }
 
 /// What the listener of a Redis store's waits subscribes with.
+#[derive(Clone)]
 struct Source {
     client: redis::Client,
     /// `{prefix}:*`, its glob characters escaped.
@@ -196,49 +196,21 @@ struct Source {
 
 type RedisNotices = Notices<Source>;
 
-/// Listens to the store's notices, subscribing again after a dropped
-/// connection, until the store is gone.
+/// Listens to the store's notices (`PSUBSCRIBE {prefix}:*`), subscribing
+/// again after a dropped connection, until the store is gone.
 async fn listen(notices: Weak<RedisNotices>) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let (client, pattern) = match notices.upgrade() {
-            Some(n) => (n.source.client.clone(), n.source.pattern.clone()),
-            None => return,
-        };
-        let subscribed = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+    let subscribe = |source: Source| async move {
+        let mut pubsub = source.client.get_async_pubsub().await?;
+        pubsub.psubscribe(&source.pattern).await?;
+        Ok::<_, redis::RedisError>(pubsub.into_on_message())
+    };
+    notices::listen(notices, subscribe, |n, msg: redis::Msg| {
+        // Only final records are announced ("1").
+        if msg.get_payload_bytes() == b"1" {
+            n.notify(msg.get_channel_name(), None);
         }
-        .await;
-        let Some(n) = notices.upgrade() else { return };
-        let pubsub = match subscribed {
-            Ok(p) => p,
-            Err(e) => {
-                n.set_connected(Some(Err(e.to_string())));
-                drop(n);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
-        n.set_connected(Some(Ok(())));
-        drop(n);
-        let mut stream = pubsub.into_on_message();
-        while let Some(msg) = stream.next().await {
-            let Some(n) = notices.upgrade() else { return };
-            // Only final records are announced ("1").
-            if msg.get_payload_bytes() == b"1" {
-                n.notify(msg.get_channel_name(), None);
-            }
-        }
-        // The connection dropped: waiters wait until it is back.
-        match notices.upgrade() {
-            Some(n) => n.set_connected(None),
-            None => return,
-        }
-    }
+    })
+    .await
 }
 
 #[async_trait]
