@@ -7,33 +7,11 @@
 //! confirmed / received / duplicates / lost and the time to recover;
 //! asserts that every message whose send returned Ok is received.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pubsub::testing::TestKafkaCluster;
-use pubsub::{
-    BackendConfig, Consumer, ConsumerOptions, Error, InitialPosition, OutgoingMessage, Producer, Topic, TopicOptions,
-};
-
-/// When each thing first happened after the kill, as offsets from it.
-#[derive(Default)]
-struct Recovery {
-    kill: Option<Instant>,
-    /// A send confirmed after the kill.
-    first_confirm: Option<Duration>,
-    /// A message sent after the kill received.
-    first_receive: Option<Duration>,
-}
-
-impl Recovery {
-    fn since_kill(&self) -> Option<Duration> {
-        self.kill.map(|k| k.elapsed())
-    }
-}
-
-type Shared<T> = Arc<Mutex<T>>;
+use pubsub::testing::{FailoverTraffic, TestKafkaCluster};
+use pubsub::{BackendConfig, Consumer, ConsumerOptions, InitialPosition, Producer, Topic, TopicOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_leader_killed_loses_no_confirmed_message() {
@@ -80,96 +58,20 @@ async fn partition_leader_killed_loses_no_confirmed_message() {
     }
     let producer_backend = connect().await.unwrap();
 
-    let stop_sending = Arc::new(AtomicBool::new(false));
-    let stop_receiving = Arc::new(AtomicBool::new(false));
-    let recovery: Shared<Recovery> = Default::default();
-    // Message -> when it was sent, relative to the kill (true: after).
-    let sent_after_kill: Shared<HashMap<String, bool>> = Default::default();
-
-    let mut producers = Vec::new();
-    for p in 0..2 {
-        let producer: Arc<dyn Producer> = Arc::from(
-            producer_backend
-                .create_producer(&topic, Default::default())
-                .await
-                .unwrap(),
-        );
-        let (stop, recovery, after) = (stop_sending.clone(), recovery.clone(), sent_after_kill.clone());
-        producers.push(tokio::spawn(async move {
-            let (mut confirmed, mut attempts, mut sent) = (BTreeSet::new(), 0usize, 0usize);
-            let mut n = 0usize;
-            while !stop.load(Ordering::Acquire) {
-                let payload = format!("p{p}-{n}");
-                let killed = recovery.lock().unwrap().kill.is_some();
-                after.lock().unwrap().insert(payload.clone(), killed);
-                sent += 1;
-                // Retried until confirmed (the producer's job at q1): a retry
-                // after a lost PubAck may store it twice, a duplicate.
-                loop {
-                    attempts += 1;
-                    let send = producer.send(OutgoingMessage::new(payload.clone()));
-                    // Given up after 2 s (and sent again): while the
-                    // partition has no leader, librdkafka holds the send.
-                    match tokio::time::timeout(Duration::from_secs(2), send).await {
-                        Ok(Ok(_)) => {
-                            confirmed.insert(payload.clone());
-                            let mut r = recovery.lock().unwrap();
-                            if killed && r.first_confirm.is_none() {
-                                r.first_confirm = r.since_kill();
-                            }
-                            break;
-                        }
-                        Ok(Err(e)) => assert!(e.is_retriable(), "send during the failover: {e:?}"),
-                        Err(_elapsed) => {}
-                    }
-                    if stop.load(Ordering::Acquire) {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                n += 1;
-                // About 200 messages a second per producer.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (sent, attempts, confirmed)
-        }));
+    let mut producers: Vec<Arc<dyn Producer>> = Vec::new();
+    for _ in 0..2 {
+        let producer = producer_backend
+            .create_producer(&topic, Default::default())
+            .await
+            .unwrap();
+        producers.push(Arc::from(producer));
     }
-
-    let received: Shared<Vec<String>> = Default::default();
-    let mut receivers = Vec::new();
-    for consumer in &consumers {
-        let (consumer, stop) = (consumer.clone(), stop_receiving.clone());
-        let (received, recovery, after) = (received.clone(), recovery.clone(), sent_after_kill.clone());
-        receivers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Acquire) {
-                match consumer.receive_timeout(Duration::from_millis(500)).await {
-                    Ok(m) => {
-                        let payload = String::from_utf8(m.payload().to_vec()).unwrap();
-                        if after.lock().unwrap().get(&payload) == Some(&true) {
-                            let mut r = recovery.lock().unwrap();
-                            if r.first_receive.is_none() {
-                                r.first_receive = r.since_kill();
-                            }
-                        }
-                        received.lock().unwrap().push(payload);
-                        // May fail while the consumer's node is gone: redelivered later.
-                        let _ = m.ack().await;
-                    }
-                    Err(Error::Timeout(_)) => {}
-                    Err(e) => {
-                        eprintln!("receive during the failover: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }));
-    }
+    let traffic = FailoverTraffic::start(producers, consumers);
 
     // Steady traffic, then the leader dies.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before_kill = received.lock().unwrap().len();
-    assert!(before_kill > 0, "messages flow before the kill");
-    recovery.lock().unwrap().kill = Some(Instant::now());
+    assert!(traffic.received() > 0, "messages flow before the kill");
+    traffic.killed_now();
     cluster.kill(leader).await.unwrap();
     let killed_at = Instant::now();
     // A new leader of partition 0 among the other two.
@@ -192,58 +94,14 @@ async fn partition_leader_killed_loses_no_confirmed_message() {
     cluster.restart(leader).await.expect("start the killed node again");
     let restarted_at = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stop_sending.store(true, Ordering::Release);
-    let (mut sent, mut attempts, mut confirmed) = (0, 0, BTreeSet::new());
-    for p in producers {
-        let (s, a, c) = p.await.unwrap();
-        sent += s;
-        attempts += a;
-        confirmed.extend(c);
-    }
-    // Everything confirmed arrives: wait for it (bounded).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got: BTreeSet<String> = received.lock().unwrap().iter().cloned().collect();
-        if confirmed.is_subset(&got) || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // A little longer, for late redeliveries to show as duplicates.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop_receiving.store(true, Ordering::Release);
-    for r in receivers {
-        r.await.unwrap();
-    }
-    let got = received.lock().unwrap().clone();
-    let unique: BTreeSet<String> = got.iter().cloned().collect();
-    let lost: Vec<&String> = confirmed.difference(&unique).collect();
-    let (first_confirm, first_receive) = {
-        let r = recovery.lock().unwrap();
-        (r.first_confirm, r.first_receive)
-    };
+    let tally = traffic.finish(Duration::from_secs(60)).await;
     eprintln!(
-        "kafka cluster failover (broker {} leading partition 0 killed, {} took over): sent {sent} ({attempts} attempts), \
-         confirmed {}, received {} ({} duplicates), lost {}; new leader after {election:?}, first send \
-         confirmed {:?} and first new message received {:?} after the kill; killed node back {:?} after the kill",
+        "kafka cluster failover (broker {} leading partition 0 killed, {} took over): {tally}; new leader after {election:?}, killed node back {:?} after the kill",
         cluster.broker_id(leader),
         cluster.broker_id(new_leader),
-        confirmed.len(),
-        unique.len(),
-        got.len() - unique.len(),
-        lost.len(),
-        first_confirm,
-        first_receive,
         restarted_at - killed_at,
     );
-    assert!(
-        lost.is_empty(),
-        "{} confirmed messages lost, e.g. {:?}",
-        lost.len(),
-        lost.iter().take(10).collect::<Vec<_>>()
-    );
-    assert!(first_confirm.is_some(), "sends are confirmed again after the kill");
-    assert!(first_receive.is_some(), "messages sent after the kill are received");
+    tally.assert_recovered();
     // The restarted broker is running again, and every partition has a leader.
     assert!(cluster.is_running(leader));
     assert!(cluster

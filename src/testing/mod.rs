@@ -52,6 +52,8 @@ mod nats_cluster;
 pub use nats_cluster::TestNatsCluster;
 mod kafka_cluster;
 pub use kafka_cluster::TestKafkaCluster;
+mod failover;
+pub use failover::{FailoverTally, FailoverTraffic};
 
 /// The server side of a TLS [`TestBroker`]: its certificate, the CA it
 /// checks client certificates against, and whether it demands one.
