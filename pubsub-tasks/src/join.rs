@@ -17,10 +17,13 @@ use crate::store::ResultStore;
 /// callback, else `None`; an error as text (it is shared by a batch).
 type JoinResult = std::result::Result<Option<Vec<String>>, String>;
 
+/// A join waiting: the member's index, and where its answer goes.
+type Waiting = (usize, oneshot::Sender<JoinResult>);
+
 /// The joins waiting per chord id, while one task joins that chord.
 #[derive(Default)]
 pub(crate) struct ChordJoins {
-    pending: Mutex<HashMap<String, Vec<(usize, oneshot::Sender<JoinResult>)>>>,
+    pending: Mutex<HashMap<String, Vec<Waiting>>>,
 }
 
 impl ChordJoins {
