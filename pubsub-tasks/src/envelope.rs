@@ -104,6 +104,15 @@ impl TaskMessage {
                 source: None,
             });
         }
+        if let Some(chord) = msg.chord.as_ref().filter(|c| c.index >= c.size) {
+            return Err(pubsub_core::Error::Codec {
+                message: format!(
+                    "task {}: chord member index {} is not below the chord's size {}",
+                    msg.id, chord.index, chord.size
+                ),
+                source: None,
+            });
+        }
         Ok(msg)
     }
 }
@@ -118,6 +127,14 @@ mod tests {
         let text = String::from_utf8(msg.to_bytes()).unwrap();
         assert_eq!(text, r#"{"v":1,"id":"t1","name":"add","args":[1,2],"retries":0}"#);
         assert_eq!(TaskMessage::from_bytes(text.as_bytes()).unwrap(), msg);
+        let callback = r#"{"id":"c","name":"sum","args":[]}"#;
+        for (index, size, ok) in [(0, 1, true), (1, 2, true), (2, 2, false), (0, 0, false)] {
+            let member = text.replace(
+                r#""retries":0}"#,
+                &format!(r#""retries":0,"chord":{{"id":"k","index":{index},"size":{size},"callback":{callback}}}}}"#),
+            );
+            assert_eq!(TaskMessage::from_bytes(member.as_bytes()).is_ok(), ok, "{member}");
+        }
         let other = text.replace(r#""v":1"#, r#""v":2"#);
         assert!(matches!(
             TaskMessage::from_bytes(other.as_bytes()),
