@@ -7,11 +7,10 @@
 //! confirmed / received / duplicates / lost and the time to recover;
 //! asserts that every message whose send returned Ok is received.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pubsub::testing::{FailoverTraffic, TestKafkaCluster};
-use pubsub::{BackendConfig, Consumer, ConsumerOptions, InitialPosition, Producer, Topic, TopicOptions};
+use pubsub::{BackendConfig, ConsumerOptions, InitialPosition, Topic, TopicOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_leader_killed_loses_no_confirmed_message() {
@@ -44,29 +43,9 @@ async fn partition_leader_killed_loses_no_confirmed_message() {
     // Kafka has no ack timeout to set: what a dead broker's consumer held
     // comes back with the rebalance.
     let options = ConsumerOptions::default().with_initial_position(InitialPosition::Earliest);
-    let mut consumers: Vec<Arc<dyn Consumer>> = Vec::new();
-    let mut backends = Vec::new();
-    for _ in 0..2 {
-        let backend = connect().await.expect("connect to the cluster");
-        consumers.push(Arc::from(
-            backend
-                .create_consumer(&topic, "workers", options.clone())
-                .await
-                .unwrap(),
-        ));
-        backends.push(backend);
-    }
-    let producer_backend = connect().await.unwrap();
-
-    let mut producers: Vec<Arc<dyn Producer>> = Vec::new();
-    for _ in 0..2 {
-        let producer = producer_backend
-            .create_producer(&topic, Default::default())
-            .await
-            .unwrap();
-        producers.push(Arc::from(producer));
-    }
-    let traffic = FailoverTraffic::start(producers, consumers);
+    let traffic = FailoverTraffic::connect(&url, &topic, options)
+        .await
+        .expect("connect to the cluster");
 
     // Steady traffic, then the leader dies.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -110,8 +89,4 @@ async fn partition_leader_killed_loses_no_confirmed_message() {
         .unwrap()
         .iter()
         .all(Option::is_some));
-    for backend in backends {
-        backend.close().await.unwrap();
-    }
-    producer_backend.close().await.unwrap();
 }

@@ -7,11 +7,10 @@
 //! returned Ok is received. Run twice: clients given every node, and
 //! clients given only the leader's (their connections die with it).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pubsub::testing::{FailoverTraffic, TestNatsCluster};
-use pubsub::{BackendConfig, Consumer, ConsumerOptions, InitialPosition, Producer, Topic, TopicOptions};
+use pubsub::{ConsumerOptions, InitialPosition, Topic, TopicOptions};
 
 /// Which servers the producers' and consumers' backends are given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,35 +55,14 @@ async fn failover(clients: Clients) {
         Clients::AllNodes => cluster.url(),
         Clients::LeaderOnly => cluster.node_url(leader),
     };
-    let connect = || async { BackendConfig::from_url(&url).unwrap().connect().await };
     // Each consumer on its own connection; a short ack timeout, so what was
     // delivered but not acked when a node died comes back soon.
     let options = ConsumerOptions::default()
         .with_initial_position(InitialPosition::Earliest)
         .with_ack_timeout(Some(Duration::from_secs(5)));
-    let mut consumers: Vec<Arc<dyn Consumer>> = Vec::new();
-    let mut backends = Vec::new();
-    for _ in 0..2 {
-        let backend = connect().await.expect("connect to the cluster");
-        consumers.push(Arc::from(
-            backend
-                .create_consumer(&topic, "workers", options.clone())
-                .await
-                .unwrap(),
-        ));
-        backends.push(backend);
-    }
-    let producer_backend = connect().await.unwrap();
-
-    let mut producers: Vec<Arc<dyn Producer>> = Vec::new();
-    for _ in 0..2 {
-        let producer = producer_backend
-            .create_producer(&topic, Default::default())
-            .await
-            .unwrap();
-        producers.push(Arc::from(producer));
-    }
-    let traffic = FailoverTraffic::start(producers, consumers);
+    let traffic = FailoverTraffic::connect(&url, &topic, options)
+        .await
+        .expect("connect to the cluster");
 
     // Steady traffic, then the leader dies.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -122,8 +100,4 @@ async fn failover(clients: Clients) {
     // The restarted node is a member again: it answers, and the stream keeps a leader.
     assert!(cluster.is_running(leader));
     assert!(cluster.stream_leader(&topic).await.unwrap().is_some());
-    for backend in backends {
-        backend.close().await.unwrap();
-    }
-    producer_backend.close().await.unwrap();
 }

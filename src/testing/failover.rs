@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pubsub_core::{Consumer, Error, OutgoingMessage, Producer};
+use pubsub_core::{Consumer, ConsumerOptions, Error, OutgoingMessage, Producer, PubSubBackend, Result, Topic};
 use tokio::task::JoinHandle;
 
 /// When each thing first happened after the kill, as offsets from it.
@@ -52,6 +52,8 @@ pub struct FailoverTraffic {
     received: Shared<Vec<String>>,
     producers: Vec<JoinHandle<Sent>>,
     receivers: Vec<JoinHandle<()>>,
+    /// Backends [`connect`](Self::connect) made, closed by [`finish`](Self::finish).
+    backends: Vec<Arc<dyn PubSubBackend>>,
 }
 
 /// What a [`FailoverTraffic`] run came to.
@@ -124,6 +126,7 @@ impl FailoverTraffic {
             received: Shared::default(),
             producers: Vec::new(),
             receivers: Vec::new(),
+            backends: Vec::new(),
         };
         // Message -> whether it was sent after the kill.
         let sent_after_kill: Shared<HashMap<String, bool>> = Shared::default();
@@ -152,6 +155,31 @@ impl FailoverTraffic {
             receivers,
             ..traffic
         }
+    }
+
+    /// Connects to `url` three times, each consumer on its own connection
+    /// (so a dead node takes one of them, not all): two consumers of the
+    /// subscription `workers` of `topic` with `options`, and two producers
+    /// on the third; then [`start`](Self::start)s them.
+    pub async fn connect(url: &str, topic: &Topic, options: ConsumerOptions) -> Result<Self> {
+        let mut backends = Vec::new();
+        let mut consumers: Vec<Arc<dyn Consumer>> = Vec::new();
+        for _ in 0..2 {
+            let backend = crate::BackendConfig::from_url(url)?.connect().await?;
+            consumers.push(Arc::from(
+                backend.create_consumer(topic, "workers", options.clone()).await?,
+            ));
+            backends.push(backend);
+        }
+        let backend = crate::BackendConfig::from_url(url)?.connect().await?;
+        let mut producers: Vec<Arc<dyn Producer>> = Vec::new();
+        for _ in 0..2 {
+            producers.push(Arc::from(backend.create_producer(topic, Default::default()).await?));
+        }
+        backends.push(backend);
+        let mut traffic = Self::start(producers, consumers);
+        traffic.backends = backends;
+        Ok(traffic)
     }
 
     /// Messages received so far (duplicates included).
@@ -187,6 +215,11 @@ impl FailoverTraffic {
         self.stop_receiving.store(true, Ordering::Release);
         for r in self.receivers {
             r.await.expect("a consumer task");
+        }
+        for backend in &self.backends {
+            if let Err(e) = backend.close().await {
+                eprintln!("closing a failover test's backend: {e}");
+            }
         }
         let got = self.received.lock().unwrap().clone();
         let unique: BTreeSet<String> = got.iter().cloned().collect();
