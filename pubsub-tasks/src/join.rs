@@ -82,7 +82,8 @@ impl ChordJoins {
                 Err(e) => (None, Some(e.to_string())),
             };
             for (_, reply) in batch {
-                // The member list goes to the first only; the rest get `None`.
+                // The member list goes to the first only (the store holds its
+                // index as the claimant); the rest get `None`.
                 let _ = reply.send(match &error {
                     Some(e) => Err(e.clone()),
                     None => Ok(members.take()),

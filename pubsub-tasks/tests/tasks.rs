@@ -552,8 +552,9 @@ async fn put_if_absent_is_atomic(store: Arc<dyn ResultStore>, name: &str) {
 
 /// The store's chord join, as the worker uses it: batches with repeats
 /// count each member once, one call is told to send the callback (with
-/// the member list), a claim not confirmed within its lease goes again,
-/// a confirmed one never does, a batch of 9,000 joins, and a chord without
+/// the member list), a claim not confirmed goes again to the claiming
+/// member's redelivery or to anyone after its lease, a confirmed one never
+/// does, a batch of 9,000 joins, and a chord without
 /// a member list is an error, not a callback without results.
 async fn chord_joins_claim_once(store: &dyn ResultStore, name: &str) {
     let chord = uuid::Uuid::new_v4().to_string();
@@ -585,6 +586,16 @@ async fn chord_joins_claim_once(store: &dyn ResultStore, name: &str) {
         store.chord_join(&chord, &[1], 5, lease).await.unwrap(),
         Some(members.clone()),
         "{name}: the claim lapsed unconfirmed"
+    );
+    assert_eq!(
+        store.chord_join(&chord, &[1], 5, lease).await.unwrap(),
+        Some(members.clone()),
+        "{name}: the claimer's message came back (its worker died before confirming)"
+    );
+    assert_eq!(
+        store.chord_join(&chord, &[4], 5, lease).await.unwrap(),
+        None,
+        "{name}: another member while 1's claim holds"
     );
     store.chord_sent(&chord).await.unwrap();
     tokio::time::sleep(lease + Duration::from_millis(100)).await;

@@ -81,12 +81,13 @@ pub trait ResultStore: Send + Sync + 'static {
 
     /// Records that the members at `indices` of the chord `chord_id` (of
     /// `size` members) succeeded. `Some(member ids)` tells the caller to send
-    /// the chord's callback: exactly one call gets it once every member has
-    /// joined, however often members are redelivered, unless that caller did
-    /// not confirm with [`chord_sent`](Self::chord_sent) within `lease`, in
-    /// which case the next join of any member gets it again (so a worker
-    /// that died in between does not lose the callback). Workers pass the
-    /// joins of one chord that arrive together in one call.
+    /// the chord's callback: one call gets it once every member has joined,
+    /// and that claim is the first index's of the call. Until the claimer
+    /// confirms with [`chord_sent`](Self::chord_sent), the claim goes again
+    /// to a later call that includes the claiming member (its message came
+    /// back: its worker died or failed before confirming), or to any call
+    /// once `lease` has passed; after the confirmation, to none. Workers
+    /// pass the joins of one chord that arrive together in one call.
     async fn chord_join(
         &self,
         chord_id: &str,
@@ -120,6 +121,9 @@ pub(crate) struct ChordJoin {
     joined: std::collections::BTreeSet<usize>,
     /// Until when (Unix ms) the caller told to send the callback has to confirm.
     claim_until: Option<u64>,
+    /// The member whose join holds the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claimant: Option<usize>,
     sent: bool,
 }
 
@@ -128,9 +132,11 @@ impl ChordJoin {
     /// callback (see [`ResultStore::chord_join`]).
     pub(crate) fn join(&mut self, indices: &[usize], size: usize, lease: Duration, now_ms: u64) -> bool {
         self.joined.extend(indices);
-        let claimable = !self.sent && self.claim_until.is_none_or(|until| until <= now_ms);
-        if self.joined.len() >= size && claimable {
+        let lapsed = self.claim_until.is_none_or(|until| until <= now_ms);
+        let claimant_back = self.claimant.is_some_and(|c| indices.contains(&c));
+        if self.joined.len() >= size && !self.sent && (lapsed || claimant_back) {
             self.claim_until = Some(now_ms + lease.as_millis() as u64);
+            self.claimant = indices.first().copied();
             return true;
         }
         false

@@ -47,21 +47,29 @@ fn failed(what: &str, e: redis::RedisError) -> Error {
     Error::connection(NAME, format!("result store: {what}"), e)
 }
 
-/// Marks chord members ARGV[5..] done in KEYS[1] (a set); when the set has
-/// ARGV[1] members and the callback is neither sent nor claimed by a live
-/// claim (ARGV[2] is now, in ms), claims it in KEYS[2] until ARGV[3] and
-/// answers the member list in KEYS[3] (-1, claiming nothing, when it is
-/// gone); else nil. ARGV[4]: the TTL in ms.
+/// Marks chord members ARGV[6..] done in KEYS[1] (a set); when the set has
+/// ARGV[1] members and the callback is not sent, and not claimed by a live
+/// claim (ARGV[2] is now, in ms) of a member other than those joining
+/// (ARGV[5..]), claims it in KEYS[2] for member ARGV[5] until ARGV[3]
+/// (`until:member`) and answers the member list in KEYS[3] (-1, claiming
+/// nothing, when it is gone); else nil. ARGV[4]: the TTL in ms.
 const CHORD_JOIN: &str = r#"
-redis.call('SADD', KEYS[1], unpack(ARGV, 5))
+redis.call('SADD', KEYS[1], unpack(ARGV, 6))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[1]) then return nil end
 local claim = redis.call('GET', KEYS[2])
 if claim == 'sent' then return nil end
-if claim and tonumber(claim) > tonumber(ARGV[2]) then return nil end
+if claim then
+  local untl, holder = string.match(claim, '^(%d+):(%d+)$')
+  local back = false
+  for i = 5, #ARGV do
+    if ARGV[i] == holder then back = true end
+  end
+  if not back and tonumber(untl or claim) > tonumber(ARGV[2]) then return nil end
+end
 local members = redis.call('GET', KEYS[3])
 if not members then return -1 end
-redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[3] .. ':' .. ARGV[5], 'PX', ARGV[4])
 return members
 "#;
 
@@ -117,10 +125,11 @@ impl RedisResultStore {
         format!("{}:chord:{chord_id}:{part}", self.prefix)
     }
 
-    /// One [`CHORD_JOIN`] call for `indices`.
+    /// One [`CHORD_JOIN`] call for `indices`, a claim being `claimant`'s.
     async fn chord_join_part(
         &self,
         chord_id: &str,
+        claimant: usize,
         indices: &[usize],
         size: usize,
         lease: Duration,
@@ -134,7 +143,8 @@ impl RedisResultStore {
             .arg(size)
             .arg(now)
             .arg(now + lease.as_millis() as u64)
-            .arg(self.ttl_ms());
+            .arg(self.ttl_ms())
+            .arg(claimant);
         for index in indices {
             call.arg(index);
         }
@@ -329,8 +339,11 @@ impl ResultStore for RedisResultStore {
         // The indices go as script arguments, which Lua unpacks fewer than
         // 8,000 of: a larger batch is joined a part at a time.
         let mut told = None;
+        let Some(&claimant) = indices.first() else {
+            return Ok(None);
+        };
         for part in indices.chunks(JOIN_PART) {
-            let members = self.chord_join_part(chord_id, part, size, lease).await?;
+            let members = self.chord_join_part(chord_id, claimant, part, size, lease).await?;
             told = told.or(members);
         }
         Ok(told)
