@@ -387,13 +387,17 @@ impl Core {
         let queue = m.topic().clone();
         let (existing, revoked) = self.store.get_with_revoked(&msg.id).await.map_err(around)?;
         if let Some(done) = existing.as_ref().filter(|r| r.state.is_ready()) {
-            // A duplicate delivery of a finished task: nothing to run. A
-            // chord member's join may not have happened (its worker died
-            // after the record), or it is the same task twice in a chord.
-            if done.state == TaskState::Success {
-                return self.join_chord(&msg).await;
-            }
-            return Ok(());
+            // A duplicate delivery of a finished task: nothing to run. What
+            // followed its record may not have happened (its worker died
+            // after it), or it is the same task twice in a chord.
+            return match done.state {
+                TaskState::Success => self.join_chord(&msg).await,
+                // Its worker may have died before failing what depended on it.
+                _ => {
+                    let why = done.error.clone().unwrap_or_else(|| format!("{:?}", done.state));
+                    self.fail_downstream(&msg, &why).await
+                }
+            };
         }
         let mut record = existing.unwrap_or_else(|| TaskRecord::new(&msg.id, &msg.name, TaskState::Pending));
         record.worker = Some(self.name.clone());
@@ -547,20 +551,33 @@ impl Core {
         record.state = state;
         record.error = Some(why.clone());
         record.finished_at = Some(now_ms());
-        // What depended on it fails first: a worker that dies in between
-        // leaves this record unfinished, so the task's redelivery does it all again.
-        let downstream = msg.callbacks.iter().map(|s| (s.id.clone(), s.name.clone())).chain(
-            msg.chord
-                .as_ref()
-                .map(|c| (c.callback.id.clone(), c.callback.name.clone())),
-        );
+        // Its own record first, so whoever sees what depended on it fail
+        // sees it final too; a worker that dies in between leaves the rest
+        // to this message's redelivery (see `fail_downstream`).
+        self.store.put(&record).await.map_err(around)?;
+        self.fail_downstream(msg, &why).await
+    }
+
+    /// Fails what depended on `msg`, a task that did not succeed for `why`:
+    /// the rest of its chain, its chord's callback. Records that are final
+    /// already are left alone (this runs again on a redelivery).
+    async fn fail_downstream(&self, msg: &TaskMessage, why: &str) -> std::result::Result<(), HandlerError> {
+        let downstream = msg
+            .callbacks
+            .iter()
+            .map(|s| (&s.id, &s.name))
+            .chain(msg.chord.as_ref().map(|c| (&c.callback.id, &c.callback.name)));
         for (id, name) in downstream {
             let mut failed = TaskRecord::new(id, name, TaskState::Failure);
             failed.error = Some(format!("{} ({}) did not succeed: {why}", msg.name, msg.id));
             failed.finished_at = Some(now_ms());
-            self.store.put(&failed).await.map_err(around)?;
+            if !self.store.put_if_absent(&failed).await.map_err(around)? {
+                let now = self.store.get(id).await.map_err(around)?;
+                if !now.is_some_and(|r| r.state.is_ready()) {
+                    self.store.put(&failed).await.map_err(around)?;
+                }
+            }
         }
-        self.store.put(&record).await.map_err(around)?;
         Ok(())
     }
 
@@ -633,11 +650,27 @@ impl Core {
                 let mut call = message(cb);
                 call.args = cb.args_after(Value::Array(results));
                 call.root_id = msg.root_id.clone();
-                let topic = self.sender.queue(cb.queue.as_deref()).map_err(around)?;
-                self.sender
-                    .send(&topic, call, cb.countdown_ms.map(Duration::from_millis))
-                    .await
-                    .map_err(around)?;
+                let sent = match self.sender.queue(cb.queue.as_deref()) {
+                    Ok(topic) => {
+                        self.sender
+                            .send(&topic, call, cb.countdown_ms.map(Duration::from_millis))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match sent {
+                    Ok(()) => {}
+                    Err(e) if is_permanent(&e) => {
+                        // Refused every time (the results together over the
+                        // backend's message limit, a bad queue): the callback
+                        // fails, once, instead of the chord waiting for ever.
+                        let mut failed = TaskRecord::new(&cb.id, &cb.name, TaskState::Failure);
+                        failed.error = Some(format!("the chord's callback cannot be sent: {e}"));
+                        failed.finished_at = Some(now_ms());
+                        self.store.put(&failed).await.map_err(around)?;
+                    }
+                    Err(e) => return Err(around(e)),
+                }
                 self.store.chord_sent(&chord.id).await.map_err(around)?;
             }
         }
